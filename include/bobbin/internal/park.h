@@ -1,0 +1,107 @@
+// bobbin/internal/park.h -- not part of the bobbin API.
+//
+// The one parking primitive every bobbin sync primitive is built on, exposed
+// only because channel<T> is a template. A `waiter` lives on the stack of the
+// fiber (or plain thread) that waits; a primitive links it into its
+// `waiter_list` under its spin_lock and calls park(). A notifier pops it under
+// the same lock, claims it, and calls wake() after releasing the lock.
+//
+// Protocol (every transition of waiter::state):
+//   waiting  -> notified   by claim(), called by a notifier holding the lock
+//   waiting  -> timed_out  by the deadline (timer completion or the thread's
+//                          timed futex wait); the waiter then unlinks itself
+// Exactly one of the two wins the compare-and-swap, so a waiter is woken once.
+// A notifier must read what it needs (payload, wake token) before claim(),
+// because a claimed waiter's stack frame may be gone once it is woken.
+#ifndef BOBBIN_INTERNAL_PARK_H_
+#define BOBBIN_INTERNAL_PARK_H_
+
+#include <atomic>
+#include <cstdint>
+
+#include "bobbin/config.h"
+#include "bobbin/deadline.h"
+#include "bobbin/internal/spin_lock.h"
+#include "bobbin/wait_reason.h"
+
+namespace bobbin::internal {
+
+enum class wait_state : uint32_t { waiting = 0, notified = 1, timed_out = 2 };
+
+// Who to wake: a fiber control block or a plain thread's parker.
+struct wake_token {
+  void* target = nullptr;
+  bool is_fiber = false;
+};
+
+struct waiter {
+  waiter* next = nullptr;
+  waiter* prev = nullptr;
+  bool linked = false;
+  std::atomic<wait_state> state{wait_state::waiting};
+  wake_token token;
+  void* payload = nullptr;  // primitive-specific hand-off slot (channel value)
+  uintptr_t aux = 0;        // primitive-specific (channel: operation outcome)
+
+  // Fills `token` for the calling fiber or thread. Called before linking.
+  BOBBIN_API void prepare() noexcept;
+
+  // Claims the waiter for a notifier. False if its deadline won the race.
+  bool claim() noexcept {
+    wait_state expected = wait_state::waiting;
+    return state.compare_exchange_strong(expected, wait_state::notified, std::memory_order_acq_rel);
+  }
+};
+
+// An intrusive FIFO of waiters. Not thread-safe: guard it with a spin_lock.
+class waiter_list {
+ public:
+  bool empty() const noexcept { return head_ == nullptr; }
+  waiter* front() const noexcept { return head_; }
+  void push_back(waiter* w) noexcept {
+    w->next = nullptr;
+    w->prev = tail_;
+    if (tail_) tail_->next = w; else head_ = w;
+    tail_ = w;
+    w->linked = true;
+  }
+  waiter* pop_front() noexcept {
+    waiter* w = head_;
+    if (w) remove(w);
+    return w;
+  }
+  void remove(waiter* w) noexcept {
+    if (!w->linked) return;
+    if (w->prev) w->prev->next = w->next; else head_ = w->next;
+    if (w->next) w->next->prev = w->prev; else tail_ = w->prev;
+    w->next = w->prev = nullptr;
+    w->linked = false;
+  }
+
+ private:
+  waiter* head_ = nullptr;
+  waiter* tail_ = nullptr;
+};
+
+// Blocks the caller until `w` is claimed by a notifier or `d` passes.
+// `lock` must be held on entry and `w` linked (prepared) in a list it guards;
+// the lock is released once the caller is safely parked and is NOT held on
+// return. On timeout the waiter is unlinked from `list` before returning.
+// On a fiber this parks the fiber; on a plain thread it blocks the thread.
+BOBBIN_API wait_state park(waiter& w, spin_lock& lock, waiter_list& list, deadline d, wait_reason reason);
+
+// Wakes a claimed waiter's fiber or thread. Call after releasing the lock.
+BOBBIN_API void wake(wake_token t) noexcept;
+
+// Pops waiters until one can be claimed; returns it (still needing wake()),
+// or nullptr if the list held none that could be claimed.
+inline waiter* pop_and_claim(waiter_list& list) noexcept {
+  while (waiter* w = list.pop_front()) {
+    if (w->claim()) return w;
+  }
+  return nullptr;
+}
+
+}  // namespace bobbin::internal
+
+#endif  // BOBBIN_INTERNAL_PARK_H_

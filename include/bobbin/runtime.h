@@ -1,0 +1,125 @@
+// bobbin/runtime.h
+//
+// The runtime: a pool of carrier threads, one io_uring ring each, that run
+// fibers. Most programs need one call:
+//
+//   int main() {
+//     return bobbin::run([] {
+//       auto listener = bobbin::tcp_listener::bind(...).value();
+//       ...                               // blocking-style code, on a fiber
+//       return 0;
+//     });
+//   }
+//
+// run() starts a runtime, runs the callable on a main fiber, waits for it,
+// shuts the runtime down and returns its result (or rethrows its exception).
+// Fibers still alive when the main fiber ends are abandoned, as goroutines are
+// when main returns: their stacks are freed without unwinding. Programs that
+// need their fibers to finish should join them or wait on a wait_group.
+//
+// For more control (several runtimes, spawning from existing threads), use
+// runtime::start() and runtime::spawn(); destroying the runtime shuts it down.
+//
+// Cost: starting a runtime creates `carriers` threads, each with an io_uring
+// ring and an eventfd; an idle runtime sleeps in the kernel (no spinning
+// beyond a few microseconds after the last fiber parks).
+#ifndef BOBBIN_RUNTIME_H_
+#define BOBBIN_RUNTIME_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include "absl/status/statusor.h"
+#include "bobbin/config.h"
+#include "bobbin/fiber.h"
+
+namespace bobbin {
+
+// What to do when a stack cannot get a guard page (only on kernels before
+// 6.13, whose mprotect guards split mappings and run into vm.max_map_count).
+enum class stack_guard_policy {
+  best_effort,  // guard while the map budget lasts, then warn once and go on unguarded
+  required,     // fail spawn with ResourceExhausted instead of an unguarded stack
+};
+
+struct runtime_options {
+  unsigned carriers = 0;               // 0: one per hardware thread
+  std::size_t stack_size = 64 * 1024;  // usable bytes per fiber stack (rounded up to pages)
+  std::size_t max_fibers = 0;          // 0: no limit beyond memory; else spawn fails past it
+  unsigned ring_entries = 4096;        // submission queue depth of each carrier's ring
+  stack_guard_policy guard_policy = stack_guard_policy::best_effort;
+};
+
+// Counters, read with relaxed loads: a consistent snapshot is not promised.
+struct runtime_stats {
+  unsigned carriers = 0;
+  uint64_t fibers_spawned = 0;
+  uint64_t fibers_alive = 0;
+  uint64_t context_switches = 0;
+  uint64_t steals = 0;             // fibers taken from another carrier's run queue
+  uint64_t carrier_wakeups = 0;    // eventfd writes that woke a sleeping carrier
+  uint64_t io_submitted = 0;       // SQEs handed to the kernel
+  uint64_t io_enter_calls = 0;     // io_uring_enter system calls
+  uint64_t stacks_mapped = 0;      // stacks ever mmap'd (the rest were reused)
+  uint64_t stacks_unguarded = 0;   // stacks running without a guard page
+};
+
+class BOBBIN_API runtime {
+ public:
+  // Starts the carriers. Fails with InvalidArgument on bad options and with
+  // Unavailable/ResourceExhausted when io_uring or threads cannot be set up.
+  static absl::StatusOr<std::unique_ptr<runtime>> start(const runtime_options& options = {});
+
+  // Shuts down (see shutdown()).
+  ~runtime();
+  runtime(const runtime&) = delete;
+  runtime& operator=(const runtime&) = delete;
+
+  // Starts a fiber from any thread or fiber. Throws std::system_error
+  // (resource_unavailable_try_again) when no stack can be had.
+  template <class F>
+  fiber<std::invoke_result_t<std::decay_t<F>&>> spawn(F&& fn, const fiber_options& options = {}) {
+    auto f = try_spawn_on(impl_, std::forward<F>(fn), options);
+    if (!f.ok()) throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again),
+                                         std::string(f.status().message()));
+    return std::move(*f);
+  }
+
+  // Stops the carriers and joins them. Fibers still alive are abandoned.
+  // Must not be called from one of this runtime's own fibers. Idempotent.
+  void shutdown();
+
+  unsigned carriers() const noexcept;
+  runtime_stats stats() const noexcept;
+  // One line per live fiber: id, name, state, wait reason, carrier.
+  std::string dump_fibers() const;
+
+ private:
+  explicit runtime(internal::runtime_impl* impl) : impl_(impl) {}
+  internal::runtime_impl* impl_;
+};
+
+// Runs `fn` on the main fiber of a new runtime and returns its result (see
+// the header comment). Throws std::runtime_error if the runtime cannot start.
+template <class F>
+std::invoke_result_t<std::decay_t<F>&> run(F&& fn, const runtime_options& options = {}) {
+  auto rt = runtime::start(options);
+  if (!rt.ok()) throw std::runtime_error("bobbin: cannot start runtime: " + std::string(rt.status().message()));
+  fiber_options main_options;
+  main_options.name = "main";
+  auto main_fiber = (*rt)->spawn(std::forward<F>(fn), main_options);
+  struct stopper {
+    runtime* rt;
+    ~stopper() { rt->shutdown(); }
+  } stop{rt->get()};
+  return main_fiber.join();
+}
+
+}  // namespace bobbin
+
+#endif  // BOBBIN_RUNTIME_H_

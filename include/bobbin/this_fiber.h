@@ -1,0 +1,46 @@
+// bobbin/this_fiber.h
+//
+// Calls about the calling fiber, the analog of std::this_thread.
+//
+//   bobbin::this_fiber::sleep_for(10ms);   // parks; the carrier runs others
+//   bobbin::this_fiber::yield();           // lets other runnable fibers run
+//
+// Off a fiber (on a plain thread) each call falls back to its std::this_thread
+// counterpart, so code runs the same on or off the runtime.
+// Blocks: sleep parks the fiber until the deadline (an io_uring timeout on
+// the carrier's ring: a parked sleeper costs the carrier nothing).
+// Cost: yield() is one context switch when another fiber is runnable, and
+// returns at once otherwise.
+#ifndef BOBBIN_THIS_FIBER_H_
+#define BOBBIN_THIS_FIBER_H_
+
+#include <chrono>
+#include <cstdint>
+#include <string_view>
+
+#include "bobbin/config.h"
+#include "bobbin/deadline.h"
+
+namespace bobbin::this_fiber {
+
+// True when called on a fiber.
+BOBBIN_API bool is_fiber() noexcept;
+// The calling fiber's id (unique in the process, never reused), 0 off a fiber.
+BOBBIN_API uint64_t id() noexcept;
+// The calling fiber's name ("" if unnamed or off a fiber).
+BOBBIN_API std::string_view name() noexcept;
+// Index of the carrier running the caller, -1 off a fiber. May change after
+// any call that parks.
+BOBBIN_API int carrier_index() noexcept;
+
+BOBBIN_API void yield() noexcept;
+BOBBIN_API void sleep_until(deadline d) noexcept;
+
+template <class Rep, class Period>
+void sleep_for(std::chrono::duration<Rep, Period> d) noexcept {
+  sleep_until(deadline(d));
+}
+
+}  // namespace bobbin::this_fiber
+
+#endif  // BOBBIN_THIS_FIBER_H_

@@ -1,0 +1,42 @@
+// bobbin/wait_reason.h
+//
+// Why a fiber is parked. Every place in bobbin that parks a fiber passes its
+// own reason, so a fiber dump says exactly what each parked fiber waits for
+// (the analog of Go's waitReason). to_string() gives the stable text used in
+// dumps and reports.
+#ifndef BOBBIN_WAIT_REASON_H_
+#define BOBBIN_WAIT_REASON_H_
+
+#include <cstdint>
+#include <string_view>
+
+#include "bobbin/config.h"
+
+namespace bobbin {
+
+enum class wait_reason : uint8_t {
+  none,
+  yield,
+  sleep,
+  join,
+  mutex_lock,
+  condition_wait,
+  semaphore_acquire,
+  latch_wait,
+  wait_group_wait,
+  channel_send,
+  channel_receive,
+  net_accept,
+  net_connect,
+  net_read,
+  net_write,
+  net_close,
+  file_io,
+  count_,  // not a reason: the number of reasons
+};
+
+BOBBIN_API std::string_view to_string(wait_reason r) noexcept;
+
+}  // namespace bobbin
+
+#endif  // BOBBIN_WAIT_REASON_H_

@@ -1,0 +1,71 @@
+// Not part of the bobbin API.
+//
+// The fiber control block: everything the runtime knows about one fiber.
+//
+// States, and who may touch the fiber in each:
+//   runnable  on exactly one queue (a carrier's runnext slot or run queue, or
+//             the global inject queue); its stack is not in use; the carrier
+//             that dequeues it owns it.
+//   running   mounted on exactly one carrier (carrier::current), running on
+//             its own stack; only that carrier touches `ctx`.
+//   parked    on no run queue; linked (through a `waiter` on its own stack)
+//             into at most one wait list, or waiting for one io_uring
+//             completion; whoever claims the waiter or reaps the completion
+//             makes it runnable, exactly once.
+//   done      its body returned; the stack is back in the pool; the control
+//             block lives on until the handle and the registry let it go.
+// A fiber leaves `running` only by switching away; the post-switch action
+// that publishes it (requeue, unlock of the wait list) runs on the next
+// context, after its stack is no longer in use.
+#ifndef BOBBIN_RUNTIME_FIBER_FIBER_CONTROL_H_
+#define BOBBIN_RUNTIME_FIBER_FIBER_CONTROL_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "bobbin/internal/fiber_body.h"
+#include "bobbin/internal/park.h"
+#include "bobbin/wait_reason.h"
+#include "runtime/fiber/context.h"
+#include "runtime/fiber/stack_pool.h"
+
+namespace bobbin::internal {
+
+enum class fiber_state : uint8_t { runnable, running, parked, done };
+
+struct fiber_control {
+  exec_context ctx;
+  fiber_stack stack;
+  runtime_impl* rt = nullptr;
+  uint64_t id = 0;
+  std::string name;
+  std::atomic<fiber_state> state{fiber_state::runnable};
+  std::atomic<wait_reason> reason{wait_reason::none};
+  std::atomic<int> carrier{-1};  // last carrier it ran on, for dumps
+  std::unique_ptr<fiber_body> body;
+
+  fiber_control* next_global = nullptr;  // link in the global inject queue
+
+  // Joining: guarded by join_lock.
+  spin_lock join_lock;
+  waiter_list joiners;
+  bool finished = false;
+  bool detached = false;
+
+  // References: one for the running fiber, one for the handle, one for the
+  // registry; the last release deletes the block.
+  std::atomic<int> refs{3};
+
+  // Registry of live fibers, for dumps; guarded by the registry shard lock.
+  fiber_control* reg_prev = nullptr;
+  fiber_control* reg_next = nullptr;
+  unsigned reg_shard = 0;
+};
+
+void release_ref(fiber_control* f) noexcept;
+
+}  // namespace bobbin::internal
+
+#endif  // BOBBIN_RUNTIME_FIBER_FIBER_CONTROL_H_

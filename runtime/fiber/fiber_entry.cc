@@ -1,0 +1,105 @@
+// A fiber's first and last moments, and the handle operations (join, detach)
+// that fiber<T> calls through bobbin/internal/fiber_body.h.
+#include <exception>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/fiber/fiber_control.h"
+#include "runtime/sched/carrier.h"
+#include "runtime/sched/scheduler.h"
+#include "runtime/util/check.h"
+
+namespace bobbin::internal {
+
+namespace {
+
+std::string describe(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    return ex.what();
+  } catch (...) {
+    return "(not a std::exception)";
+  }
+}
+
+[[noreturn]] void report_uncaught(fiber_control* f) {
+  write_stderr(absl::StrCat("bobbin: uncaught exception in detached fiber ", f->id, " \"", f->name,
+                            "\": ", describe(f->body->error), "\n"));
+  std::terminate();
+}
+
+[[noreturn]] void fiber_exit(fiber_control* f) {
+  f->state.store(fiber_state::done, std::memory_order_relaxed);
+  f->join_lock.lock();
+  f->finished = true;
+  const bool detached = f->detached;
+  waiter_list woken;
+  while (waiter* w = pop_and_claim(f->joiners)) woken.push_back(w);
+  f->join_lock.unlock();
+  while (waiter* w = woken.pop_front()) wake(w->token);
+  if (detached && f->body->error) report_uncaught(f);
+  f->rt->fiber_exited(f);
+
+  switch_action a{&f->ctx, switch_action::exit, f, nullptr};
+  current_carrier()->switch_away(f, &a);
+  fatal("bobbin: a finished fiber was resumed");
+}
+
+}  // namespace
+
+void fiber_entry(ctx::transfer_t t) noexcept {
+  finish_first_switch();
+  complete_switch(t);
+  fiber_control* self = current_carrier()->current();
+  try {
+    self->body->run();
+  } catch (...) {
+    self->body->error = std::current_exception();
+  }
+  fiber_exit(self);
+}
+
+void release_ref(fiber_control* f) noexcept {
+  if (f->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete f;
+}
+
+absl::Status spawn_fiber(runtime_impl* rt, std::unique_ptr<fiber_body> body, const fiber_options& options,
+                         fiber_control** out) {
+  if (rt == nullptr) {
+    carrier* c = current_carrier();
+    BOBBIN_CHECK(c != nullptr, "bobbin: bobbin::spawn() called off a fiber; use runtime::spawn() from a thread");
+    rt = c->rt();
+  }
+  return rt->spawn(std::move(body), options, out);
+}
+
+fiber_body* join_fiber(fiber_control* f) {
+  carrier* c = current_carrier();
+  BOBBIN_CHECK(c == nullptr || c->current() != f, "bobbin: a fiber cannot join itself");
+  f->join_lock.lock();
+  if (f->finished) {
+    f->join_lock.unlock();
+    return f->body.get();
+  }
+  waiter w;
+  w.prepare();
+  f->joiners.push_back(&w);
+  park(w, f->join_lock, f->joiners, deadline::never(), wait_reason::join);
+  return f->body.get();
+}
+
+void detach_fiber(fiber_control* f) {
+  f->join_lock.lock();
+  f->detached = true;
+  const bool report = f->finished && f->body->error;
+  f->join_lock.unlock();
+  if (report) report_uncaught(f);
+  release_ref(f);
+}
+
+void release_fiber(fiber_control* f) { release_ref(f); }
+uint64_t fiber_id(const fiber_control* f) noexcept { return f->id; }
+std::string_view fiber_name(const fiber_control* f) noexcept { return f->name; }
+
+}  // namespace bobbin::internal

@@ -1,0 +1,72 @@
+// Not part of the bobbin API.
+//
+// Parking a fiber on one io_uring operation: prepare an SQE on the current
+// carrier's ring, park, and resume with the completion's result. This is
+// the only way fibers wait on the kernel.
+#ifndef BOBBIN_RUNTIME_IO_IO_WAIT_H_
+#define BOBBIN_RUNTIME_IO_IO_WAIT_H_
+
+#include <linux/time_types.h>
+
+#include <cerrno>
+
+#include "bobbin/deadline.h"
+#include "bobbin/wait_reason.h"
+#include "runtime/fiber/fiber_control.h"
+#include "runtime/io/ring.h"
+#include "runtime/sched/carrier.h"
+#include "runtime/sched/scheduler.h"
+
+namespace bobbin::internal {
+
+struct io_wait {
+  completion c{&on_complete};
+  fiber_control* fiber = nullptr;
+  int res = 0;
+  uint32_t flags = 0;
+
+  static void on_complete(completion* c, int res, uint32_t flags) {
+    auto* w = reinterpret_cast<io_wait*>(c);
+    w->res = res;
+    w->flags = flags;
+    w->fiber->rt->ready(w->fiber, /*next=*/false);
+  }
+};
+
+// Runs `prep(sqe)` on the calling fiber's carrier ring, linking a timeout
+// for `d` when it has one, parks until the operation completes, and returns
+// its result (-errno on failure). A deadline that passes turns the result
+// into -ETIMEDOUT. Must be called on a fiber.
+template <class Prep>
+int await_sqe(carrier* c, Prep&& prep, wait_reason reason, deadline d) {
+  fiber_control* self = c->current();
+  io_wait w;
+  w.fiber = self;
+  __kernel_timespec ts{};
+  if (!d.is_never()) {
+    if (d.expired()) return -ETIMEDOUT;
+    c->reserve_sqes(2);  // the op and its link timeout must be submitted together
+  }
+  io_uring_sqe* sqe = c->get_sqe();
+  prep(sqe);
+  io_uring_sqe_set_data(sqe, &w.c);
+  if (!d.is_never()) {
+    sqe->flags |= IOSQE_IO_LINK;
+    int64_t ns = d.monotonic_ns();
+    ts.tv_sec = ns / 1000000000;
+    ts.tv_nsec = ns % 1000000000;
+    io_uring_sqe* t = c->get_sqe();
+    io_uring_prep_link_timeout(t, &ts, IORING_TIMEOUT_ABS);
+    io_uring_sqe_set_data64(t, 0);
+  }
+  self->reason.store(reason, std::memory_order_relaxed);
+  self->state.store(fiber_state::parked, std::memory_order_relaxed);
+  switch_action a{&self->ctx, switch_action::none, self, nullptr};
+  c->switch_away(self, &a);
+  if ((w.res == -ECANCELED || w.res == -EINTR) && !d.is_never() && d.expired()) return -ETIMEDOUT;
+  return w.res;
+}
+
+}  // namespace bobbin::internal
+
+#endif  // BOBBIN_RUNTIME_IO_IO_WAIT_H_

@@ -1,0 +1,55 @@
+#include "runtime/io/ring.h"
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace bobbin::internal {
+
+ring::~ring() {
+  if (ready_) io_uring_queue_exit(&ring_);
+}
+
+absl::Status ring::init(unsigned entries) {
+  // Best first; each fallback drops flags an older kernel rejects (EINVAL).
+  const unsigned candidates[] = {
+      IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG |
+          IORING_SETUP_SUBMIT_ALL | IORING_SETUP_CQSIZE,
+      IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_CQSIZE,
+      IORING_SETUP_CQSIZE,
+  };
+  int err = 0;
+  for (unsigned flags : candidates) {
+    io_uring_params p;
+    std::memset(&p, 0, sizeof p);
+    p.flags = flags;
+    // Room for many parked fibers' completions before the kernel falls back
+    // to its (slower) overflow list.
+    p.cq_entries = entries * 4;
+    err = io_uring_queue_init_params(entries, &ring_, &p);
+    if (err == 0) {
+      flags_ = flags;
+      ready_ = true;
+      return absl::OkStatus();
+    }
+    if (err != -EINVAL) break;
+  }
+  if (err == -EPERM) {
+    return absl::UnavailableError("bobbin: io_uring is disabled on this system (kernel.io_uring_disabled)");
+  }
+  return absl::ResourceExhaustedError(absl::StrCat("bobbin: io_uring_queue_init failed: ", std::strerror(-err)));
+}
+
+bool ring::needs_enter() {
+  if (io_uring_sq_ready(&ring_) != 0) return true;
+  unsigned sq_flags = IO_URING_READ_ONCE(*ring_.sq.kflags);
+  return (sq_flags & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) != 0;
+}
+
+int ring::enter(bool wait) {
+  if (wait) return io_uring_submit_and_wait(&ring_, 1);
+  if (io_uring_sq_ready(&ring_) != 0) return io_uring_submit_and_get_events(&ring_);
+  return io_uring_get_events(&ring_);
+}
+
+}  // namespace bobbin::internal

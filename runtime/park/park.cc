@@ -1,0 +1,159 @@
+// The parking primitive behind every bobbin sync primitive (see
+// bobbin/internal/park.h for the waiter protocol).
+//
+// Timed waits on a fiber: the deadline is an IORING_OP_TIMEOUT on the ring
+// of the carrier where the fiber parks. The fiber may be woken by a notifier
+// and resume on another carrier before the timeout fires, so the timeout's
+// bookkeeping (timed_wait_timer) lives on the heap with two references, one
+// for the fiber and one for the ring's completion, and either side claims it
+// once:
+//   timer fires first:    it claims, tries waiting->timed_out on the waiter,
+//                         wakes the fiber if that won, then marks itself done.
+//   notifier wins first:  the resumed fiber claims the timer, so the timer's
+//                         completion will not touch the (gone) waiter, and
+//                         asks the timer's ring to remove the timeout.
+//   both at once:         the fiber sees the timer claimed and waits for it
+//                         to mark itself done before its waiter leaves scope.
+#include "bobbin/internal/park.h"
+
+#include <linux/time_types.h>
+
+#include "runtime/fiber/fiber_control.h"
+#include "runtime/park/thread_parker.h"
+#include "runtime/sched/carrier.h"
+#include "runtime/sched/scheduler.h"
+#include "runtime/util/check.h"
+
+namespace bobbin::internal {
+
+namespace {
+
+struct timed_wait_timer {
+  completion on_fire{&fired};
+  completion on_removed{&removed};
+  std::atomic<int> refs{3};  // the fiber, the timeout's completion, the removal's
+  std::atomic<bool> claimed{false};
+  std::atomic<bool> done{false};
+  waiter* w = nullptr;
+  __kernel_timespec when{};
+  carrier* owner = nullptr;
+
+  void unref() {
+    if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+
+  static void fired(completion* c, int /*res*/, uint32_t) {
+    auto* t = reinterpret_cast<timed_wait_timer*>(reinterpret_cast<char*>(c) - offsetof(timed_wait_timer, on_fire));
+    if (!t->claimed.exchange(true, std::memory_order_acq_rel)) {
+      waiter* w = t->w;
+      wake_token token = w->token;
+      wait_state expected = wait_state::waiting;
+      bool won = w->state.compare_exchange_strong(expected, wait_state::timed_out, std::memory_order_acq_rel);
+      t->done.store(true, std::memory_order_release);
+      if (won) wake(token);
+    }
+    t->unref();
+  }
+  static void removed(completion* c, int, uint32_t) {
+    auto* t =
+        reinterpret_cast<timed_wait_timer*>(reinterpret_cast<char*>(c) - offsetof(timed_wait_timer, on_removed));
+    t->unref();
+  }
+};
+
+wait_state park_fiber(carrier* c, fiber_control* self, waiter& w, spin_lock& lock, deadline d, wait_reason reason) {
+  timed_wait_timer* timer = nullptr;
+  if (!d.is_never()) {
+    timer = new timed_wait_timer;
+    timer->w = &w;
+    timer->owner = c;
+    int64_t ns = d.monotonic_ns();
+    timer->when.tv_sec = ns / 1000000000;
+    timer->when.tv_nsec = ns % 1000000000;
+    io_uring_sqe* sqe = c->get_sqe();
+    io_uring_prep_timeout(sqe, &timer->when, 0, IORING_TIMEOUT_ABS);
+    io_uring_sqe_set_data(sqe, &timer->on_fire);
+  }
+  self->reason.store(reason, std::memory_order_relaxed);
+  self->state.store(fiber_state::parked, std::memory_order_relaxed);
+  switch_action a{&self->ctx, switch_action::unlock, self, &lock};
+  c->switch_away(self, &a);
+
+  wait_state result = w.state.load(std::memory_order_acquire);
+  if (timer != nullptr) {
+    if (result == wait_state::notified) {
+      if (!timer->claimed.exchange(true, std::memory_order_acq_rel)) {
+        // The timeout is still armed in the kernel: have its ring remove it.
+        timer->owner->post({remote_request::remove_timeout, -1, reinterpret_cast<uint64_t>(&timer->on_fire),
+                            &timer->on_removed});
+        timer->unref();  // our reference; the two completions hold theirs
+        return result;
+      }
+      while (!timer->done.load(std::memory_order_acquire)) __builtin_ia32_pause();
+    }
+    timer->unref();  // ours
+    timer->unref();  // no removal will be posted
+  }
+  if (result == wait_state::timed_out) {
+    lock.lock();
+    // list.remove() is done by the caller-supplied list below.
+  }
+  return result;
+}
+
+}  // namespace
+
+void waiter::prepare() noexcept {
+  carrier* c = current_carrier();
+  if (c != nullptr && c->current() != nullptr) {
+    token.target = c->current();
+    token.is_fiber = true;
+  } else {
+    token.target = thread_parker::current();
+    token.is_fiber = false;
+  }
+  state.store(wait_state::waiting, std::memory_order_relaxed);
+}
+
+wait_state park(waiter& w, spin_lock& lock, waiter_list& list, deadline d, wait_reason reason) {
+  if (w.token.is_fiber) {
+    carrier* c = current_carrier();
+    auto* self = static_cast<fiber_control*>(w.token.target);
+    BOBBIN_CHECK(c != nullptr && c->current() == self, "bobbin: waiter prepared on another fiber");
+    wait_state s = park_fiber(c, self, w, lock, d, reason);
+    if (s == wait_state::timed_out) {  // park_fiber re-took the lock
+      list.remove(&w);
+      lock.unlock();
+    }
+    return s;
+  }
+  // A plain thread: release the lock, then sleep on this thread's parker.
+  lock.unlock();
+  auto* parker = static_cast<thread_parker*>(w.token.target);
+  for (;;) {
+    wait_state s = w.state.load(std::memory_order_acquire);
+    if (s != wait_state::waiting) return s;
+    if (d.expired()) {
+      wait_state expected = wait_state::waiting;
+      if (w.state.compare_exchange_strong(expected, wait_state::timed_out, std::memory_order_acq_rel)) {
+        lock.lock();
+        list.remove(&w);
+        lock.unlock();
+        return wait_state::timed_out;
+      }
+      continue;  // a notifier claimed it just now
+    }
+    parker->park(d);
+  }
+}
+
+void wake(wake_token t) noexcept {
+  if (t.is_fiber) {
+    auto* f = static_cast<fiber_control*>(t.target);
+    f->rt->ready(f, /*next=*/true);
+  } else {
+    static_cast<thread_parker*>(t.target)->unpark();
+  }
+}
+
+}  // namespace bobbin::internal

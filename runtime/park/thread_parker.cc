@@ -1,0 +1,37 @@
+#include "runtime/park/thread_parker.h"
+
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+namespace bobbin::internal {
+
+thread_parker* thread_parker::current() noexcept {
+  static thread_local thread_parker parker;
+  return &parker;
+}
+
+void thread_parker::park(deadline d) noexcept {
+  if (permit_.exchange(0, std::memory_order_acquire) == 1) return;
+  timespec ts;
+  const timespec* tsp = nullptr;
+  if (!d.is_never()) {
+    int64_t ns = d.monotonic_ns();
+    ts.tv_sec = ns / 1000000000;
+    ts.tv_nsec = ns % 1000000000;
+    tsp = &ts;
+  }
+  // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline.
+  ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&permit_), FUTEX_WAIT_BITSET_PRIVATE, 0u, tsp, nullptr,
+            FUTEX_BITSET_MATCH_ANY);
+  permit_.store(0, std::memory_order_release);
+}
+
+void thread_parker::unpark() noexcept {
+  if (permit_.exchange(1, std::memory_order_release) == 0) {
+    ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&permit_), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
+  }
+}
+
+}  // namespace bobbin::internal

@@ -1,0 +1,24 @@
+#include "bobbin/runtime.h"
+
+#include "runtime/sched/scheduler.h"
+
+namespace bobbin {
+
+absl::StatusOr<std::unique_ptr<runtime>> runtime::start(const runtime_options& options) {
+  auto impl = std::make_unique<internal::runtime_impl>(options);
+  absl::Status st = impl->start();
+  if (!st.ok()) return st;
+  return std::unique_ptr<runtime>(new runtime(impl.release()));
+}
+
+runtime::~runtime() {
+  shutdown();
+  delete impl_;
+}
+
+void runtime::shutdown() { impl_->shutdown(); }
+unsigned runtime::carriers() const noexcept { return impl_->options().carriers; }
+runtime_stats runtime::stats() const noexcept { return impl_->stats(); }
+std::string runtime::dump_fibers() const { return impl_->dump(); }
+
+}  // namespace bobbin

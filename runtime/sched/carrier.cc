@@ -1,0 +1,366 @@
+// The carrier thread: its scheduling loop, the switch between fibers, and its
+// side of the sleep/wake protocol. See scheduler.cc for the overview.
+#include "runtime/sched/carrier.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/sched/scheduler.h"
+#include "runtime/util/check.h"
+
+namespace bobbin::internal {
+
+namespace {
+thread_local carrier* tls_carrier = nullptr;
+
+// How often a run of direct fiber-to-fiber switches detours through the loop
+// to submit, reap and look at the global queue (Go uses 61 for the latter).
+constexpr uint32_t kPollInterval = 61;
+// How long an out-of-work carrier looks for work before it sleeps.
+constexpr auto kSpinTime = std::chrono::microseconds(20);
+}  // namespace
+
+__attribute__((noinline)) carrier* current_carrier() noexcept {
+  // The empty asm keeps the compiler from treating this as a pure function
+  // and merging two calls around a switch.
+  asm volatile("" ::: "memory");
+  return tls_carrier;
+}
+
+__attribute__((noinline)) void set_current_carrier(carrier* c) noexcept {
+  asm volatile("" ::: "memory");
+  tls_carrier = c;
+}
+
+void install_overflow_handler();  // overflow_handler.cc
+void* make_alt_signal_stack();
+void free_alt_signal_stack(void*);
+
+carrier::~carrier() {
+  join();
+  if (wake_fd_ >= 0) ::close(wake_fd_);
+}
+
+absl::Status carrier::start() {
+  thread_ = std::thread([this] { thread_main(); });
+  // Wait until the ring is up, so start() reports ring failures.
+  while (started_.load(std::memory_order_acquire) == 0) std::this_thread::yield();
+  if (started_.load() < 0) {
+    thread_.join();
+    return start_status_;
+  }
+  return absl::OkStatus();
+}
+
+void carrier::join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void carrier::thread_main() {
+  tid_.store(static_cast<pid_t>(::syscall(SYS_gettid)), std::memory_order_release);
+  {
+    char name[16];
+    std::snprintf(name, sizeof name, "bobbin-c%u", index_);
+    pthread_setname_np(pthread_self(), name);
+  }
+  start_status_ = ring_.init(rt_->options().ring_entries);
+  if (start_status_.ok()) {
+    wake_fd_ = ::eventfd(0, EFD_CLOEXEC);
+    if (wake_fd_ < 0) start_status_ = absl::ResourceExhaustedError(absl::StrCat("bobbin: eventfd: ", std::strerror(errno)));
+  }
+  if (!start_status_.ok()) {
+    started_.store(-1, std::memory_order_release);
+    return;
+  }
+  // The thread's own stack is where the scheduler loop runs; ASan needs its
+  // bounds to follow switches back to it.
+  pthread_attr_t attr;
+  if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+    void* addr;
+    size_t size;
+    pthread_attr_getstack(&attr, &addr, &size);
+    sched_ctx_.stack_low = addr;
+    sched_ctx_.stack_size = size;
+    pthread_attr_destroy(&attr);
+  }
+#if BOBBIN_TSAN
+  sched_ctx_.tsan_fiber = __tsan_get_current_fiber();
+#endif
+  alt_stack_ = make_alt_signal_stack();
+  install_overflow_handler();
+  set_current_carrier(this);
+  stack_cache_.reserve(stack_pool::kCarrierCacheSize);
+  started_.store(1, std::memory_order_release);
+
+  loop();
+
+  // Stacks cached here go back to the shared pool for the pool's teardown.
+  while (!stack_cache_.empty()) {
+    rt_->stacks().release(stack_cache_.back(), nullptr);
+    stack_cache_.pop_back();
+  }
+  set_current_carrier(nullptr);
+  free_alt_signal_stack(alt_stack_);
+}
+
+void carrier::loop() {
+  while (!rt_->stopping()) {
+    poll_io(false);
+    if (has_remote_.load(std::memory_order_acquire)) handle_remote_requests();
+    fiber_control* f = find_work(tick_ % kPollInterval == 0);
+    if (f == nullptr && spin_for_work(&f)) {
+      // found work while spinning
+    }
+    if (f != nullptr) {
+      run(f);
+      continue;
+    }
+    sleep_until_woken();
+  }
+}
+
+void carrier::run(fiber_control* f) {
+  current_ = f;
+  f->state.store(fiber_state::running, std::memory_order_relaxed);
+  f->carrier.store(static_cast<int>(index_), std::memory_order_relaxed);
+  switches.fetch_add(1, std::memory_order_relaxed);
+  switch_action a{&sched_ctx_, switch_action::none, nullptr, nullptr};
+  ctx::transfer_t t = switch_context(sched_ctx_, f->ctx, &a);
+  complete_switch(t);
+}
+
+void carrier::switch_away(fiber_control* from, switch_action* action) {
+  fiber_control* next = nullptr;
+  if (++tick_ % kPollInterval != 0) next = pop_local();
+  const bool ending = action->what == switch_action::exit;
+  if (next != nullptr) {
+    current_ = next;
+    next->state.store(fiber_state::running, std::memory_order_relaxed);
+    next->carrier.store(static_cast<int>(index_), std::memory_order_relaxed);
+    switches.fetch_add(1, std::memory_order_relaxed);
+    ctx::transfer_t t = switch_context(from->ctx, next->ctx, action, ending);
+    complete_switch(t);
+  } else {
+    current_ = nullptr;
+    ctx::transfer_t t = switch_context(from->ctx, sched_ctx_, action, ending);
+    complete_switch(t);
+  }
+  // Back on `from`, perhaps on another carrier: `this` may be stale here.
+}
+
+void complete_switch(ctx::transfer_t t) noexcept {
+  auto* a = static_cast<switch_action*>(t.data);
+  // Copy first: once the leaving fiber is published, its stack (holding *a)
+  // may be reused by another carrier.
+  exec_context* from_ctx = a->from_ctx;
+  const switch_action::kind what = a->what;
+  fiber_control* f = a->fiber;
+  spin_lock* lock = a->lock;
+  from_ctx->fctx = t.fctx;
+  switch (what) {
+    case switch_action::none:
+      break;
+    case switch_action::requeue:
+      f->state.store(fiber_state::runnable, std::memory_order_relaxed);
+      current_carrier()->push_local(f, false);
+      break;
+    case switch_action::unlock:
+      if (lock != nullptr) lock->unlock();
+      break;
+    case switch_action::exit: {
+      carrier* c = current_carrier();
+      runtime_impl* rt = f->rt;
+#if BOBBIN_TSAN
+      __tsan_destroy_fiber(f->ctx.tsan_fiber);
+#endif
+      rt->stacks().release(f->stack, c->rt() == rt ? c->stack_cache() : nullptr);
+      f->stack = fiber_stack{};
+      release_ref(f);
+      break;
+    }
+  }
+}
+
+void carrier::push_local(fiber_control* f, bool next) {
+  if (next) {
+    fiber_control* old = runnext_.exchange(f, std::memory_order_relaxed);
+    if (old == nullptr) return;
+    f = old;  // the displaced one goes to the back of the queue
+  }
+  if (runq_.push(f)) return;
+  // Full: move half of the queue, plus this one, to the global queue.
+  fiber_control* batch[run_queue::kCapacity / 2 + 1];
+  uint32_t n = runq_.take_half(batch);
+  batch[n++] = f;
+  rt_->push_global_batch(batch, n);
+}
+
+fiber_control* carrier::pop_local() {
+  if (runnext_.load(std::memory_order_relaxed) != nullptr) {
+    fiber_control* f = runnext_.exchange(nullptr, std::memory_order_relaxed);
+    if (f) return f;
+  }
+  return runq_.pop();
+}
+
+uint32_t carrier::steal_into(carrier& thief) {
+  fiber_control* batch[run_queue::kCapacity / 2];
+  uint32_t n = runq_.take_half(batch);
+  for (uint32_t i = 0; i < n; i++) thief.push_local(batch[i], false);
+  return n;
+}
+
+fiber_control* carrier::find_work(bool check_global_first) {
+  const uint32_t batch = run_queue::kCapacity / 4;
+  if (check_global_first) {
+    if (fiber_control* f = rt_->pop_global(this, batch)) return f;
+  }
+  if (fiber_control* f = pop_local()) return f;
+  if (fiber_control* f = rt_->pop_global(this, batch)) return f;
+  auto& all = rt_->carriers();
+  const size_t n = all.size();
+  for (size_t i = 1; i < n; i++) {
+    carrier& victim = *all[(index_ + i) % n];
+    if (victim.runq_.empty()) continue;
+    uint32_t got = victim.steal_into(*this);
+    if (got != 0) {
+      steals.fetch_add(got, std::memory_order_relaxed);
+      return pop_local();
+    }
+  }
+  return nullptr;
+}
+
+bool carrier::spin_for_work(fiber_control** out) {
+  // Spin only while fewer than half of the busy carriers spin: more would
+  // burn CPU the busy ones need.
+  const int busy = static_cast<int>(rt_->carriers().size()) - rt_->num_idle.load(std::memory_order_relaxed);
+  if (rt_->num_spinning.load(std::memory_order_relaxed) * 2 > busy) return false;
+  rt_->num_spinning.fetch_add(1, std::memory_order_seq_cst);
+  const auto until = std::chrono::steady_clock::now() + kSpinTime;
+  fiber_control* f = nullptr;
+  do {
+    if (ring_.cq_ready() || ring_.needs_enter() || has_remote_.load(std::memory_order_relaxed)) break;
+    f = find_work(false);
+    if (f != nullptr || rt_->stopping()) break;
+    for (int i = 0; i < 32; i++) __builtin_ia32_pause();
+  } while (std::chrono::steady_clock::now() < until);
+  if (rt_->num_spinning.fetch_sub(1, std::memory_order_seq_cst) == 1 && f != nullptr) {
+    // The last spinner found work: there may be more, so get someone else
+    // looking (Go's resetspinning).
+    rt_->wake_idle_carrier();
+  }
+  *out = f;
+  return f != nullptr;
+}
+
+void carrier::sleep_until_woken() {
+  rt_->publish_idle(this);
+  if (rt_->any_work_visible() || ring_.cq_ready() || has_remote_.load(std::memory_order_acquire)) {
+    rt_->retract_idle(this);
+    return;
+  }
+  arm_wake_read();
+  sleeping.store(true, std::memory_order_relaxed);
+  poll_io(true);
+  sleeping.store(false, std::memory_order_relaxed);
+  rt_->retract_idle(this);
+}
+
+void carrier::arm_wake_read() {
+  if (wake_armed_) return;
+  io_uring_sqe* sqe = get_sqe();
+  io_uring_prep_read(sqe, wake_fd_, &wake_buf_, sizeof wake_buf_, 0);
+  io_uring_sqe_set_data64(sqe, kWakeUserData);
+  wake_armed_ = true;
+}
+
+void carrier::wake() {
+  uint64_t one = 1;
+  // Only EAGAIN (counter saturated: a wake is pending anyway) can fail here.
+  [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof one);
+}
+
+void carrier::poll_io(bool wait) {
+  if (wait || ring_.needs_enter()) {
+    unsigned pending = ring_.pending_sqes();
+    int r = ring_.enter(wait);
+    io_enters.fetch_add(1, std::memory_order_relaxed);
+    if (r >= 0) io_submitted.fetch_add(pending, std::memory_order_relaxed);
+    // EINTR (a signal, e.g. a profiler's) and EBUSY (CQ overflow: reaping
+    // below makes room) are retried on the next loop iteration.
+    BOBBIN_CHECK(r >= 0 || r == -EINTR || r == -EBUSY || r == -EAGAIN || r == -ETIME,
+                 "bobbin: io_uring_enter failed unexpectedly");
+  }
+  ring_.drain([this](io_uring_cqe* cqe) {
+    uint64_t ud = cqe->user_data;
+    if (ud == 0) return;
+    if (ud == kWakeUserData) {
+      wake_armed_ = false;
+      return;
+    }
+    auto* c = reinterpret_cast<completion*>(ud);
+    c->fn(c, cqe->res, cqe->flags);
+  });
+  // Completions readied fibers here; let an idle carrier help with them.
+  if (runq_.size() > 1) rt_->wake_idle_carrier();
+}
+
+io_uring_sqe* carrier::get_sqe() {
+  for (;;) {
+    if (io_uring_sqe* sqe = ring_.try_get_sqe()) return sqe;
+    // Full: hand the batch to the kernel now. Completions it produces are
+    // reaped by the loop later; on EBUSY (CQ overflow) reap here, which only
+    // moves fibers to this carrier's queue.
+    unsigned pending = ring_.pending_sqes();
+    int r = io_uring_submit(ring_.raw());
+    io_enters.fetch_add(1, std::memory_order_relaxed);
+    if (r > 0) io_submitted.fetch_add(pending, std::memory_order_relaxed);
+    if (r == -EBUSY || r == -EAGAIN) poll_io(false);
+  }
+}
+
+void carrier::reserve_sqes(unsigned n) {
+  while (ring_.sq_space_left() < n) {
+    int r = io_uring_submit(ring_.raw());
+    io_enters.fetch_add(1, std::memory_order_relaxed);
+    if (r == -EBUSY || r == -EAGAIN) poll_io(false);
+  }
+}
+
+void carrier::post(const remote_request& r) {
+  remote_lock_.lock();
+  remote_.push_back(r);
+  has_remote_.store(true, std::memory_order_release);
+  remote_lock_.unlock();
+  wake();
+}
+
+void carrier::handle_remote_requests() {
+  std::vector<remote_request> todo;
+  remote_lock_.lock();
+  todo.swap(remote_);
+  has_remote_.store(false, std::memory_order_relaxed);
+  remote_lock_.unlock();
+  for (const remote_request& r : todo) {
+    reserve_sqes(1);
+    io_uring_sqe* sqe = get_sqe();
+    if (r.what == remote_request::cancel_fd) {
+      io_uring_prep_cancel_fd(sqe, r.fd, IORING_ASYNC_CANCEL_ALL);
+    } else {
+      io_uring_prep_timeout_remove(sqe, r.target_user_data, 0);
+    }
+    io_uring_sqe_set_data(sqe, r.done);
+  }
+}
+
+}  // namespace bobbin::internal

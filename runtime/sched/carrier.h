@@ -1,0 +1,143 @@
+// Not part of the bobbin API.
+//
+// A carrier: one OS thread that mounts fibers, with its own run queue, its
+// own io_uring ring and its own cache of warm stacks. See scheduler.cc for
+// how carriers find work, sleep and wake.
+#ifndef BOBBIN_RUNTIME_SCHED_CARRIER_H_
+#define BOBBIN_RUNTIME_SCHED_CARRIER_H_
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "bobbin/internal/spin_lock.h"
+#include "runtime/fiber/context.h"
+#include "runtime/fiber/fiber_control.h"
+#include "runtime/fiber/stack_pool.h"
+#include "runtime/io/ring.h"
+#include "runtime/sched/run_queue.h"
+
+namespace bobbin::internal {
+
+class runtime_impl;
+
+// What the context that arrives after a switch must do for the one that left.
+// Lives on the leaving fiber's stack: read it fully before acting on it.
+struct switch_action {
+  enum kind : uint8_t {
+    none,     // just record where the leaving context stopped
+    requeue,  // the leaving fiber yielded: make it runnable
+    unlock,   // the leaving fiber parked under `lock`: release it
+    exit,     // the leaving fiber ended: free its stack and drop its reference
+  };
+  exec_context* from_ctx;
+  kind what;
+  fiber_control* fiber;
+  spin_lock* lock;
+};
+
+// Work another thread asks this carrier to do on its own ring (the ring is
+// single-issuer): cancel I/O on an fd, remove a timeout.
+struct remote_request {
+  enum kind : uint8_t { cancel_fd, remove_timeout } what;
+  int fd;
+  uint64_t target_user_data;   // remove_timeout: the timeout's user_data
+  completion* done;            // gets the request's own completion (may be null)
+};
+
+class carrier {
+ public:
+  carrier(runtime_impl* rt, unsigned index) : rt_(rt), index_(index) {}
+  carrier(const carrier&) = delete;
+  carrier& operator=(const carrier&) = delete;
+  ~carrier();
+
+  absl::Status start();  // starts the thread; returns once its ring is up
+  void join();
+
+  unsigned index() const { return index_; }
+  runtime_impl* rt() const { return rt_; }
+  fiber_control* current() const { return current_; }
+  pid_t tid() const { return tid_.load(std::memory_order_acquire); }
+
+  // --- called on this carrier's thread only ---
+  // Makes `f` runnable here; `next` puts it in the runnext slot so it runs
+  // before the rest of the queue (hand-off locality).
+  void push_local(fiber_control* f, bool next);
+  // Leaves the running fiber `from` for the next runnable one (or this
+  // carrier's scheduler loop), after which `action` is carried out. Returns
+  // when `from` is resumed, possibly on another carrier.
+  void switch_away(fiber_control* from, switch_action* action);
+  // A free SQE, submitting or reaping first when the queue is full.
+  io_uring_sqe* get_sqe();
+  // Same, for `n` SQEs that must go in one submission (linked chains).
+  void reserve_sqes(unsigned n);
+  std::vector<fiber_stack>* stack_cache() { return &stack_cache_; }
+
+  // --- any thread ---
+  void post(const remote_request& r);   // queued; carrier woken
+  void wake();                          // eventfd write
+  bool has_local_work() const { return runnext_.load(std::memory_order_relaxed) != nullptr || !runq_.empty(); }
+  uint32_t steal_into(carrier& thief);  // moves half of this carrier's queue to thief
+
+  // Counters (written by the carrier thread, read anywhere).
+  std::atomic<uint64_t> switches{0};
+  std::atomic<uint64_t> steals{0};
+  std::atomic<uint64_t> io_submitted{0};
+  std::atomic<uint64_t> io_enters{0};
+  std::atomic<bool> sleeping{false};
+
+ private:
+  friend class runtime_impl;
+  void thread_main();
+  void loop();
+  void run(fiber_control* f);
+  fiber_control* pop_local();
+  fiber_control* find_work(bool check_global_first);
+  bool spin_for_work(fiber_control** out);
+  void sleep_until_woken();
+  void poll_io(bool wait);
+  void handle_remote_requests();
+  void arm_wake_read();
+
+  runtime_impl* const rt_;
+  const unsigned index_;
+  std::thread thread_;
+  std::atomic<pid_t> tid_{0};
+  absl::Status start_status_;
+  std::atomic<int> started_{0};
+
+  exec_context sched_ctx_;
+  fiber_control* current_ = nullptr;
+  uint32_t tick_ = 0;
+  std::atomic<fiber_control*> runnext_{nullptr};  // owner writes; read by sleep checks
+  run_queue runq_;
+  ring ring_;
+  int wake_fd_ = -1;
+  uint64_t wake_buf_ = 0;
+  bool wake_armed_ = false;
+  std::vector<fiber_stack> stack_cache_;
+  void* alt_stack_ = nullptr;
+
+  spin_lock remote_lock_;
+  std::vector<remote_request> remote_;
+  std::atomic<bool> has_remote_{false};
+};
+
+// The carrier running the calling thread, or null off a carrier. Never
+// inlined and never cached: a fiber may resume on another thread after any
+// park, so a thread-local address must be re-read after every switch.
+carrier* current_carrier() noexcept;
+void set_current_carrier(carrier* c) noexcept;
+
+// Runs `action` for the context that switched to the caller. Called right
+// after every switch_context() returns, and first thing in a new fiber.
+void complete_switch(ctx::transfer_t t) noexcept;
+
+}  // namespace bobbin::internal
+
+#endif  // BOBBIN_RUNTIME_SCHED_CARRIER_H_

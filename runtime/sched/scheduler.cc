@@ -1,0 +1,367 @@
+// bobbin's scheduler: design overview
+// ===================================
+//
+// Glossary (used everywhere, no synonyms)
+//   fiber     a user-level thread of execution with its own stack.
+//   carrier   an OS thread that runs fibers; one per core by default.
+//   mount     a carrier starts running a fiber on the fiber's stack.
+//   park      a fiber stops running until an event; it unmounts and its
+//             carrier runs another fiber. unpark/ready makes it runnable.
+//   ring      a carrier's io_uring instance: its only source of events.
+//
+// Invariants
+//   1. A fiber is on at most one queue, and runnable iff it is on one.
+//   2. A fiber's stack is used by at most one carrier at a time, and a parked
+//      or runnable fiber's stack is used by none: a fiber is published as
+//      parked (wait list unlocked) or runnable (queued) only by the context
+//      that runs after it switched away (switch_action, carrier.cc).
+//   3. A fiber's io_uring operations are prepared on the ring of the carrier
+//      that runs it and their completions are reaped by that same carrier's
+//      scheduler loop, on the carrier's own stack. Fibers never reap.
+//   4. No thread-local address is held across a switch (current_carrier()
+//      is a non-inlined call, re-read after every park).
+//
+// How a fiber parks on I/O and is remounted
+//   The fiber takes an SQE from its carrier's ring, points user_data at a
+//   `completion` on its own stack, and calls switch_away(). The carrier
+//   switches straight to the next runnable fiber (no trip through the
+//   scheduler loop), so many fibers queue SQEs before the loop submits them
+//   all in one io_uring_enter: batching is what makes a 1 µs system call
+//   affordable. When the queue runs dry, or every 61st switch, the loop runs:
+//   it submits, reaps completions (each readies its fiber onto this
+//   carrier's queue), looks at the global queue, and picks the next fiber.
+//   A readied fiber may then be stolen by another carrier: remounting can
+//   happen anywhere. The kernel's DEFER_TASKRUN mode keeps completion work
+//   out of the way until the loop asks for it.
+//
+// Finding work (carrier::loop)
+//   local runnext slot, then the local run queue (a Go-style 256-slot ring),
+//   then the global inject queue (fibers readied or spawned off-carrier, and
+//   local overflow), then stealing half of another carrier's queue. Every
+//   61st scheduling decision looks at the global queue first so it cannot
+//   starve. A fiber that yields goes to the back of the local queue, behind
+//   everything runnable, so a yielding loop never starves its neighbours.
+//
+// Sleeping and waking carriers (the spinning protocol, after Go's)
+//   A carrier that finds no work spins for a few microseconds (counted in
+//   num_spinning), stealing and checking its ring. Then it publishes itself
+//   as idle (idle list, num_idle), re-checks every queue, and sleeps in
+//   io_uring_enter waiting for a completion: any of its own I/O, or the read
+//   of its eventfd that wake() writes to. Whoever adds work calls
+//   wake_idle_carrier(): if nobody is spinning and someone is idle, it pops
+//   one idle carrier and writes its eventfd. The two sides form a Dekker
+//   pair: enqueue, fence, read num_idle / publish idle, fence, read queues.
+//   With both fences sequentially consistent, at least one side sees the
+//   other, so work is never stranded while a carrier sleeps. A spinning
+//   carrier that finds work wakes another if it was the last spinner, so a
+//   burst of work fans out. Idle carriers use no CPU.
+//
+// Timers
+//   sleep_for is an IORING_OP_TIMEOUT on the carrier's ring; deadlines on
+//   I/O are IORING_OP_LINK_TIMEOUT linked to the operation; timed waits on
+//   sync primitives use a heap-allocated timeout record that either the
+//   timer or the notifier claims (park.cc).
+//
+// Rejected approaches
+//   - A scheduler-context hop on every switch (fiber -> loop -> fiber): twice
+//     the switches of the direct hand-over, for nothing but the 1-in-61 poll.
+//   - One shared ring for all carriers: its submission queue needs a lock and
+//     its completions wake whichever thread waits, not the fiber's carrier.
+//   - epoll plus non-blocking syscalls: one system call per operation, and
+//     no place for file I/O or timers; io_uring batches all three.
+//   - A mutex-protected deque per carrier: the steal-half ring is as short
+//     and keeps the owner's push and pop free of locks.
+//
+// Shutdown (runtime_impl::shutdown), in order
+//   1. Set stopping; wake every carrier (eventfd).
+//   2. Each carrier finishes the fiber it runs (if it parks or yields, the
+//      carrier sees stopping in its loop) and leaves its loop; join threads.
+//   3. Fibers still alive are abandoned: marked finished with an error that
+//      join() rethrows, their joiners woken, their stacks kept mapped (an
+//      in-flight I/O record may still point into them) and their memory
+//      handed to LeakSanitizer as deliberately unreachable.
+//   4. Rings are closed (the kernel cancels their in-flight operations).
+#include "runtime/sched/scheduler.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "runtime/util/check.h"
+
+#if BOBBIN_ASAN
+#include <sanitizer/lsan_interface.h>
+#endif
+
+namespace bobbin::internal {
+
+namespace {
+std::atomic<uint64_t> g_next_fiber_id{1};
+
+const char* state_name(fiber_state s) {
+  switch (s) {
+    case fiber_state::runnable: return "runnable";
+    case fiber_state::running: return "running";
+    case fiber_state::parked: return "parked";
+    case fiber_state::done: return "done";
+  }
+  return "?";
+}
+}  // namespace
+
+uint64_t next_fiber_id() noexcept { return g_next_fiber_id.fetch_add(1, std::memory_order_relaxed); }
+
+static runtime_options normalize(runtime_options o) {
+  if (o.carriers == 0) o.carriers = std::max(1u, std::thread::hardware_concurrency());
+#if BOBBIN_ASAN || BOBBIN_TSAN
+  // Sanitized frames are several times larger; give stacks room for them.
+  o.stack_size *= 4;
+#endif
+  return o;
+}
+
+runtime_impl::runtime_impl(const runtime_options& options)
+    : options_(normalize(options)),
+      stacks_(options_.stack_size, options_.max_fibers, options_.guard_policy) {}
+
+runtime_impl::~runtime_impl() { shutdown(); }
+
+absl::Status runtime_impl::start() {
+  if (options_.stack_size < 4096) return absl::InvalidArgumentError("bobbin: stack_size must be at least 4096");
+  if (options_.carriers > 1024) return absl::InvalidArgumentError("bobbin: at most 1024 carriers");
+  if (options_.ring_entries < 8 || options_.ring_entries > 32768)
+    return absl::InvalidArgumentError("bobbin: ring_entries must be in [8, 32768]");
+  for (unsigned i = 0; i < options_.carriers; i++) carriers_.push_back(std::make_unique<carrier>(this, i));
+  for (auto& c : carriers_) {
+    absl::Status st = c->start();
+    if (!st.ok()) {
+      shutdown();
+      return st;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status runtime_impl::spawn(std::unique_ptr<fiber_body> body, const fiber_options& options,
+                                 fiber_control** out) {
+  if (stopping()) return absl::FailedPreconditionError("bobbin: spawn on a runtime that is shutting down");
+  carrier* here = current_carrier();
+  std::vector<fiber_stack>* cache = (here != nullptr && here->rt() == this) ? here->stack_cache() : nullptr;
+  std::size_t size = options.stack_size;
+#if BOBBIN_ASAN || BOBBIN_TSAN
+  size *= 4;
+#endif
+  absl::StatusOr<fiber_stack> stack = stacks_.allocate(size, cache);
+  if (!stack.ok()) return stack.status();
+
+  auto* f = new fiber_control;
+  f->rt = this;
+  f->id = next_fiber_id();
+  f->name = std::string(options.name);
+  f->body = std::move(body);
+  f->stack = *stack;
+  f->ctx.stack_low = f->stack.low();
+  f->ctx.stack_size = f->stack.size;
+  extern void fiber_entry(ctx::transfer_t) noexcept;
+  f->ctx.fctx = ctx::make_fcontext(f->stack.top(), f->stack.size, &fiber_entry);
+#if BOBBIN_TSAN
+  f->ctx.tsan_fiber = __tsan_create_fiber(0);
+#endif
+  f->reg_shard = static_cast<unsigned>(f->id % kRegistryShards);
+  {
+    registry_shard& s = registry_[f->reg_shard];
+    s.lock.lock();
+    f->reg_next = s.head;
+    if (s.head) s.head->reg_prev = f;
+    s.head = f;
+    s.lock.unlock();
+  }
+  spawned_.fetch_add(1, std::memory_order_relaxed);
+  alive_.fetch_add(1, std::memory_order_relaxed);
+  *out = f;
+  // A new fiber goes behind the spawner's queue, not into runnext: the
+  // spawner usually goes on spawning or serving, and should not be displaced.
+  ready(f, /*next=*/false);
+  return absl::OkStatus();
+}
+
+void runtime_impl::ready(fiber_control* f, bool next) {
+  f->state.store(fiber_state::runnable, std::memory_order_relaxed);
+  carrier* here = current_carrier();
+  if (here != nullptr && here->rt() == this) {
+    here->push_local(f, next);
+  } else {
+    push_global(f);
+  }
+  wake_idle_carrier();
+}
+
+void runtime_impl::wake_idle_carrier() {
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // Dekker pair with publish_idle
+  if (num_idle.load(std::memory_order_relaxed) == 0) return;
+  if (num_spinning.load(std::memory_order_relaxed) != 0) return;
+  carrier* c = nullptr;
+  {
+    absl::MutexLock l(&idle_mu_);
+    if (idle_.empty()) return;
+    c = idle_.back();
+    idle_.pop_back();
+    num_idle.fetch_sub(1, std::memory_order_relaxed);
+  }
+  wakeups.fetch_add(1, std::memory_order_relaxed);
+  c->wake();
+}
+
+void runtime_impl::push_global(fiber_control* f) { push_global_batch(&f, 1); }
+
+void runtime_impl::push_global_batch(fiber_control** fs, uint32_t n) {
+  absl::MutexLock l(&global_mu_);
+  for (uint32_t i = 0; i < n; i++) {
+    fs[i]->next_global = nullptr;
+    if (global_tail_) global_tail_->next_global = fs[i]; else global_head_ = fs[i];
+    global_tail_ = fs[i];
+  }
+  global_size_.fetch_add(n, std::memory_order_release);
+}
+
+fiber_control* runtime_impl::pop_global(carrier* into, uint32_t batch) {
+  if (global_empty()) return nullptr;
+  absl::MutexLock l(&global_mu_);
+  fiber_control* first = global_head_;
+  if (!first) return nullptr;
+  global_head_ = first->next_global;
+  uint32_t taken = 1;
+  while (into != nullptr && taken <= batch && global_head_ != nullptr) {
+    fiber_control* f = global_head_;
+    global_head_ = f->next_global;
+    into->push_local(f, false);
+    taken++;
+  }
+  if (!global_head_) global_tail_ = nullptr;
+  global_size_.fetch_sub(taken, std::memory_order_release);
+  return first;
+}
+
+void runtime_impl::publish_idle(carrier* c) {
+  {
+    absl::MutexLock l(&idle_mu_);
+    idle_.push_back(c);
+    num_idle.fetch_add(1, std::memory_order_relaxed);
+  }
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // Dekker pair with wake_idle_carrier
+}
+
+bool runtime_impl::retract_idle(carrier* c) {
+  absl::MutexLock l(&idle_mu_);
+  auto it = std::find(idle_.begin(), idle_.end(), c);
+  if (it == idle_.end()) return false;
+  idle_.erase(it);
+  num_idle.fetch_sub(1, std::memory_order_relaxed);
+  return true;
+}
+
+bool runtime_impl::any_work_visible() const {
+  if (!global_empty() || stopping()) return true;
+  for (const auto& c : carriers_) {
+    if (c->has_local_work()) return true;
+  }
+  return false;
+}
+
+void runtime_impl::unregister(fiber_control* f) {
+  registry_shard& s = registry_[f->reg_shard];
+  s.lock.lock();
+  if (f->reg_prev) f->reg_prev->reg_next = f->reg_next; else s.head = f->reg_next;
+  if (f->reg_next) f->reg_next->reg_prev = f->reg_prev;
+  f->reg_prev = f->reg_next = nullptr;
+  s.lock.unlock();
+}
+
+void runtime_impl::fiber_exited(fiber_control* f) {
+  unregister(f);
+  alive_.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void runtime_impl::shutdown() {
+  if (stopped_.exchange(true)) return;
+  BOBBIN_CHECK(current_carrier() == nullptr || current_carrier()->rt() != this,
+               "bobbin: runtime::shutdown() called from one of its own fibers");
+  stopping_.store(true, std::memory_order_release);
+  for (auto& c : carriers_) c->wake();
+  for (auto& c : carriers_) c->join();
+
+  // Step 3: abandon what is still alive.
+  std::vector<fiber_control*> abandoned;
+  for (auto& s : registry_) {
+    s.lock.lock();
+    for (fiber_control* f = s.head; f; f = f->reg_next) abandoned.push_back(f);
+    s.head = nullptr;
+    s.lock.unlock();
+  }
+  if (!abandoned.empty() && getenv("BOBBIN_QUIET_SHUTDOWN") == nullptr) {
+    write_stderr(absl::StrCat("bobbin: shutdown abandoned ", abandoned.size(),
+                              " fiber(s) still alive (not unwound; see runtime.h)\n"));
+  }
+  for (fiber_control* f : abandoned) {
+    f->reg_prev = f->reg_next = nullptr;
+    stacks_.leak(f->stack);
+#if BOBBIN_ASAN
+    __lsan_register_root_region(f->stack.low(), f->stack.size);
+#endif
+    f->body->error = std::make_exception_ptr(
+        std::runtime_error("bobbin: fiber abandoned at runtime shutdown before it finished"));
+    f->join_lock.lock();
+    f->finished = true;
+    waiter_list woken;
+    while (waiter* w = pop_and_claim(f->joiners)) woken.push_back(w);
+    f->join_lock.unlock();
+    while (waiter* w = woken.pop_front()) wake(w->token);
+    alive_.fetch_sub(1, std::memory_order_relaxed);
+    release_ref(f);  // the running fiber's reference; a handle may keep it
+  }
+  // Drain the global queue of fibers that never ran (already counted above).
+  {
+    absl::MutexLock l(&global_mu_);
+    global_head_ = global_tail_ = nullptr;
+    global_size_.store(0);
+  }
+  carriers_.clear();  // closes rings
+}
+
+runtime_stats runtime_impl::stats() const {
+  runtime_stats s;
+  s.carriers = static_cast<unsigned>(carriers_.size());
+  s.fibers_spawned = spawned_.load(std::memory_order_relaxed);
+  s.fibers_alive = alive_.load(std::memory_order_relaxed);
+  for (const auto& c : carriers_) {
+    s.context_switches += c->switches.load(std::memory_order_relaxed);
+    s.steals += c->steals.load(std::memory_order_relaxed);
+    s.io_submitted += c->io_submitted.load(std::memory_order_relaxed);
+    s.io_enter_calls += c->io_enters.load(std::memory_order_relaxed);
+  }
+  s.carrier_wakeups = wakeups.load(std::memory_order_relaxed);
+  s.stacks_mapped = stacks_.stacks_mapped();
+  s.stacks_unguarded = stacks_.stacks_unguarded();
+  return s;
+}
+
+std::string runtime_impl::dump() const {
+  std::string out;
+  for (const auto& s : registry_) {
+    s.lock.lock();
+    for (fiber_control* f = s.head; f; f = f->reg_next) {
+      fiber_state st = f->state.load(std::memory_order_relaxed);
+      absl::StrAppendFormat(&out, "fiber %d \"%s\" %s", f->id, f->name, state_name(st));
+      if (st == fiber_state::parked) absl::StrAppend(&out, " on ", std::string(to_string(f->reason.load(std::memory_order_relaxed))));
+      absl::StrAppendFormat(&out, " carrier %d\n", f->carrier.load(std::memory_order_relaxed));
+    }
+    s.lock.unlock();
+  }
+  return out;
+}
+
+}  // namespace bobbin::internal

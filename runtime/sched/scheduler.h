@@ -1,0 +1,102 @@
+// Not part of the bobbin API.
+//
+// runtime_impl: the carriers of one runtime and what they share (global
+// inject queue, idle-carrier list, stack pool, fiber registry, counters).
+// The design overview is at the top of scheduler.cc.
+#ifndef BOBBIN_RUNTIME_SCHED_SCHEDULER_H_
+#define BOBBIN_RUNTIME_SCHED_SCHEDULER_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "bobbin/runtime.h"
+#include "runtime/fiber/fiber_control.h"
+#include "runtime/fiber/stack_pool.h"
+#include "runtime/sched/carrier.h"
+
+namespace bobbin::internal {
+
+class runtime_impl {
+ public:
+  explicit runtime_impl(const runtime_options& options);
+  ~runtime_impl();
+
+  absl::Status start();
+  void shutdown();
+  bool stopping() const { return stopping_.load(std::memory_order_acquire); }
+
+  absl::Status spawn(std::unique_ptr<fiber_body> body, const fiber_options& options, fiber_control** out);
+
+  // Makes a parked or new fiber runnable, from any thread. On one of this
+  // runtime's carriers it goes to that carrier's queue (runnext when `next`);
+  // anywhere else, to the global queue. Wakes an idle carrier if needed.
+  void ready(fiber_control* f, bool next = true);
+
+  // Called when work was added: wake one sleeping carrier unless one is
+  // already spinning (looking for work).
+  void wake_idle_carrier();
+
+  // Global inject queue.
+  void push_global(fiber_control* f);
+  void push_global_batch(fiber_control** fs, uint32_t n);
+  // Takes a fiber to run and moves up to `batch` more to `into`'s queue.
+  fiber_control* pop_global(carrier* into, uint32_t batch);
+  bool global_empty() const { return global_size_.load(std::memory_order_acquire) == 0; }
+
+  // Idle protocol (see scheduler.cc).
+  void publish_idle(carrier* c);
+  bool retract_idle(carrier* c);  // true if c was still listed (nobody woke it)
+  bool any_work_visible() const;
+
+  // Fiber lifecycle.
+  void fiber_exited(fiber_control* f);
+  void unregister(fiber_control* f);
+
+  const runtime_options& options() const { return options_; }
+  std::vector<std::unique_ptr<carrier>>& carriers() { return carriers_; }
+  stack_pool& stacks() { return stacks_; }
+  runtime_stats stats() const;
+  std::string dump() const;
+
+  std::atomic<int> num_spinning{0};
+  std::atomic<int> num_idle{0};
+  std::atomic<uint64_t> wakeups{0};
+
+ private:
+  runtime_options options_;
+  std::vector<std::unique_ptr<carrier>> carriers_;
+  stack_pool stacks_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<bool> stopped_{false};
+
+  mutable absl::Mutex global_mu_;
+  fiber_control* global_head_ ABSL_GUARDED_BY(global_mu_) = nullptr;
+  fiber_control* global_tail_ ABSL_GUARDED_BY(global_mu_) = nullptr;
+  std::atomic<uint32_t> global_size_{0};
+
+  absl::Mutex idle_mu_;
+  std::vector<carrier*> idle_ ABSL_GUARDED_BY(idle_mu_);
+
+  static constexpr unsigned kRegistryShards = 16;
+  struct registry_shard {
+    mutable spin_lock lock;
+    fiber_control* head = nullptr;
+  };
+  registry_shard registry_[kRegistryShards];
+
+  std::atomic<uint64_t> spawned_{0};
+  std::atomic<uint64_t> alive_{0};
+};
+
+// Ids are process-wide so a dump of two runtimes never shows the same id.
+uint64_t next_fiber_id() noexcept;
+
+}  // namespace bobbin::internal
+
+#endif  // BOBBIN_RUNTIME_SCHED_SCHEDULER_H_

@@ -1,0 +1,64 @@
+#include "bobbin/this_fiber.h"
+
+#include <thread>
+
+#include "runtime/io/io_wait.h"
+#include "runtime/sched/carrier.h"
+
+namespace bobbin::this_fiber {
+
+using internal::carrier;
+using internal::current_carrier;
+
+bool is_fiber() noexcept {
+  carrier* c = current_carrier();
+  return c != nullptr && c->current() != nullptr;
+}
+
+uint64_t id() noexcept {
+  carrier* c = current_carrier();
+  return c != nullptr && c->current() != nullptr ? c->current()->id : 0;
+}
+
+std::string_view name() noexcept {
+  carrier* c = current_carrier();
+  return c != nullptr && c->current() != nullptr ? std::string_view(c->current()->name) : std::string_view();
+}
+
+int carrier_index() noexcept {
+  carrier* c = current_carrier();
+  return c != nullptr && c->current() != nullptr ? static_cast<int>(c->index()) : -1;
+}
+
+void yield() noexcept {
+  carrier* c = current_carrier();
+  if (c == nullptr || c->current() == nullptr) {
+    std::this_thread::yield();
+    return;
+  }
+  internal::fiber_control* self = c->current();
+  self->reason.store(wait_reason::yield, std::memory_order_relaxed);
+  internal::switch_action a{&self->ctx, internal::switch_action::requeue, self, nullptr};
+  c->switch_away(self, &a);
+}
+
+void sleep_until(deadline d) noexcept {
+  if (d.is_never()) d = deadline(std::chrono::hours(24 * 365 * 100));
+  carrier* c = current_carrier();
+  if (c == nullptr || c->current() == nullptr) {
+    std::this_thread::sleep_until(d.time());
+    return;
+  }
+  if (d.expired()) {
+    yield();
+    return;
+  }
+  int64_t ns = d.monotonic_ns();
+  __kernel_timespec ts{ns / 1000000000, ns % 1000000000};
+  // -ETIME is the timeout firing: the normal outcome.
+  internal::await_sqe(
+      c, [&](io_uring_sqe* sqe) { io_uring_prep_timeout(sqe, &ts, 0, IORING_TIMEOUT_ABS); }, wait_reason::sleep,
+      deadline::never());
+}
+
+}  // namespace bobbin::this_fiber
