@@ -2,6 +2,7 @@
 // that fiber<T> calls through bobbin/internal/fiber_body.h.
 #include <exception>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "runtime/fiber/fiber_control.h"
@@ -34,10 +35,10 @@ std::string describe(const std::exception_ptr& e) {
   f->join_lock.lock();
   f->finished = true;
   const bool detached = f->detached;
-  waiter_list woken;
-  while (waiter* w = pop_and_claim(f->joiners)) woken.push_back(w);
+  std::vector<wake_token> woken;
+  claim_all(f->joiners, 0, woken);
   f->join_lock.unlock();
-  while (waiter* w = woken.pop_front()) wake(w->token);
+  for (wake_token t : woken) wake(t);
   if (detached && f->body->error) report_uncaught(f);
   f->rt->fiber_exited(f);
 

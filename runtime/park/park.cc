@@ -132,7 +132,11 @@ wait_state park(waiter& w, spin_lock& lock, waiter_list& list, deadline d, wait_
   auto* parker = static_cast<thread_parker*>(w.token.target);
   for (;;) {
     wait_state s = w.state.load(std::memory_order_acquire);
-    if (s != wait_state::waiting) return s;
+    if (s == wait_state::notified || s == wait_state::timed_out) return s;
+    if (s == wait_state::claimed) {  // a notifier is mid-hand-over: a few instructions
+      __builtin_ia32_pause();
+      continue;
+    }
     if (d.expired()) {
       wait_state expected = wait_state::waiting;
       if (w.state.compare_exchange_strong(expected, wait_state::timed_out, std::memory_order_acq_rel)) {

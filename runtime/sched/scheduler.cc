@@ -230,19 +230,24 @@ void runtime_impl::push_global_batch(fiber_control** fs, uint32_t n) {
 
 fiber_control* runtime_impl::pop_global(carrier* into, uint32_t batch) {
   if (global_empty()) return nullptr;
-  absl::MutexLock l(&global_mu_);
-  fiber_control* first = global_head_;
-  if (!first) return nullptr;
-  global_head_ = first->next_global;
-  uint32_t taken = 1;
-  while (into != nullptr && taken <= batch && global_head_ != nullptr) {
-    fiber_control* f = global_head_;
-    global_head_ = f->next_global;
-    into->push_local(f, false);
-    taken++;
+  fiber_control* moved[run_queue::kCapacity];
+  uint32_t n_moved = 0;
+  fiber_control* first;
+  {
+    absl::MutexLock l(&global_mu_);
+    first = global_head_;
+    if (!first) return nullptr;
+    global_head_ = first->next_global;
+    batch = std::min(batch, run_queue::kCapacity);
+    while (into != nullptr && n_moved < batch && global_head_ != nullptr) {
+      moved[n_moved++] = global_head_;
+      global_head_ = global_head_->next_global;
+    }
+    if (!global_head_) global_tail_ = nullptr;
+    global_size_.fetch_sub(1 + n_moved, std::memory_order_release);
   }
-  if (!global_head_) global_tail_ = nullptr;
-  global_size_.fetch_sub(taken, std::memory_order_release);
+  // Outside the lock: a full local queue spills back into the global queue.
+  for (uint32_t i = 0; i < n_moved; i++) into->push_local(moved[i], false);
   return first;
 }
 
@@ -316,10 +321,10 @@ void runtime_impl::shutdown() {
         std::runtime_error("bobbin: fiber abandoned at runtime shutdown before it finished"));
     f->join_lock.lock();
     f->finished = true;
-    waiter_list woken;
-    while (waiter* w = pop_and_claim(f->joiners)) woken.push_back(w);
+    std::vector<wake_token> woken;
+    claim_all(f->joiners, 0, woken);
     f->join_lock.unlock();
-    while (waiter* w = woken.pop_front()) wake(w->token);
+    for (wake_token t : woken) wake(t);
     alive_.fetch_sub(1, std::memory_order_relaxed);
     release_ref(f);  // the running fiber's reference; a handle may keep it
   }

@@ -1,29 +1,223 @@
+// Spawn, join, detach, exceptions, yield, sleep, ids and names.
 #include "bobbin/fiber.h"
 
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <set>
 #include <stdexcept>
+#include <thread>
 #include <vector>
 
 #include "bobbin/runtime.h"
+#include "bobbin/sync/latch.h"
+#include "bobbin/sync/mutex.h"
 #include "bobbin/this_fiber.h"
+#include "tests/testing/runtime_fixture.h"
 
 namespace {
 
 using namespace std::chrono_literals;
+using bobbin::testing::run_on;
 
-TEST(FiberTest, RunReturnsMainFiberResult) {
-  int v = bobbin::run([] { return 42; }, {.carriers = 2});
-  EXPECT_EQ(v, 42);
+TEST(FiberTest, RunReturnsMainFiberResult) { EXPECT_EQ(run_on(2, [] { return 42; }), 42); }
+
+TEST(FiberTest, RunRethrowsMainFiberException) {
+  EXPECT_THROW(run_on(2, []() -> int { throw std::runtime_error("boom"); }), std::runtime_error);
 }
 
 TEST(FiberTest, SpawnJoinReturnsValue) {
-  int v = bobbin::run([] {
-    auto f = bobbin::spawn([] { return 7; });
-    return f.join() * 6;
-  }, {.carriers = 2});
-  EXPECT_EQ(v, 42);
+  EXPECT_EQ(run_on(2, [] { return bobbin::spawn([] { return 7; }).join() * 6; }), 42);
+}
+
+TEST(FiberTest, JoinRethrowsFiberException) {
+  run_on(2, [] {
+    auto f = bobbin::spawn([]() -> int { throw std::logic_error("bad"); });
+    try {
+      f.join();
+      ADD_FAILURE() << "join() did not rethrow";
+    } catch (const std::logic_error& e) {
+      EXPECT_STREQ(e.what(), "bad");
+    }
+  });
+}
+
+TEST(FiberTest, MoveOnlyResult) {
+  auto p = run_on(2, [] { return bobbin::spawn([] { return std::make_unique<int>(5); }).join(); });
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(*p, 5);
+}
+
+TEST(FiberTest, SpawnFromPlainThreadAndJoinFromThread) {
+  auto rt = bobbin::runtime::start({.carriers = 2}).value();
+  std::atomic<int> sum{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; t++) {
+    threads.emplace_back([&] {
+      std::vector<bobbin::fiber<int>> fs;
+      for (int i = 0; i < 100; i++) fs.push_back(rt->spawn([i] { return i; }));
+      for (auto& f : fs) sum += f.join();
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(sum.load(), 4 * 4950);
+}
+
+TEST(FiberTest, IdsAreUniqueAndNamesKept) {
+  run_on(2, [] {
+    EXPECT_TRUE(bobbin::this_fiber::is_fiber());
+    EXPECT_EQ(bobbin::this_fiber::name(), "main");
+    std::vector<bobbin::fiber<uint64_t>> fs;
+    for (int i = 0; i < 50; i++) {
+      fs.push_back(bobbin::spawn([] { return bobbin::this_fiber::id(); }, {.name = "worker"}));
+    }
+    std::set<uint64_t> ids;
+    for (auto& f : fs) {
+      EXPECT_EQ(f.name(), "worker");
+      uint64_t id = f.id();
+      EXPECT_EQ(f.join(), id);
+      ids.insert(id);
+    }
+    EXPECT_EQ(ids.size(), 50u);
+  });
+  EXPECT_FALSE(bobbin::this_fiber::is_fiber());
+  EXPECT_EQ(bobbin::this_fiber::id(), 0u);
+}
+
+TEST(FiberTest, DetachedFibersRunToCompletion) {
+  run_on(2, [] {
+    bobbin::latch done(100);
+    for (int i = 0; i < 100; i++) {
+      bobbin::spawn([&] {
+        bobbin::this_fiber::sleep_for(1ms);
+        done.count_down();
+      }).detach();
+    }
+    done.wait();
+  });
+}
+
+TEST(FiberTest, YieldingLoopDoesNotStarveOthers) {
+  // One carrier: a fiber spinning on yield() must let the others run.
+  run_on(1, [] {
+    std::atomic<bool> stop{false};
+    auto spinner = bobbin::spawn([&] {
+      uint64_t n = 0;
+      while (!stop.load()) {
+        bobbin::this_fiber::yield();
+        n++;
+      }
+      return n;
+    });
+    int ran = 0;
+    for (int i = 0; i < 10; i++) {
+      bobbin::spawn([&] { ran++; }).join();
+    }
+    bobbin::this_fiber::sleep_for(2ms);  // a timer must fire despite the spinner
+    stop = true;
+    EXPECT_GT(spinner.join(), 0u);
+    EXPECT_EQ(ran, 10);
+  });
+}
+
+TEST(FiberTest, SleepOrdering) {
+  run_on(2, [] {
+    bobbin::mutex mu;
+    std::vector<int> order;
+    std::vector<bobbin::fiber<>> fs;
+    for (int i : {5, 1, 4, 2, 3}) {
+      fs.push_back(bobbin::spawn([&, i] {
+        bobbin::this_fiber::sleep_for(std::chrono::milliseconds(i * 15));
+        std::lock_guard l(mu);
+        order.push_back(i);
+      }));
+    }
+    for (auto& f : fs) f.join();
+    EXPECT_EQ(order, (std::vector<int>{1, 2, 3, 4, 5}));
+  });
+}
+
+TEST(FiberTest, SleepLastsAtLeastItsDuration) {
+  run_on(2, [] {
+    auto t0 = std::chrono::steady_clock::now();
+    bobbin::this_fiber::sleep_for(20ms);
+    EXPECT_GE(std::chrono::steady_clock::now() - t0, 20ms);
+  });
+}
+
+TEST(FiberTest, ManyFibersAcrossCarriersAllFinish) {
+  auto rt = bobbin::runtime::start({.carriers = 2}).value();
+  auto total = rt->spawn([] {
+    std::vector<bobbin::fiber<int>> fs;
+    for (int i = 0; i < 10000; i++) fs.push_back(bobbin::spawn([i] {
+      bobbin::this_fiber::yield();
+      return i % 7;
+    }));
+    int sum = 0;
+    for (auto& f : fs) sum += f.join();
+    return sum;
+  }).join();
+  int expect = 0;
+  for (int i = 0; i < 10000; i++) expect += i % 7;
+  EXPECT_EQ(total, expect);
+  EXPECT_EQ(rt->stats().fibers_alive, 0u);
+}
+
+TEST(FiberTest, MaxFibersGivesClearErrorNotCrash) {
+  bobbin::runtime_options o;
+  o.carriers = 1;
+  o.max_fibers = 3;  // main + 2
+  bobbin::run([] {
+    bobbin::latch release(1);
+    auto a = bobbin::spawn([&] { release.wait(); });
+    auto b = bobbin::spawn([&] { release.wait(); });
+    auto c = bobbin::try_spawn([] {});
+    EXPECT_FALSE(c.ok());
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kResourceExhausted);
+    EXPECT_THROW(bobbin::spawn([] {}), std::system_error);
+    release.count_down();
+    a.join();
+    b.join();
+    // Capacity is back once they ended.
+    bobbin::spawn([] {}).join();
+  }, o);
+}
+
+TEST(FiberTest, DumpListsParkedFibersWithReason) {
+  auto rt = bobbin::runtime::start({.carriers = 1}).value();
+  bobbin::latch gate(1);
+  auto f = rt->spawn([&] { gate.wait(); }, {.name = "waiter"});
+  std::string dump;
+  for (int i = 0; i < 200 && dump.find("latch wait") == std::string::npos; i++) {
+    std::this_thread::sleep_for(1ms);
+    dump = rt->dump_fibers();
+  }
+  EXPECT_NE(dump.find("\"waiter\" parked on latch wait"), std::string::npos) << dump;
+  gate.count_down();
+  f.join();
+}
+
+TEST(FiberDeathTest, StackOverflowNamesTheFiber) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        bobbin::run([] {
+          bobbin::spawn(
+              [] {
+                struct recurse {
+                  static int go(int n) {
+                    volatile char pad[512];
+                    pad[0] = static_cast<char>(n);
+                    return go(n + 1) + pad[0];
+                  }
+                };
+                return recurse::go(0);
+              },
+              {.name = "deep"})
+              .join();
+        }, {.carriers = 1});
+      },
+      "stack overflow in fiber [0-9]+ \"deep\"");
 }
 
 }  // namespace

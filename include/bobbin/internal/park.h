@@ -7,17 +7,23 @@
 // the same lock, claims it, and calls wake() after releasing the lock.
 //
 // Protocol (every transition of waiter::state):
-//   waiting  -> notified   by claim(), called by a notifier holding the lock
+//   waiting  -> claimed    by claim(), called by a notifier holding the lock.
+//                          The waiter cannot leave while claimed, so the
+//                          notifier may now hand over a payload.
+//   claimed  -> notified   by finish(), which returns the wake token; the
+//                          notifier calls wake(token) after releasing the
+//                          lock. After finish() the waiter may return at any
+//                          moment: touch nothing of it but the token.
 //   waiting  -> timed_out  by the deadline (timer completion or the thread's
-//                          timed futex wait); the waiter then unlinks itself
-// Exactly one of the two wins the compare-and-swap, so a waiter is woken once.
-// A notifier must read what it needs (payload, wake token) before claim(),
-// because a claimed waiter's stack frame may be gone once it is woken.
+//                          timed futex wait); the waiter then unlinks itself.
+// claim() and the deadline race on one compare-and-swap from `waiting`, so a
+// waiter is woken exactly once.
 #ifndef BOBBIN_INTERNAL_PARK_H_
 #define BOBBIN_INTERNAL_PARK_H_
 
 #include <atomic>
 #include <cstdint>
+#include <vector>
 
 #include "bobbin/config.h"
 #include "bobbin/deadline.h"
@@ -26,7 +32,7 @@
 
 namespace bobbin::internal {
 
-enum class wait_state : uint32_t { waiting = 0, notified = 1, timed_out = 2 };
+enum class wait_state : uint32_t { waiting = 0, claimed = 1, notified = 2, timed_out = 3 };
 
 // Who to wake: a fiber control block or a plain thread's parker.
 struct wake_token {
@@ -49,7 +55,13 @@ struct waiter {
   // Claims the waiter for a notifier. False if its deadline won the race.
   bool claim() noexcept {
     wait_state expected = wait_state::waiting;
-    return state.compare_exchange_strong(expected, wait_state::notified, std::memory_order_acq_rel);
+    return state.compare_exchange_strong(expected, wait_state::claimed, std::memory_order_acq_rel);
+  }
+  // Publishes the hand-over; returns what to pass to wake().
+  wake_token finish() noexcept {
+    wake_token t = token;
+    state.store(wait_state::notified, std::memory_order_release);
+    return t;
   }
 };
 
@@ -93,13 +105,22 @@ BOBBIN_API wait_state park(waiter& w, spin_lock& lock, waiter_list& list, deadli
 // Wakes a claimed waiter's fiber or thread. Call after releasing the lock.
 BOBBIN_API void wake(wake_token t) noexcept;
 
-// Pops waiters until one can be claimed; returns it (still needing wake()),
-// or nullptr if the list held none that could be claimed.
+// Pops waiters until one can be claimed; returns it (claimed: the caller
+// must finish() it and wake() the token), or nullptr if none could be.
 inline waiter* pop_and_claim(waiter_list& list) noexcept {
   while (waiter* w = list.pop_front()) {
     if (w->claim()) return w;
   }
   return nullptr;
+}
+
+// Claims every waiter in `list`, finishes each with `aux` as its outcome and
+// appends its token to `out` (wake them after releasing the lock).
+inline void claim_all(waiter_list& list, uintptr_t aux, std::vector<wake_token>& out) {
+  while (waiter* w = pop_and_claim(list)) {
+    w->aux = aux;
+    out.push_back(w->finish());
+  }
 }
 
 }  // namespace bobbin::internal

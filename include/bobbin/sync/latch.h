@@ -1,0 +1,87 @@
+// bobbin/sync/latch.h
+//
+// Waiting for a number of things to finish.
+//
+// bobbin::latch is std::latch for fibers: a count fixed at construction,
+// counted down once per event; wait() parks until it reaches zero.
+//
+//   bobbin::latch done(3);
+//   for (int i = 0; i < 3; i++) bobbin::spawn([&] { work(i); done.count_down(); }).detach();
+//   done.wait();
+//
+// bobbin::wait_group is Go's sync.WaitGroup: add() before starting work,
+// done() when each piece ends, wait() until the count is zero. Unlike a latch
+// it can be reused once it has reached zero.
+//
+//   bobbin::wait_group wg;
+//   for (auto& conn : conns) {
+//     wg.add(1);
+//     bobbin::spawn([&] { serve(conn); wg.done(); }).detach();
+//   }
+//   wg.wait();
+//
+// Blocks: wait() parks the fiber (blocks a plain thread). Cost: counting is
+// one atomic operation; the last count_down()/done() wakes every waiter.
+// Ordering: every count_down()/done() happens-before wait() returns.
+// Misuse: counting below zero aborts with a message.
+#ifndef BOBBIN_SYNC_LATCH_H_
+#define BOBBIN_SYNC_LATCH_H_
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+
+#include "bobbin/config.h"
+#include "bobbin/deadline.h"
+#include "bobbin/internal/park.h"
+
+namespace bobbin {
+
+class BOBBIN_API latch {
+ public:
+  explicit latch(std::ptrdiff_t count) : count_(count) {}
+  latch(const latch&) = delete;
+  latch& operator=(const latch&) = delete;
+
+  void count_down(std::ptrdiff_t n = 1);
+  bool try_wait() const noexcept { return count_.load(std::memory_order_acquire) == 0; }
+  void wait() const { (void)wait_until(deadline::never()); }
+  // True once the count is zero; false if `d` passed first.
+  bool wait_until(deadline d) const;
+  void arrive_and_wait(std::ptrdiff_t n = 1) {
+    count_down(n);
+    wait();
+  }
+
+ private:
+  std::atomic<std::ptrdiff_t> count_;
+  mutable internal::spin_lock lock_;
+  mutable internal::waiter_list waiters_;
+};
+
+class BOBBIN_API wait_group {
+ public:
+  wait_group() = default;
+  wait_group(const wait_group&) = delete;
+  wait_group& operator=(const wait_group&) = delete;
+
+  void add(std::ptrdiff_t n);
+  void done() { add(-1); }
+  void wait() { (void)wait_until(deadline::never()); }
+  bool wait_until(deadline d);
+  template <class Rep, class Period>
+  bool wait_for(std::chrono::duration<Rep, Period> timeout) {
+    return wait_until(deadline(timeout));
+  }
+  std::ptrdiff_t count() const noexcept { return count_.load(std::memory_order_acquire); }
+
+ private:
+  std::atomic<std::ptrdiff_t> count_{0};
+  internal::spin_lock lock_;
+  internal::waiter_list waiters_;
+};
+
+}  // namespace bobbin
+
+#endif  // BOBBIN_SYNC_LATCH_H_

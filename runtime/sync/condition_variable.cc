@@ -1,0 +1,40 @@
+#include "bobbin/sync/condition_variable.h"
+
+#include <vector>
+
+namespace bobbin {
+
+std::cv_status condition_variable::wait_until(std::unique_lock<mutex>& lock, deadline d) {
+  internal::waiter w;
+  w.prepare();
+  lock_.lock();
+  waiters_.push_back(&w);
+  // Queued before the mutex is released, so a notify issued by whoever takes
+  // the mutex next cannot be missed. Lock order: cv, then mutex internals.
+  lock.unlock();
+  internal::wait_state s = internal::park(w, lock_, waiters_, d, wait_reason::condition_wait);
+  lock.lock();
+  return s == internal::wait_state::timed_out ? std::cv_status::timeout : std::cv_status::no_timeout;
+}
+
+void condition_variable::notify_one() noexcept {
+  lock_.lock();
+  internal::waiter* w = internal::pop_and_claim(waiters_);
+  if (w == nullptr) {
+    lock_.unlock();
+    return;
+  }
+  internal::wake_token t = w->finish();
+  lock_.unlock();
+  internal::wake(t);
+}
+
+void condition_variable::notify_all() noexcept {
+  std::vector<internal::wake_token> woken;
+  lock_.lock();
+  internal::claim_all(waiters_, 0, woken);
+  lock_.unlock();
+  for (internal::wake_token t : woken) internal::wake(t);
+}
+
+}  // namespace bobbin
