@@ -1,0 +1,242 @@
+// TCP on io_uring: echo round trips at 1,000 concurrent connections,
+// deadlines, close() cancelling pending calls, peer resets, and the same
+// calls from plain threads. Everything binds to 127.0.0.1, port 0.
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bobbin/fiber.h"
+#include "bobbin/net/tcp_listener.h"
+#include "bobbin/net/tcp_stream.h"
+#include "bobbin/runtime.h"
+#include "bobbin/sync/latch.h"
+#include "bobbin/this_fiber.h"
+#include "tests/testing/runtime_fixture.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+using bobbin::io_result;
+using bobbin::socket_address;
+using bobbin::tcp_listener;
+using bobbin::tcp_stream;
+using bobbin::testing::run_on;
+
+void echo_loop(tcp_stream s) {
+  char buf[4096];
+  for (;;) {
+    io_result r = s.read_some(std::span(buf));
+    if (!r || r.bytes == 0) return;
+    if (!s.write_all(std::string_view(buf, r.bytes))) return;
+  }
+}
+
+TEST(AddressTest, ParsesAndPrints) {
+  auto a = socket_address::parse("127.0.0.1:8080");
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->port(), 8080);
+  EXPECT_EQ(a->to_string(), "127.0.0.1:8080");
+  auto b = socket_address::parse("[::1]:443");
+  ASSERT_TRUE(b);
+  EXPECT_EQ(b->to_string(), "[::1]:443");
+  EXPECT_EQ(socket_address::parse("localhost:80").error(), std::errc::invalid_argument);
+  EXPECT_EQ(socket_address::parse("1.2.3.4:99999").error(), std::errc::invalid_argument);
+  EXPECT_EQ(socket_address::parse("1.2.3.4").error(), std::errc::invalid_argument);
+}
+
+TEST(TcpTest, BindReportsAddressInUse) {
+  run_on(1, [] {
+    auto a = tcp_listener::bind(socket_address::loopback(0)).value();
+    auto b = tcp_listener::bind(a.local_address());
+    EXPECT_FALSE(b.ok());
+    EXPECT_NE(b.status().message().find("bind to 127.0.0.1"), absl::string_view::npos);
+  });
+}
+
+TEST(TcpTest, EchoRoundTripsWithThousandConcurrentConnections) {
+  run_on(2, [] {
+    auto listener = tcp_listener::bind(socket_address::loopback(0)).value();
+    const socket_address addr = listener.local_address();
+    constexpr int kConns = 1000;
+    constexpr int kRounds = 5;
+    auto server = bobbin::spawn([&] {
+      for (int i = 0; i < kConns; i++) {
+        auto s = listener.accept(10s);
+        if (!s) return i;
+        bobbin::spawn([s = std::move(*s)]() mutable { echo_loop(std::move(s)); }).detach();
+      }
+      return kConns;
+    });
+    std::atomic<int> ok{0}, failed{0};
+    bobbin::latch done(kConns);
+    for (int c = 0; c < kConns; c++) {
+      bobbin::spawn([&, c] {
+        auto s = tcp_stream::connect(addr, 10s);
+        if (!s) {
+          failed++;
+          done.count_down();
+          return;
+        }
+        bool good = true;
+        for (int r = 0; r < kRounds && good; r++) {
+          std::string msg = "conn " + std::to_string(c) + " round " + std::to_string(r);
+          good = bool(s->write_all(msg, 10s));
+          std::string back(msg.size(), '\0');
+          good = good && bool(s->read_exact(std::span(back), 10s)) && back == msg;
+        }
+        (good ? ok : failed)++;
+        done.count_down();
+      }).detach();
+    }
+    done.wait();
+    EXPECT_EQ(server.join(), kConns);
+    EXPECT_EQ(ok.load(), kConns);
+    EXPECT_EQ(failed.load(), 0);
+  });
+}
+
+TEST(TcpTest, ReadDeadlineTimesOutAndStreamStaysUsable) {
+  run_on(2, [] {
+    auto listener = tcp_listener::bind(socket_address::loopback(0)).value();
+    auto client = tcp_stream::connect(listener.local_address()).value();
+    auto server_side = listener.accept().value();
+    char buf[16];
+    auto t0 = std::chrono::steady_clock::now();
+    io_result r = server_side.read_some(std::span(buf), 30ms);
+    EXPECT_EQ(r.error, std::errc::timed_out);
+    EXPECT_GE(std::chrono::steady_clock::now() - t0, 30ms);
+    ASSERT_TRUE(client.write_all("hi"));
+    r = server_side.read_some(std::span(buf), 1s);
+    ASSERT_TRUE(r) << r.error.message();
+    EXPECT_EQ(std::string_view(buf, r.bytes), "hi");
+  });
+}
+
+TEST(TcpTest, ConnectRefusedIsReportedExactly) {
+  run_on(1, [] {
+    socket_address addr;
+    {
+      auto l = tcp_listener::bind(socket_address::loopback(0)).value();
+      addr = l.local_address();
+    }  // closed: nobody listens there now
+    auto s = tcp_stream::connect(addr, 1s);
+    ASSERT_FALSE(s);
+    EXPECT_EQ(s.error(), std::errc::connection_refused);
+  });
+}
+
+TEST(TcpTest, ConnectTimesOutWhenBacklogIsFull) {
+  run_on(1, [] {
+    auto l = tcp_listener::bind(socket_address::loopback(0), /*backlog=*/1).value();
+    std::vector<tcp_stream> held;
+    bool timed_out = false;
+    for (int i = 0; i < 16 && !timed_out; i++) {
+      auto s = tcp_stream::connect(l.local_address(), 100ms);
+      if (s) held.push_back(std::move(*s));
+      else timed_out = s.error() == std::errc::timed_out;
+    }
+    EXPECT_TRUE(timed_out) << "the kernel accepted " << held.size() << " connections into a backlog of 1";
+  });
+}
+
+TEST(TcpTest, CloseFromAnotherFiberCancelsPendingRead) {
+  run_on(2, [] {
+    auto listener = tcp_listener::bind(socket_address::loopback(0)).value();
+    auto client = tcp_stream::connect(listener.local_address()).value();
+    auto server_side = listener.accept().value();
+    auto reader = bobbin::spawn([&] {
+      char buf[16];
+      return server_side.read_some(std::span(buf)).error;
+    });
+    bobbin::this_fiber::sleep_for(20ms);  // let it park in the kernel
+    server_side.close();
+    EXPECT_EQ(reader.join(), std::errc::operation_canceled);
+    char buf[4];
+    EXPECT_EQ(server_side.read_some(std::span(buf)).error, std::errc::bad_file_descriptor);
+  });
+}
+
+TEST(TcpTest, CloseFromAnotherFiberStopsAcceptLoop) {
+  run_on(2, [] {
+    auto listener = tcp_listener::bind(socket_address::loopback(0)).value();
+    auto acceptor = bobbin::spawn([&] { return listener.accept().error(); });
+    bobbin::this_fiber::sleep_for(20ms);
+    listener.close();
+    EXPECT_EQ(acceptor.join(), std::errc::operation_canceled);
+  });
+}
+
+TEST(TcpTest, PeerResetIsAnErrorNotACrash) {
+  run_on(2, [] {
+    auto listener = tcp_listener::bind(socket_address::loopback(0)).value();
+    auto client = tcp_stream::connect(listener.local_address()).value();
+    auto server_side = listener.accept().value();
+    // Reset: SO_LINGER with a zero timeout makes close() send RST.
+    linger lg{1, 0};
+    ASSERT_EQ(::setsockopt(client.native_handle(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+    client.close();
+    char buf[16];
+    io_result r = server_side.read_some(std::span(buf), 1s);
+    EXPECT_EQ(r.error, std::errc::connection_reset);
+    // Writing to a reset connection: an error, never SIGPIPE.
+    std::string big(1 << 20, 'x');
+    io_result w = server_side.write_all(big, 1s);
+    EXPECT_FALSE(w);
+    EXPECT_TRUE(w.error == std::errc::broken_pipe || w.error == std::errc::connection_reset) << w.error.message();
+  });
+}
+
+TEST(TcpTest, OrderlyShutdownReadsAsEndOfStream) {
+  run_on(2, [] {
+    auto listener = tcp_listener::bind(socket_address::loopback(0)).value();
+    auto client = tcp_stream::connect(listener.local_address()).value();
+    auto server_side = listener.accept().value();
+    ASSERT_TRUE(client.write_all("abc"));
+    ASSERT_TRUE(client.shutdown());
+    char buf[8];
+    io_result r = server_side.read_exact(std::span(buf));
+    EXPECT_EQ(r.bytes, 3u);
+    EXPECT_EQ(r.error, bobbin::io_errc::unexpected_eof);
+  });
+}
+
+TEST(TcpTest, SameCallsWorkFromPlainThreads) {
+  // No runtime at all: ordinary blocking syscalls.
+  auto listener = tcp_listener::bind(socket_address::loopback(0)).value();
+  std::thread server([&] {
+    auto s = listener.accept(2s);
+    ASSERT_TRUE(s) << s.error().message();
+    echo_loop(std::move(*s));
+  });
+  auto c = tcp_stream::connect(listener.local_address(), 2s).value();
+  ASSERT_TRUE(c.write_all("ping"));
+  char buf[4];
+  ASSERT_TRUE(c.read_exact(std::span(buf), 2s));
+  EXPECT_EQ(std::string_view(buf, 4), "ping");
+  EXPECT_EQ(c.read_some(std::span(buf), 20ms).error, std::errc::timed_out);
+  c.close();
+  server.join();
+}
+
+TEST(TcpTest, ThreadBlockedInReadIsCancelledByClose) {
+  auto listener = tcp_listener::bind(socket_address::loopback(0)).value();
+  auto c = tcp_stream::connect(listener.local_address(), 2s).value();
+  auto s = listener.accept(2s).value();
+  std::error_code got;
+  std::thread reader([&] {
+    char buf[4];
+    got = s.read_some(std::span(buf)).error;
+  });
+  std::this_thread::sleep_for(20ms);
+  // Close from a fiber of a runtime while a plain thread blocks in recv.
+  bobbin::run([&] { s.close(); }, {.carriers = 1});
+  reader.join();
+  EXPECT_EQ(got, std::errc::operation_canceled);
+}
+
+}  // namespace
