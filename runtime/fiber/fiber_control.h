@@ -54,9 +54,10 @@ struct fiber_control {
   bool finished = false;
   bool detached = false;
 
-  // References: one for the running fiber, one for the handle, one for the
-  // registry; the last release deletes the block.
-  std::atomic<int> refs{3};
+  // References: one for the running fiber (dropped when its stack is freed),
+  // one for the handle (dropped by join or detach); the last release deletes
+  // the block. The registry holds none: a fiber leaves it when it ends.
+  std::atomic<int> refs{2};
 
   // Registry of live fibers, for dumps; guarded by the registry shard lock.
   fiber_control* reg_prev = nullptr;

@@ -30,7 +30,10 @@ std::string describe(const std::exception_ptr& e) {
   std::terminate();
 }
 
-[[noreturn]] void fiber_exit(fiber_control* f) {
+// Marks the fiber finished and wakes its joiners. A function of its own so
+// that its locals are destroyed: fiber_exit() never returns, so nothing on
+// its frame is ever destroyed.
+bool finish_and_wake_joiners(fiber_control* f) {
   f->state.store(fiber_state::done, std::memory_order_relaxed);
   f->join_lock.lock();
   f->finished = true;
@@ -39,8 +42,14 @@ std::string describe(const std::exception_ptr& e) {
   claim_all(f->joiners, 0, woken);
   f->join_lock.unlock();
   for (wake_token t : woken) wake(t);
-  if (detached && f->body->error) report_uncaught(f);
+  return detached;
+}
+
+[[noreturn]] void fiber_exit(fiber_control* f) {
+  // Leave the registry (and the alive count) before joiners wake, so that a
+  // joiner sees the count without this fiber.
   f->rt->fiber_exited(f);
+  if (finish_and_wake_joiners(f) && f->body->error) report_uncaught(f);
 
   switch_action a{&f->ctx, switch_action::exit, f, nullptr};
   current_carrier()->switch_away(f, &a);

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/fiber/context.h"
 #include "runtime/util/check.h"
 
 #ifndef MADV_GUARD_INSTALL
@@ -167,6 +168,11 @@ absl::StatusOr<fiber_stack> stack_pool::allocate(std::size_t size, std::vector<f
 
 void stack_pool::release(fiber_stack s, std::vector<fiber_stack>* cache) {
   in_use_.fetch_sub(1, std::memory_order_relaxed);
+#if BOBBIN_ASAN
+  // An ended fiber's last frames never return, so their redzones are still
+  // poisoned; the next fiber on this stack must start from clean shadow.
+  ASAN_UNPOISON_MEMORY_REGION(s.low(), s.size);
+#endif
   if (!s.pooled) {
     ::munmap(s.region, s.guard + s.size);
     return;

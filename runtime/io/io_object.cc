@@ -63,8 +63,11 @@ int io_object::run_on_fiber(carrier* c, void (*prep)(void*, io_uring_sqe*), void
   const int index = static_cast<int>(c->index());
   if (int err = begin(index, c->rt())) return err;
   int res = await_sqe(c, [&](io_uring_sqe* sqe) { prep(prep_ctx, sqe); }, reason, d);
+  // Read before end(): once nothing is in flight, close() may return and the
+  // owner delete this object.
+  const bool was_closed = closed();
   end(index);  // the ring the operation ran on, not where we resumed
-  if (res <= 0 && res != -ETIMEDOUT && closed()) return -ECANCELED;
+  if (res <= 0 && res != -ETIMEDOUT && was_closed) return -ECANCELED;
   return res;
 }
 
@@ -79,8 +82,9 @@ int io_object::run_on_thread(int (*sys)(void*), void* sys_ctx, deadline d, short
     res = sys(sys_ctx);
     if (res != -EINTR || closed()) break;
   }
+  const bool was_closed = closed();  // before end(): see run_on_fiber
   end(-1);
-  if (res <= 0 && res != -ETIMEDOUT && closed()) return -ECANCELED;  // woken by close()'s shutdown
+  if (res <= 0 && res != -ETIMEDOUT && was_closed) return -ECANCELED;  // woken by close()'s shutdown
   return res;
 }
 
