@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "runtime/fiber/context.h"
 #include "runtime/util/check.h"
+#include "runtime/util/mutex_lock.h"
 
 #ifndef MADV_GUARD_INSTALL
 #define MADV_GUARD_INSTALL 102  // Linux 6.13
@@ -49,7 +50,7 @@ stack_pool::stack_pool(std::size_t default_size, std::size_t max_stacks, stack_g
       mprotect_budget_(read_max_map_count() / 4) {}
 
 stack_pool::~stack_pool() {
-  absl::MutexLock l(&mu_);
+  mutex_lock l(&mu_);
   if (leaked_.load() != 0) return;  // abandoned fibers' stacks stay mapped
   for (const slab& s : slabs_) ::munmap(s.base, s.bytes);
 }
@@ -128,7 +129,7 @@ absl::StatusOr<fiber_stack> stack_pool::allocate(std::size_t size, std::vector<f
     got = cache->back();
     cache->pop_back();
   } else {
-    absl::MutexLock l(&mu_);
+    mutex_lock l(&mu_);
     if (free_.empty()) {
       absl::Status st = map_slab();
       if (!st.ok()) got = st;
@@ -181,7 +182,7 @@ void stack_pool::release(fiber_stack s, std::vector<fiber_stack>* cache) {
     cache->push_back(s);
     return;
   }
-  absl::MutexLock l(&mu_);
+  mutex_lock l(&mu_);
   free_.push_back(s);
   // Spill half the cache too, so stacks freed on one carrier can serve spawns
   // on another.

@@ -76,6 +76,7 @@
 //   1. Set stopping; wake every carrier (eventfd).
 //   2. Each carrier finishes the fiber it runs (if it parks or yields, the
 //      carrier sees stopping in its loop) and leaves its loop; join threads.
+//      Wait for plain threads that are inside ready() to leave it.
 //   3. Fibers still alive are abandoned: marked finished with an error that
 //      join() rethrows, their joiners woken, their stacks kept mapped (an
 //      in-flight I/O record may still point into them) and their memory
@@ -92,6 +93,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "runtime/util/check.h"
+#include "runtime/util/mutex_lock.h"
 
 #if BOBBIN_ASAN
 #include <sanitizer/lsan_interface.h>
@@ -194,10 +196,16 @@ void runtime_impl::ready(fiber_control* f, bool next) {
   carrier* here = current_carrier();
   if (here != nullptr && here->rt() == this) {
     here->push_local(f, next);
-  } else {
-    push_global(f);
+    wake_idle_carrier();
+    return;
   }
+  // From a plain thread (or another runtime): once `f` is queued it may run,
+  // end the program's last fiber and let the runtime be destroyed while this
+  // thread is still waking a carrier. Shutdown waits for outside_calls_.
+  outside_calls_.fetch_add(1, std::memory_order_acq_rel);
+  push_global(f);
   wake_idle_carrier();
+  outside_calls_.fetch_sub(1, std::memory_order_acq_rel);  // last touch of *this
 }
 
 void runtime_impl::wake_idle_carrier() {
@@ -206,7 +214,7 @@ void runtime_impl::wake_idle_carrier() {
   if (num_spinning.load(std::memory_order_relaxed) != 0) return;
   carrier* c = nullptr;
   {
-    absl::MutexLock l(&idle_mu_);
+    mutex_lock l(&idle_mu_);
     if (idle_.empty()) return;
     c = idle_.back();
     idle_.pop_back();
@@ -219,7 +227,7 @@ void runtime_impl::wake_idle_carrier() {
 void runtime_impl::push_global(fiber_control* f) { push_global_batch(&f, 1); }
 
 void runtime_impl::push_global_batch(fiber_control** fs, uint32_t n) {
-  absl::MutexLock l(&global_mu_);
+  mutex_lock l(&global_mu_);
   for (uint32_t i = 0; i < n; i++) {
     fs[i]->next_global = nullptr;
     if (global_tail_) global_tail_->next_global = fs[i]; else global_head_ = fs[i];
@@ -234,7 +242,7 @@ fiber_control* runtime_impl::pop_global(carrier* into, uint32_t batch) {
   uint32_t n_moved = 0;
   fiber_control* first;
   {
-    absl::MutexLock l(&global_mu_);
+    mutex_lock l(&global_mu_);
     first = global_head_;
     if (!first) return nullptr;
     global_head_ = first->next_global;
@@ -253,7 +261,7 @@ fiber_control* runtime_impl::pop_global(carrier* into, uint32_t batch) {
 
 void runtime_impl::publish_idle(carrier* c) {
   {
-    absl::MutexLock l(&idle_mu_);
+    mutex_lock l(&idle_mu_);
     idle_.push_back(c);
     num_idle.fetch_add(1, std::memory_order_relaxed);
   }
@@ -261,7 +269,7 @@ void runtime_impl::publish_idle(carrier* c) {
 }
 
 bool runtime_impl::retract_idle(carrier* c) {
-  absl::MutexLock l(&idle_mu_);
+  mutex_lock l(&idle_mu_);
   auto it = std::find(idle_.begin(), idle_.end(), c);
   if (it == idle_.end()) return false;
   idle_.erase(it);
@@ -298,6 +306,8 @@ void runtime_impl::shutdown() {
   stopping_.store(true, std::memory_order_release);
   for (auto& c : carriers_) c->wake();
   for (auto& c : carriers_) c->join();
+  // Threads still inside ready() (see there) finish touching this runtime.
+  while (outside_calls_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
 
   // Step 3: abandon what is still alive.
   std::vector<fiber_control*> abandoned;
@@ -330,7 +340,7 @@ void runtime_impl::shutdown() {
   }
   // Drain the global queue of fibers that never ran (already counted above).
   {
-    absl::MutexLock l(&global_mu_);
+    mutex_lock l(&global_mu_);
     global_head_ = global_tail_ = nullptr;
     global_size_.store(0);
   }

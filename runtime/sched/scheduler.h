@@ -90,6 +90,7 @@ class runtime_impl {
   };
   registry_shard registry_[kRegistryShards];
 
+  std::atomic<int> outside_calls_{0};  // plain threads inside ready()
   std::atomic<uint64_t> spawned_{0};
   std::atomic<uint64_t> alive_{0};
 };

@@ -146,10 +146,11 @@ TEST(FiberTest, SleepLastsAtLeastItsDuration) {
 }
 
 TEST(FiberTest, ManyFibersAcrossCarriersAllFinish) {
+  constexpr int kFibers = bobbin::testing::max_live_fibers(10000);
   auto rt = bobbin::runtime::start({.carriers = 2}).value();
   auto total = rt->spawn([] {
     std::vector<bobbin::fiber<int>> fs;
-    for (int i = 0; i < 10000; i++) fs.push_back(bobbin::spawn([i] {
+    for (int i = 0; i < kFibers; i++) fs.push_back(bobbin::spawn([i] {
       bobbin::this_fiber::yield();
       return i % 7;
     }));
@@ -158,7 +159,7 @@ TEST(FiberTest, ManyFibersAcrossCarriersAllFinish) {
     return sum;
   }).join();
   int expect = 0;
-  for (int i = 0; i < 10000; i++) expect += i % 7;
+  for (int i = 0; i < kFibers; i++) expect += i % 7;
   EXPECT_EQ(total, expect);
   EXPECT_EQ(rt->stats().fibers_alive, 0u);
 }

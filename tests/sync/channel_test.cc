@@ -96,7 +96,7 @@ TEST(ChannelTest, ReceiveDeadline) {
 
 TEST(ChannelTest, HundredThousandParkedReceiversAllWoken) {
   run_on(2, [] {
-    constexpr int kFibers = 100000;
+    constexpr int kFibers = bobbin::testing::max_live_fibers(100000);
     channel<int> ch(bobbin::unbounded);
     std::atomic<long> sum{0};
     std::atomic<int> closed_seen{0};

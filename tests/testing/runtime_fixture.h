@@ -9,6 +9,16 @@
 
 namespace bobbin::testing {
 
+// ThreadSanitizer counts every fiber as a thread and dies past 8,128 of
+// them alive at once, so tests that park very many fibers scale down there.
+#if defined(__SANITIZE_THREAD__)
+inline constexpr bool kUnderTsan = true;
+#else
+inline constexpr bool kUnderTsan = false;
+#endif
+// Creating a fiber under TSan also costs milliseconds, hence a low cap.
+inline constexpr int max_live_fibers(int wanted) { return kUnderTsan && wanted > 2000 ? 2000 : wanted; }
+
 inline runtime_options carriers(unsigned n) {
   runtime_options o;
   o.carriers = n;
