@@ -102,6 +102,7 @@ void carrier::thread_main() {
   started_.store(1, std::memory_order_release);
 
   loop();
+  drain_at_shutdown();
 
   // Stacks cached here go back to the shared pool for the pool's teardown.
   while (!stack_cache_.empty()) {
@@ -125,6 +126,26 @@ void carrier::loop() {
       continue;
     }
     sleep_until_woken();
+  }
+}
+
+void carrier::drain_at_shutdown() {
+  // No fiber may run from here on. Wait until every carrier has stopped
+  // running fibers, so that no fiber can post this carrier a request after
+  // the final drain, then hand the ring's pending work (timeout removals
+  // asked for by notified fibers) to the kernel and reap what it answers, so
+  // that their records are freed.
+  rt_->carriers_stopped.fetch_add(1, std::memory_order_acq_rel);
+  const int all = static_cast<int>(rt_->carriers().size());
+  for (;;) {
+    const bool everyone_stopped = rt_->carriers_stopped.load(std::memory_order_acquire) == all;
+    for (int round = 0; round < 4; round++) {
+      if (has_remote_.load(std::memory_order_acquire)) handle_remote_requests();
+      if (!ring_.needs_enter() && !ring_.cq_ready()) break;
+      poll_io(false);
+    }
+    if (everyone_stopped) break;
+    std::this_thread::yield();
   }
 }
 

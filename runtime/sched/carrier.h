@@ -103,6 +103,7 @@ class carrier {
   void poll_io(bool wait);
   void handle_remote_requests();
   void arm_wake_read();
+  void drain_at_shutdown();
 
   runtime_impl* const rt_;
   const unsigned index_;

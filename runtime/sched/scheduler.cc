@@ -75,7 +75,10 @@
 // Shutdown (runtime_impl::shutdown), in order
 //   1. Set stopping; wake every carrier (eventfd).
 //   2. Each carrier finishes the fiber it runs (if it parks or yields, the
-//      carrier sees stopping in its loop) and leaves its loop; join threads.
+//      carrier sees stopping in its loop) and leaves its loop. Once all have
+//      left, each drains its remote requests and ring (carrier.cc,
+//      drain_at_shutdown), so that records waiting on a completion are
+//      freed. Join the threads.
 //      Wait for plain threads that are inside ready() to leave it.
 //   3. Fibers still alive are abandoned: marked finished with an error that
 //      join() rethrows, their joiners woken, their stacks kept mapped (an

@@ -67,6 +67,7 @@ class runtime_impl {
   std::atomic<int> num_spinning{0};
   std::atomic<int> num_idle{0};
   std::atomic<uint64_t> wakeups{0};
+  std::atomic<int> carriers_stopped{0};  // carriers past their loop (shutdown)
 
  private:
   runtime_options options_;

@@ -1,0 +1,131 @@
+// Scheduler behaviour: idle carriers sleep in the kernel, work readied from
+// a plain thread reaches a sleeping runtime, fibers spread over carriers,
+// per-spawn stack sizes, counters.
+#include <gtest/gtest.h>
+#include <sys/resource.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "bobbin/fiber.h"
+#include "bobbin/runtime.h"
+#include "bobbin/sync/channel.h"
+#include "bobbin/sync/latch.h"
+#include "bobbin/this_fiber.h"
+#include "tests/testing/runtime_fixture.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+
+double process_cpu_seconds() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+TEST(SchedulerTest, IdleCarriersSleepInTheKernel) {
+  auto rt = bobbin::runtime::start({.carriers = 2}).value();
+  bobbin::channel<int> never(1);
+  std::vector<bobbin::fiber<>> parked;
+  for (int i = 0; i < 100; i++) parked.push_back(rt->spawn([&] { (void)never.receive(); }));
+  std::this_thread::sleep_for(50ms);  // let every fiber park and the carriers settle
+  double cpu0 = process_cpu_seconds();
+  auto wall0 = std::chrono::steady_clock::now();
+  std::this_thread::sleep_for(300ms);
+  double cpu = process_cpu_seconds() - cpu0;
+  double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count();
+  // Two spinning carriers would burn 2 x wall; sleeping ones burn ~nothing.
+  // The bound is loose for noisy shared machines, and far from spinning.
+  EXPECT_LT(cpu, 0.10 * wall) << "carriers used " << cpu << " s of CPU in " << wall << " s with every fiber parked";
+  never.close();
+  for (auto& f : parked) f.join();
+}
+
+TEST(SchedulerTest, PlainThreadWakesAFiberInASleepingRuntime) {
+  auto rt = bobbin::runtime::start({.carriers = 2}).value();
+  bobbin::channel<int> ch(0);
+  auto f = rt->spawn([&] {
+    int sum = 0;
+    while (auto v = ch.receive()) sum += *v;
+    return sum;
+  });
+  for (int i = 1; i <= 100; i++) {
+    std::this_thread::sleep_for(1ms);  // the carriers go back to sleep each time
+    ASSERT_EQ(ch.send(std::move(i), 5s), bobbin::channel_status::ok) << "a sleeping carrier was not woken";
+  }
+  ch.close();
+  EXPECT_EQ(f.join(), 5050);
+}
+
+TEST(SchedulerTest, BusyFibersSpreadOverAllCarriers) {
+  auto rt = bobbin::runtime::start({.carriers = 2}).value();
+  std::atomic<int> mask{0};
+  std::atomic<bool> stop{false};
+  std::vector<bobbin::fiber<>> fs;
+  // Spawned from a plain thread they land in the global queue; fibers that
+  // keep yielding keep both carriers busy, so each carrier runs some.
+  for (int i = 0; i < 8; i++) {
+    fs.push_back(rt->spawn([&] {
+      while (!stop.load()) {
+        mask |= 1 << bobbin::this_fiber::carrier_index();
+        bobbin::this_fiber::yield();
+      }
+    }));
+  }
+  for (int i = 0; i < 500 && mask.load() != 3; i++) std::this_thread::sleep_for(1ms);
+  stop = true;
+  for (auto& f : fs) f.join();
+  EXPECT_EQ(mask.load(), 3);
+}
+
+TEST(SchedulerTest, PerSpawnStackSize) {
+  bobbin::testing::run_on(1, [] {
+    auto big = bobbin::spawn(
+        [] {
+          // 768 KiB of locals: needs the 1 MiB stack asked for.
+          volatile char buf[768 * 1024];
+          std::memset(const_cast<char*>(buf), 1, sizeof buf);
+          return static_cast<int>(buf[12345]);
+        },
+        {.name = "big", .stack_size = 1024 * 1024});
+    EXPECT_EQ(big.join(), 1);
+  });
+}
+
+TEST(SchedulerTest, CountersMove) {
+  auto rt = bobbin::runtime::start({.carriers = 2}).value();
+  rt->spawn([] {
+    for (int i = 0; i < 10; i++) bobbin::this_fiber::sleep_for(1ms);
+  }).join();
+  bobbin::runtime_stats s = rt->stats();
+  EXPECT_EQ(s.carriers, 2u);
+  EXPECT_EQ(s.fibers_spawned, 1u);
+  EXPECT_EQ(s.fibers_alive, 0u);
+  EXPECT_GE(s.context_switches, 10u);
+  EXPECT_GE(s.io_submitted, 10u);  // ten timeouts went through a ring
+  EXPECT_GE(s.stacks_mapped, 1u);
+  EXPECT_EQ(s.stacks_unguarded, 0u);
+}
+
+TEST(SchedulerTest, ShutdownAbandonsParkedFibersAndJoinThrows) {
+  auto rt = bobbin::runtime::start({.carriers = 1}).value();
+  bobbin::channel<int> never(1);
+  auto f = rt->spawn([&] { (void)never.receive(); });
+  std::this_thread::sleep_for(10ms);
+  rt->shutdown();
+  EXPECT_THROW(f.join(), std::runtime_error);
+}
+
+TEST(SchedulerTest, StartRejectsBadOptions) {
+  auto rt = bobbin::runtime::start({.carriers = 1, .stack_size = 100});
+  EXPECT_EQ(rt.status().code(), absl::StatusCode::kInvalidArgument);
+  rt = bobbin::runtime::start({.carriers = 1, .ring_entries = 1});
+  EXPECT_EQ(rt.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
