@@ -115,15 +115,23 @@ absl::StatusOr<fiber<std::invoke_result_t<std::decay_t<F>&>>> try_spawn_on(inter
   return f;
 }
 
+// Internal: spawn on `rt` (null: the calling fiber's runtime), throwing
+// std::system_error (resource_unavailable_try_again) when no stack can be had.
+template <class F>
+fiber<std::invoke_result_t<std::decay_t<F>&>> spawn_on(internal::runtime_impl* rt, F&& fn,
+                                                       const fiber_options& options) {
+  auto f = try_spawn_on(rt, std::forward<F>(fn), options);
+  if (!f.ok()) throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again),
+                                       std::string(f.status().message()));
+  return std::move(*f);
+}
+
 // Starts `fn` on a new fiber of the calling fiber's runtime. Must be called on
 // a fiber; from a plain thread use runtime::spawn. Throws std::system_error
 // (resource_unavailable_try_again) when no stack can be had.
 template <class F>
 fiber<std::invoke_result_t<std::decay_t<F>&>> spawn(F&& fn, const fiber_options& options = {}) {
-  auto f = try_spawn_on(nullptr, std::forward<F>(fn), options);
-  if (!f.ok()) throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again),
-                                       std::string(f.status().message()));
-  return std::move(*f);
+  return spawn_on(nullptr, std::forward<F>(fn), options);
 }
 
 // As spawn(), but reports a stack shortage as absl::ResourceExhaustedError,

@@ -84,10 +84,7 @@ class BOBBIN_API runtime {
   // (resource_unavailable_try_again) when no stack can be had.
   template <class F>
   fiber<std::invoke_result_t<std::decay_t<F>&>> spawn(F&& fn, const fiber_options& options = {}) {
-    auto f = try_spawn_on(impl_, std::forward<F>(fn), options);
-    if (!f.ok()) throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again),
-                                         std::string(f.status().message()));
-    return std::move(*f);
+    return spawn_on(impl_, std::forward<F>(fn), options);
   }
 
   // Stops the carriers and joins them. Fibers still alive are abandoned.

@@ -69,17 +69,24 @@ bool stack_pool::install_guard(char* at, std::size_t len) {
   return ::mprotect(at + len - page_, page_, PROT_NONE) == 0;
 }
 
-absl::Status stack_pool::map_slab() {
-  const std::size_t stride = guard_size_ + default_size_;
-  const std::size_t bytes = stride * kStacksPerSlab;
+// Reserves address space for stacks; pages are committed on first touch.
+static absl::StatusOr<char*> map_stack_memory(std::size_t bytes) {
   void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK,
                    -1, 0);
   if (p == MAP_FAILED) {
     int err = errno;
     return absl::ResourceExhaustedError(
-        absl::StrCat("bobbin: cannot map fiber stacks (", bytes, " bytes): ", std::strerror(err)));
+        absl::StrCat("bobbin: cannot map fiber stack memory (", bytes, " bytes): ", std::strerror(err)));
   }
-  char* base = static_cast<char*>(p);
+  return static_cast<char*>(p);
+}
+
+absl::Status stack_pool::map_slab() {
+  const std::size_t stride = guard_size_ + default_size_;
+  const std::size_t bytes = stride * kStacksPerSlab;
+  absl::StatusOr<char*> mapped = map_stack_memory(bytes);
+  if (!mapped.ok()) return mapped.status();
+  char* base = *mapped;
   slabs_.push_back({base, bytes});
   // Hand out the lowest stacks first: pushed last, popped first.
   for (std::size_t i = kStacksPerSlab; i-- > 0;) {
@@ -96,16 +103,10 @@ absl::Status stack_pool::map_slab() {
 }
 
 absl::StatusOr<fiber_stack> stack_pool::map_single(std::size_t size) {
-  const std::size_t bytes = guard_size_ + size;
-  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK,
-                   -1, 0);
-  if (p == MAP_FAILED) {
-    int err = errno;
-    return absl::ResourceExhaustedError(
-        absl::StrCat("bobbin: cannot map a fiber stack (", bytes, " bytes): ", std::strerror(err)));
-  }
+  absl::StatusOr<char*> mapped = map_stack_memory(guard_size_ + size);
+  if (!mapped.ok()) return mapped.status();
   fiber_stack s;
-  s.region = static_cast<char*>(p);
+  s.region = *mapped;
   s.guard = guard_size_;
   s.size = size;
   s.guarded = install_guard(s.region, guard_size_);
