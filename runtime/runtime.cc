@@ -20,5 +20,6 @@ void runtime::shutdown() { impl_->shutdown(); }
 unsigned runtime::carriers() const noexcept { return impl_->options().carriers; }
 runtime_stats runtime::stats() const noexcept { return impl_->stats(); }
 std::string runtime::dump_fibers() const { return impl_->dump(); }
+void runtime::set_pin_listener(pin_listener listener) { impl_->set_pin_listener(std::move(listener)); }
 
 }  // namespace bobbin

@@ -31,8 +31,8 @@ int carrier_index() noexcept {
 }
 
 void yield() noexcept {
-  carrier* c = current_carrier();
-  if (c == nullptr || c->current() == nullptr) {
+  carrier* c = internal::current_fiber_carrier();
+  if (c == nullptr) {  // a plain thread, or a pinned fiber
     std::this_thread::yield();
     return;
   }
@@ -44,8 +44,9 @@ void yield() noexcept {
 
 void sleep_until(deadline d) noexcept {
   if (d.is_never()) d = deadline(std::chrono::hours(24 * 365 * 100));
-  carrier* c = current_carrier();
-  if (c == nullptr || c->current() == nullptr) {
+  carrier* c = internal::current_fiber_carrier();
+  if (c == nullptr) {  // a plain thread, or a pinned fiber: block
+    internal::pinned_block_marker marker(wait_reason::sleep);
     std::this_thread::sleep_until(d.time());
     return;
   }

@@ -10,6 +10,8 @@
 #include "bobbin/net/address.h"
 #include "bobbin/net/tcp_listener.h"
 #include "bobbin/net/tcp_stream.h"
+#include "bobbin/offload.h"
+#include "bobbin/pinning.h"
 #include "bobbin/result.h"
 #include "bobbin/runtime.h"
 #include "bobbin/sync/channel.h"

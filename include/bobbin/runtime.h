@@ -26,6 +26,7 @@
 #ifndef BOBBIN_RUNTIME_H_
 #define BOBBIN_RUNTIME_H_
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -37,6 +38,8 @@
 #include "absl/status/statusor.h"
 #include "bobbin/config.h"
 #include "bobbin/fiber.h"
+#include "bobbin/offload.h"
+#include "bobbin/pinning.h"
 
 namespace bobbin {
 
@@ -53,6 +56,14 @@ struct runtime_options {
   std::size_t max_fibers = 0;          // 0: no limit beyond memory; else spawn fails past it
   unsigned ring_entries = 4096;        // submission queue depth of each carrier's ring
   stack_guard_policy guard_policy = stack_guard_policy::best_effort;
+  // Pinning (bobbin/pinning.h): how long a carrier may run one fiber without
+  // parking before it is reported; zero turns detection and compensation off.
+  std::chrono::milliseconds pin_threshold{20};
+  // Spare carriers the monitor may bring online while carriers are blocked
+  // (compensation); -1: as many as there are carriers.
+  int max_spare_carriers = -1;
+  // Threads of the blocking pool behind offload() (bobbin/offload.h).
+  unsigned offload_threads = 64;
 };
 
 // Counters, read with relaxed loads: a consistent snapshot is not promised.
@@ -67,6 +78,11 @@ struct runtime_stats {
   uint64_t io_enter_calls = 0;     // io_uring_enter system calls
   uint64_t stacks_mapped = 0;      // stacks ever mmap'd (the rest were reused)
   uint64_t stacks_unguarded = 0;   // stacks running without a guard page
+  uint64_t pin_events = 0;         // pinning episodes detected
+  uint64_t pinned_ns = 0;          // total duration of the episodes that ended
+  unsigned spare_carriers_active = 0;  // compensating for blocked carriers now
+  uint64_t spare_activations = 0;  // times a spare carrier was brought online
+  uint64_t offloaded_calls = 0;    // calls run on the blocking pool
 };
 
 class BOBBIN_API runtime {
@@ -90,6 +106,17 @@ class BOBBIN_API runtime {
   // Stops the carriers and joins them. Fibers still alive are abandoned.
   // Must not be called from one of this runtime's own fibers. Idempotent.
   void shutdown();
+
+  // Runs `fn` on this runtime's blocking pool; parks the calling fiber, or
+  // blocks the calling thread (bobbin/offload.h).
+  template <class F>
+  auto offload(F&& fn) -> std::invoke_result_t<F&> {
+    return internal::offload_on(impl_, fn);
+  }
+
+  // Receives every pinning event, on the monitor thread (bobbin/pinning.h).
+  // Replaces any previous listener; an empty function removes it.
+  void set_pin_listener(pin_listener listener);
 
   unsigned carriers() const noexcept;
   runtime_stats stats() const noexcept;

@@ -32,6 +32,7 @@ enum class wait_reason : uint8_t {
   net_write,
   net_close,
   file_io,
+  offload,
   count_,  // not a reason: the number of reasons
 };
 

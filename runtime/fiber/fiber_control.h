@@ -44,6 +44,10 @@ struct fiber_control {
   std::atomic<fiber_state> state{fiber_state::runnable};
   std::atomic<wait_reason> reason{wait_reason::none};
   std::atomic<int> carrier{-1};  // last carrier it ran on, for dumps
+  // Declared pinning (bobbin/pinning.h): while pin_depth > 0 the fiber takes
+  // the plain-thread path of every blocking call, so it never unmounts.
+  std::atomic<int> pin_depth{0};
+  std::atomic<const char*> pin_why{nullptr};
   std::unique_ptr<fiber_body> body;
 
   fiber_control* next_global = nullptr;  // link in the global inject queue

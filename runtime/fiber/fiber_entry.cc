@@ -38,10 +38,10 @@ bool finish_and_wake_joiners(fiber_control* f) {
   f->join_lock.lock();
   f->finished = true;
   const bool detached = f->detached;
-  std::vector<wake_token> woken;
+  std::vector<waiter*> woken;
   claim_all(f->joiners, 0, woken);
   f->join_lock.unlock();
-  for (wake_token t : woken) wake(t);
+  notify_all(woken);
   return detached;
 }
 

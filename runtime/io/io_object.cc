@@ -13,11 +13,6 @@
 
 namespace bobbin::internal {
 
-carrier* current_fiber_carrier() noexcept {
-  carrier* c = current_carrier();
-  return c != nullptr && c->current() != nullptr ? c : nullptr;
-}
-
 bool io_object::closed() const {
   lock_.lock();
   bool c = closed_;
@@ -45,7 +40,7 @@ int io_object::begin(int carrier_index, runtime_impl* rt, bool even_if_closed) {
 }
 
 void io_object::end(int carrier_index) {
-  std::vector<wake_token> woken;
+  std::vector<waiter*> woken;
   lock_.lock();
   for (auto it = inflight_.begin(); it != inflight_.end(); ++it) {
     if (it->first == carrier_index) {
@@ -55,7 +50,7 @@ void io_object::end(int carrier_index) {
   }
   if (inflight_.empty()) claim_all(closers_, 0, woken);
   lock_.unlock();
-  for (wake_token t : woken) wake(t);
+  notify_all(woken);
 }
 
 int io_object::run_on_fiber(carrier* c, void (*prep)(void*, io_uring_sqe*), void* prep_ctx, wait_reason reason,
@@ -71,8 +66,9 @@ int io_object::run_on_fiber(carrier* c, void (*prep)(void*, io_uring_sqe*), void
   return res;
 }
 
-int io_object::run_on_thread(int (*sys)(void*), void* sys_ctx, deadline d, short events) {
+int io_object::run_on_thread(int (*sys)(void*), void* sys_ctx, deadline d, short events, wait_reason reason) {
   if (int err = begin(-1, nullptr)) return err;
+  pinned_block_marker marker(reason);
   int res;
   for (;;) {
     if (!d.is_never()) {

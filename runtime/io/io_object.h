@@ -26,6 +26,7 @@
 #include "bobbin/internal/park.h"
 #include "bobbin/result.h"
 #include "bobbin/wait_reason.h"
+#include "runtime/sched/carrier.h"
 
 namespace bobbin::internal {
 
@@ -61,7 +62,7 @@ class io_object {
   int begin(int carrier_index, runtime_impl* rt, bool even_if_closed = false);
   void end(int carrier_index);
   int run_on_fiber(carrier* c, void (*prep)(void*, io_uring_sqe*), void* prep_ctx, wait_reason reason, deadline d);
-  int run_on_thread(int (*sys)(void*), void* sys_ctx, deadline d, short events);
+  int run_on_thread(int (*sys)(void*), void* sys_ctx, deadline d, short events, wait_reason reason);
 
   int fd_;
   const bool is_socket_;
@@ -76,8 +77,6 @@ class io_object {
   waiter_list closers_;
 };
 
-carrier* current_fiber_carrier() noexcept;
-
 template <class Prep, class Sys>
 int io_object::run(Prep&& prep, Sys&& sys, wait_reason reason, deadline d, short events) {
   if (carrier* c = current_fiber_carrier()) {
@@ -86,7 +85,7 @@ int io_object::run(Prep&& prep, Sys&& sys, wait_reason reason, deadline d, short
         reason, d);
   }
   return run_on_thread([](void* ctx) { return (*static_cast<std::remove_reference_t<Sys>*>(ctx))(); }, &sys, d,
-                       events);
+                       events, reason);
 }
 
 // Maps an operation's -errno result to bobbin's error style.

@@ -104,8 +104,9 @@ wait_state park_fiber(carrier* c, fiber_control* self, waiter& w, spin_lock& loc
 }  // namespace
 
 void waiter::prepare() noexcept {
-  carrier* c = current_carrier();
-  if (c != nullptr && c->current() != nullptr) {
+  // A pinned fiber waits like a plain thread: it blocks its carrier.
+  carrier* c = current_fiber_carrier();
+  if (c != nullptr) {
     token.target = c->current();
     token.is_fiber = true;
   } else {
@@ -127,8 +128,10 @@ wait_state park(waiter& w, spin_lock& lock, waiter_list& list, deadline d, wait_
     }
     return s;
   }
-  // A plain thread: release the lock, then sleep on this thread's parker.
+  // A plain thread (or a pinned fiber): release the lock, then sleep on this
+  // thread's parker.
   lock.unlock();
+  pinned_block_marker marker(reason);
   auto* parker = static_cast<thread_parker*>(w.token.target);
   for (;;) {
     wait_state s = w.state.load(std::memory_order_acquire);

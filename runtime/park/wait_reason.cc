@@ -8,7 +8,7 @@ std::string_view to_string(wait_reason r) noexcept {
       "none",           "yield",          "sleep",        "join",          "mutex lock",
       "condition wait", "semaphore acquire", "latch wait", "wait group wait", "channel send",
       "channel receive", "net accept",    "net connect",  "net read",      "net write",
-      "net close",      "file io",
+      "net close",      "file io",      "offload",
   };
   static_assert(sizeof(kNames) / sizeof(kNames[0]) == static_cast<size_t>(wait_reason::count_));
   auto i = static_cast<size_t>(r);

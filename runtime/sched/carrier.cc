@@ -41,6 +41,26 @@ __attribute__((noinline)) void set_current_carrier(carrier* c) noexcept {
   tls_carrier = c;
 }
 
+carrier* current_fiber_carrier() noexcept {
+  carrier* c = current_carrier();
+  if (c == nullptr || c->current() == nullptr) return nullptr;
+  return c->current()->pin_depth.load(std::memory_order_relaxed) == 0 ? c : nullptr;
+}
+
+fiber_control* current_pinned_fiber() noexcept {
+  carrier* c = current_carrier();
+  fiber_control* f = c != nullptr ? c->current() : nullptr;
+  return f != nullptr && f->pin_depth.load(std::memory_order_relaxed) > 0 ? f : nullptr;
+}
+
+pinned_block_marker::pinned_block_marker(wait_reason reason) noexcept : fiber_(current_pinned_fiber()) {
+  if (fiber_ != nullptr) fiber_->reason.store(reason, std::memory_order_relaxed);
+}
+
+pinned_block_marker::~pinned_block_marker() {
+  if (fiber_ != nullptr) fiber_->reason.store(wait_reason::none, std::memory_order_relaxed);
+}
+
 void install_overflow_handler();  // overflow_handler.cc
 void* make_alt_signal_stack();
 void free_alt_signal_stack(void*);
@@ -97,6 +117,7 @@ void carrier::thread_main() {
 #endif
   alt_stack_ = make_alt_signal_stack();
   install_overflow_handler();
+  install_capture_handler();
   set_current_carrier(this);
   stack_cache_.reserve(stack_pool::kCarrierCacheSize);
   started_.store(1, std::memory_order_release);
@@ -117,6 +138,10 @@ void carrier::loop() {
   while (!rt_->stopping()) {
     poll_io(false);
     if (has_remote_.load(std::memory_order_acquire)) handle_remote_requests();
+    if (!active.load(std::memory_order_acquire)) {
+      idle_as_inactive_spare();
+      continue;
+    }
     fiber_control* f = find_work(tick_ % kPollInterval == 0);
     if (f == nullptr && spin_for_work(&f)) {
       // found work while spinning
@@ -127,6 +152,41 @@ void carrier::loop() {
     }
     sleep_until_woken();
   }
+}
+
+void carrier::idle_as_inactive_spare() {
+  // An inactive spare runs no fibers. Fibers its completions readied (I/O
+  // they started while it was active) go to the global queue for the other
+  // carriers; then it sleeps until more of its I/O completes or the monitor
+  // activates it again (eventfd).
+  fiber_control* batch[run_queue::kCapacity + 1];
+  uint32_t n = 0;
+  if (fiber_control* f = runnext_.exchange(nullptr, std::memory_order_relaxed)) batch[n++] = f;
+  while (fiber_control* f = runq_.pop()) batch[n++] = f;
+  if (n != 0) {
+    rt_->push_global_batch(batch, n);
+    rt_->wake_idle_carrier();
+  }
+  if (ring_.cq_ready() || has_remote_.load(std::memory_order_acquire) || active.load(std::memory_order_acquire) ||
+      rt_->stopping()) {
+    return;
+  }
+  arm_wake_read();
+  sleeping.store(true, std::memory_order_relaxed);
+  poll_io(true);
+  sleeping.store(false, std::memory_order_relaxed);
+}
+
+void carrier::capture_from_signal(uintptr_t pc, uintptr_t sp) {
+  if (capture_state.load(std::memory_order_acquire) != 1) return;
+  fiber_control* f = current();
+  uintptr_t limit = f != nullptr ? reinterpret_cast<uintptr_t>(f->stack.top())
+                                 : reinterpret_cast<uintptr_t>(sched_ctx_.stack_low) + sched_ctx_.stack_size;
+  // The interrupted code may be on the fiber's stack or (between fibers) on
+  // the carrier's own; scan only if sp lies below the chosen top.
+  if (sp >= limit) limit = sp;
+  scan_stack(pc, sp, limit, capture);
+  capture_state.store(2, std::memory_order_release);
 }
 
 void carrier::drain_at_shutdown() {
@@ -150,7 +210,7 @@ void carrier::drain_at_shutdown() {
 }
 
 void carrier::run(fiber_control* f) {
-  current_ = f;
+  current_.store(f, std::memory_order_release);
   f->state.store(fiber_state::running, std::memory_order_relaxed);
   f->carrier.store(static_cast<int>(index_), std::memory_order_relaxed);
   switches.fetch_add(1, std::memory_order_relaxed);
@@ -164,14 +224,14 @@ void carrier::switch_away(fiber_control* from, switch_action* action) {
   if (++tick_ % kPollInterval != 0) next = pop_local();
   const bool ending = action->what == switch_action::exit;
   if (next != nullptr) {
-    current_ = next;
+    current_.store(next, std::memory_order_release);
     next->state.store(fiber_state::running, std::memory_order_relaxed);
     next->carrier.store(static_cast<int>(index_), std::memory_order_relaxed);
     switches.fetch_add(1, std::memory_order_relaxed);
     ctx::transfer_t t = switch_context(from->ctx, next->ctx, action, ending);
     complete_switch(t);
   } else {
-    current_ = nullptr;
+    current_.store(nullptr, std::memory_order_relaxed);
     ctx::transfer_t t = switch_context(from->ctx, sched_ctx_, action, ending);
     complete_switch(t);
   }
@@ -200,6 +260,11 @@ void complete_switch(ctx::transfer_t t) noexcept {
     case switch_action::exit: {
       carrier* c = current_carrier();
       runtime_impl* rt = f->rt;
+      // The carrier that ran `f` no longer has it as current (switch_away
+      // stored that); if the monitor announced it is reading `f`, wait for
+      // it. Dekker pair with pin_monitor::read_fiber().
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      while (rt->monitor_reading.load(std::memory_order_acquire) == f) __builtin_ia32_pause();
 #if BOBBIN_TSAN
       __tsan_destroy_fiber(f->ctx.tsan_fiber);
 #endif
@@ -213,7 +278,8 @@ void complete_switch(ctx::transfer_t t) noexcept {
 
 void carrier::push_local(fiber_control* f, bool next) {
   if (next) {
-    fiber_control* old = runnext_.exchange(f, std::memory_order_relaxed);
+    // acq_rel: a thief may take runnext from a blocked carrier (steal_into).
+    fiber_control* old = runnext_.exchange(f, std::memory_order_acq_rel);
     if (old == nullptr) return;
     f = old;  // the displaced one goes to the back of the queue
   }
@@ -227,15 +293,19 @@ void carrier::push_local(fiber_control* f, bool next) {
 
 fiber_control* carrier::pop_local() {
   if (runnext_.load(std::memory_order_relaxed) != nullptr) {
-    fiber_control* f = runnext_.exchange(nullptr, std::memory_order_relaxed);
+    fiber_control* f = runnext_.exchange(nullptr, std::memory_order_acq_rel);
     if (f) return f;
   }
   return runq_.pop();
 }
 
 uint32_t carrier::steal_into(carrier& thief) {
-  fiber_control* batch[run_queue::kCapacity / 2];
+  fiber_control* batch[run_queue::kCapacity / 2 + 1];
   uint32_t n = runq_.take_half(batch);
+  if (n == 0 && blocked.load(std::memory_order_relaxed)) {
+    // A blocked carrier will not run its runnext fiber any time soon.
+    if (fiber_control* f = runnext_.exchange(nullptr, std::memory_order_acq_rel)) batch[n++] = f;
+  }
   for (uint32_t i = 0; i < n; i++) thief.push_local(batch[i], false);
   return n;
 }
@@ -251,7 +321,7 @@ fiber_control* carrier::find_work(bool check_global_first) {
   const size_t n = all.size();
   for (size_t i = 1; i < n; i++) {
     carrier& victim = *all[(index_ + i) % n];
-    if (victim.runq_.empty()) continue;
+    if (victim.runq_.empty() && !victim.blocked.load(std::memory_order_relaxed)) continue;
     uint32_t got = victim.steal_into(*this);
     if (got != 0) {
       steals.fetch_add(got, std::memory_order_relaxed);

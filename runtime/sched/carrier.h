@@ -19,6 +19,7 @@
 #include "runtime/fiber/fiber_control.h"
 #include "runtime/fiber/stack_pool.h"
 #include "runtime/io/ring.h"
+#include "runtime/pinning/stack_capture.h"
 #include "runtime/sched/run_queue.h"
 
 namespace bobbin::internal {
@@ -61,7 +62,10 @@ class carrier {
 
   unsigned index() const { return index_; }
   runtime_impl* rt() const { return rt_; }
-  fiber_control* current() const { return current_; }
+  fiber_control* current() const { return current_.load(std::memory_order_relaxed); }
+  // For other threads (the pinning monitor): pairs with the release store at
+  // mount, so the fiber's fields written before it was queued are visible.
+  fiber_control* current_acquire() const { return current_.load(std::memory_order_acquire); }
   pid_t tid() const { return tid_.load(std::memory_order_acquire); }
 
   // --- called on this carrier's thread only ---
@@ -84,6 +88,20 @@ class carrier {
   bool has_local_work() const { return runnext_.load(std::memory_order_relaxed) != nullptr || !runq_.empty(); }
   uint32_t steal_into(carrier& thief);  // moves half of this carrier's queue to thief
 
+  // --- pinning monitor (runtime/pinning/monitor.cc) ---
+  // Stack capture by signal: the monitor sets 1, the handler scans and sets 2.
+  std::atomic<int> capture_state{0};
+  stack_capture capture;
+  void capture_from_signal(uintptr_t pc, uintptr_t sp);  // async-signal-safe
+  // Spare carriers (compensation) run fibers only while active.
+  bool is_spare() const { return spare_; }
+  void set_spare(bool spare) { spare_ = spare; active.store(!spare, std::memory_order_relaxed); }
+  std::atomic<bool> active{true};
+  // Set by the monitor while this carrier is blocked: thieves may then take
+  // its runnext slot too, so no runnable fiber is stranded behind it.
+  std::atomic<bool> blocked{false};
+  stack_capture* capture_buffer() { return &capture; }
+
   // Counters (written by the carrier thread, read anywhere).
   std::atomic<uint64_t> switches{0};
   std::atomic<uint64_t> steals{0};
@@ -104,6 +122,7 @@ class carrier {
   void handle_remote_requests();
   void arm_wake_read();
   void drain_at_shutdown();
+  void idle_as_inactive_spare();
 
   runtime_impl* const rt_;
   const unsigned index_;
@@ -113,7 +132,8 @@ class carrier {
   std::atomic<int> started_{0};
 
   exec_context sched_ctx_;
-  fiber_control* current_ = nullptr;
+  std::atomic<fiber_control*> current_{nullptr};  // written by this carrier only
+  bool spare_ = false;
   uint32_t tick_ = 0;
   std::atomic<fiber_control*> runnext_{nullptr};  // owner writes; read by sleep checks
   run_queue runq_;
@@ -134,6 +154,22 @@ class carrier {
 // park, so a thread-local address must be re-read after every switch.
 carrier* current_carrier() noexcept;
 void set_current_carrier(carrier* c) noexcept;
+
+// The calling fiber's carrier if the caller is a fiber that may park; null on
+// a plain thread or inside a pinned region (which must block instead).
+carrier* current_fiber_carrier() noexcept;
+// The calling fiber if it is inside a pinned region, else null.
+fiber_control* current_pinned_fiber() noexcept;
+// Marks the calling pinned fiber as blocked on `reason` for the duration of
+// a plain-thread blocking call, for the pinning monitor's report.
+class pinned_block_marker {
+ public:
+  explicit pinned_block_marker(wait_reason reason) noexcept;
+  ~pinned_block_marker();
+
+ private:
+  fiber_control* fiber_;
+};
 
 // Runs `action` for the context that switched to the caller. Called right
 // after every switch_context() returns, and first thing in a new fiber.

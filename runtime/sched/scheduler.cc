@@ -73,12 +73,13 @@
 //     and keeps the owner's push and pop free of locks.
 //
 // Shutdown (runtime_impl::shutdown), in order
-//   1. Set stopping; wake every carrier (eventfd).
+//   1. Set stopping; stop the pinning monitor; wake every carrier (eventfd).
 //   2. Each carrier finishes the fiber it runs (if it parks or yields, the
 //      carrier sees stopping in its loop) and leaves its loop. Once all have
 //      left, each drains its remote requests and ring (carrier.cc,
 //      drain_at_shutdown), so that records waiting on a completion are
-//      freed. Join the threads.
+//      freed. Join the threads. Shut the blocking pool down: calls running
+//      there finish, queued ones are dropped.
 //      Wait for plain threads that are inside ready() to leave it.
 //   3. Fibers still alive are abandoned: marked finished with an error that
 //      join() rethrows, their joiners woken, their stacks kept mapped (an
@@ -140,7 +141,17 @@ absl::Status runtime_impl::start() {
   if (options_.carriers > 1024) return absl::InvalidArgumentError("bobbin: at most 1024 carriers");
   if (options_.ring_entries < 8 || options_.ring_entries > 32768)
     return absl::InvalidArgumentError("bobbin: ring_entries must be in [8, 32768]");
-  for (unsigned i = 0; i < options_.carriers; i++) carriers_.push_back(std::make_unique<carrier>(this, i));
+  const bool detect = options_.pin_threshold.count() > 0;
+  const unsigned spares =
+      !detect ? 0u
+              : (options_.max_spare_carriers < 0 ? options_.carriers
+                                                 : static_cast<unsigned>(options_.max_spare_carriers));
+  for (unsigned i = 0; i < options_.carriers + spares; i++) {
+    carriers_.push_back(std::make_unique<carrier>(this, i));
+    carriers_.back()->set_spare(i >= options_.carriers);
+  }
+  offload_pool_ = std::make_unique<blocking_pool>(options_.offload_threads);
+  monitor_ = std::make_unique<pin_monitor>(this, options_.pin_threshold, spares);
   for (auto& c : carriers_) {
     absl::Status st = c->start();
     if (!st.ok()) {
@@ -148,6 +159,7 @@ absl::Status runtime_impl::start() {
       return st;
     }
   }
+  monitor_->start();
   return absl::OkStatus();
 }
 
@@ -307,8 +319,11 @@ void runtime_impl::shutdown() {
   BOBBIN_CHECK(current_carrier() == nullptr || current_carrier()->rt() != this,
                "bobbin: runtime::shutdown() called from one of its own fibers");
   stopping_.store(true, std::memory_order_release);
+  if (monitor_) monitor_->stop();
   for (auto& c : carriers_) c->wake();
   for (auto& c : carriers_) c->join();
+  // Offloaded calls still running finish; their fibers are abandoned below.
+  if (offload_pool_) offload_pool_->shutdown();
   // Threads still inside ready() (see there) finish touching this runtime.
   while (outside_calls_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
 
@@ -334,10 +349,10 @@ void runtime_impl::shutdown() {
         std::runtime_error("bobbin: fiber abandoned at runtime shutdown before it finished"));
     f->join_lock.lock();
     f->finished = true;
-    std::vector<wake_token> woken;
+    std::vector<waiter*> woken;
     claim_all(f->joiners, 0, woken);
     f->join_lock.unlock();
-    for (wake_token t : woken) wake(t);
+    notify_all(woken);
     alive_.fetch_sub(1, std::memory_order_relaxed);
     release_ref(f);  // the running fiber's reference; a handle may keep it
   }
@@ -352,7 +367,7 @@ void runtime_impl::shutdown() {
 
 runtime_stats runtime_impl::stats() const {
   runtime_stats s;
-  s.carriers = static_cast<unsigned>(carriers_.size());
+  s.carriers = options_.carriers;
   s.fibers_spawned = spawned_.load(std::memory_order_relaxed);
   s.fibers_alive = alive_.load(std::memory_order_relaxed);
   for (const auto& c : carriers_) {
@@ -364,6 +379,13 @@ runtime_stats runtime_impl::stats() const {
   s.carrier_wakeups = wakeups.load(std::memory_order_relaxed);
   s.stacks_mapped = stacks_.stacks_mapped();
   s.stacks_unguarded = stacks_.stacks_unguarded();
+  if (monitor_) {
+    s.pin_events = monitor_->events();
+    s.pinned_ns = monitor_->pinned_ns();
+    s.spare_carriers_active = monitor_->spares_active();
+    s.spare_activations = monitor_->spare_activations();
+  }
+  if (offload_pool_) s.offloaded_calls = offload_pool_->calls();
   return s;
 }
 

@@ -18,6 +18,8 @@
 #include "bobbin/runtime.h"
 #include "runtime/fiber/fiber_control.h"
 #include "runtime/fiber/stack_pool.h"
+#include "runtime/offload/blocking_pool.h"
+#include "runtime/pinning/monitor.h"
 #include "runtime/sched/carrier.h"
 
 namespace bobbin::internal {
@@ -59,6 +61,8 @@ class runtime_impl {
   void unregister(fiber_control* f);
 
   const runtime_options& options() const { return options_; }
+  blocking_pool& offload_pool() { return *offload_pool_; }
+  void set_pin_listener(pin_listener l) { monitor_->set_listener(std::move(l)); }
   std::vector<std::unique_ptr<carrier>>& carriers() { return carriers_; }
   stack_pool& stacks() { return stacks_; }
   runtime_stats stats() const;
@@ -68,11 +72,18 @@ class runtime_impl {
   std::atomic<int> num_idle{0};
   std::atomic<uint64_t> wakeups{0};
   std::atomic<int> carriers_stopped{0};  // carriers past their loop (shutdown)
+  // The fiber whose fields the pinning monitor is reading; an ending fiber
+  // waits for the monitor before its control block can be freed.
+  std::atomic<fiber_control*> monitor_reading{nullptr};
 
  private:
   runtime_options options_;
+  // The first options_.carriers are the carriers; the rest are spares that
+  // run only while the pinning monitor has them compensate (monitor.cc).
   std::vector<std::unique_ptr<carrier>> carriers_;
   stack_pool stacks_;
+  std::unique_ptr<blocking_pool> offload_pool_;
+  std::unique_ptr<pin_monitor> monitor_;
   std::atomic<bool> stopping_{false};
   std::atomic<bool> stopped_{false};
 

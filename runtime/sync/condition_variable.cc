@@ -24,17 +24,16 @@ void condition_variable::notify_one() noexcept {
     lock_.unlock();
     return;
   }
-  internal::wake_token t = w->finish();
   lock_.unlock();
-  internal::wake(t);
+  internal::notify(w);
 }
 
 void condition_variable::notify_all() noexcept {
-  std::vector<internal::wake_token> woken;
+  std::vector<internal::waiter*> woken;
   lock_.lock();
   internal::claim_all(waiters_, 0, woken);
   lock_.unlock();
-  for (internal::wake_token t : woken) internal::wake(t);
+  internal::notify_all(woken);
 }
 
 }  // namespace bobbin

@@ -24,11 +24,11 @@ bool wait_for_zero(const std::atomic<std::ptrdiff_t>& count, internal::spin_lock
 }
 
 void wake_all(internal::spin_lock& lock, internal::waiter_list& waiters) {
-  std::vector<internal::wake_token> woken;
+  std::vector<internal::waiter*> woken;
   lock.lock();
   internal::claim_all(waiters, 0, woken);
   lock.unlock();
-  for (internal::wake_token t : woken) internal::wake(t);
+  internal::notify_all(woken);
 }
 
 }  // namespace

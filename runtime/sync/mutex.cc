@@ -42,9 +42,8 @@ void mutex::unlock_slow() {
   }
   // Hand-off: the mutex stays locked, now owned by the woken waiter.
   state_.store(waiters_.empty() ? 1 : 2, std::memory_order_release);
-  internal::wake_token t = w->finish();
   lock_.unlock();
-  internal::wake(t);
+  internal::notify(w);
 }
 
 }  // namespace bobbin

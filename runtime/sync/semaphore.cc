@@ -32,17 +32,17 @@ bool semaphore::try_acquire_until(deadline d) {
 
 void semaphore::release(std::ptrdiff_t n) {
   BOBBIN_CHECK(n >= 0, "bobbin: semaphore::release() with a negative count");
-  std::vector<internal::wake_token> woken;
+  std::vector<internal::waiter*> woken;
   lock_.lock();
   while (n > 0) {
     internal::waiter* w = internal::pop_and_claim(waiters_);
     if (w == nullptr) break;
-    woken.push_back(w->finish());
+    woken.push_back(w);
     n--;
   }
   count_ += n;
   lock_.unlock();
-  for (internal::wake_token t : woken) internal::wake(t);
+  internal::notify_all(woken);
 }
 
 std::ptrdiff_t semaphore::available() const noexcept {

@@ -198,6 +198,7 @@ TEST(FiberTest, DumpListsParkedFibersWithReason) {
   f.join();
 }
 
+#pragma GCC diagnostic ignored "-Winfinite-recursion"  // the point of the test
 TEST(FiberDeathTest, StackOverflowNamesTheFiber) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_DEATH(

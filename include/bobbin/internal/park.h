@@ -10,10 +10,13 @@
 //   waiting  -> claimed    by claim(), called by a notifier holding the lock.
 //                          The waiter cannot leave while claimed, so the
 //                          notifier may now hand over a payload.
-//   claimed  -> notified   by finish(), which returns the wake token; the
-//                          notifier calls wake(token) after releasing the
-//                          lock. After finish() the waiter may return at any
-//                          moment: touch nothing of it but the token.
+//   claimed  -> notified   by notify() (finish() + wake()), called AFTER the
+//                          notifier released the lock: a plain thread waiter
+//                          may return the moment it sees `notified` and
+//                          destroy what the lock lives in (a mutex its new
+//                          owner frees, an offload task on its stack), so
+//                          nothing of the primitive or the waiter may be
+//                          touched after finish().
 //   waiting  -> timed_out  by the deadline (timer completion or the thread's
 //                          timed futex wait); the waiter then unlinks itself.
 // claim() and the deadline race on one compare-and-swap from `waiting`, so a
@@ -57,7 +60,8 @@ struct waiter {
     wait_state expected = wait_state::waiting;
     return state.compare_exchange_strong(expected, wait_state::claimed, std::memory_order_acq_rel);
   }
-  // Publishes the hand-over; returns what to pass to wake().
+  // Publishes the hand-over; returns what to pass to wake(). Call with the
+  // primitive's lock released.
   wake_token finish() noexcept {
     wake_token t = token;
     state.store(wait_state::notified, std::memory_order_release);
@@ -114,13 +118,19 @@ inline waiter* pop_and_claim(waiter_list& list) noexcept {
   return nullptr;
 }
 
-// Claims every waiter in `list`, finishes each with `aux` as its outcome and
-// appends its token to `out` (wake them after releasing the lock).
-inline void claim_all(waiter_list& list, uintptr_t aux, std::vector<wake_token>& out) {
+// Finishes a claimed waiter and wakes it. Call after releasing the lock.
+inline void notify(waiter* w) noexcept { wake(w->finish()); }
+
+// Claims every waiter in `list` with `aux` as its outcome and appends it to
+// `out`; notify() each after releasing the lock.
+inline void claim_all(waiter_list& list, uintptr_t aux, std::vector<waiter*>& out) {
   while (waiter* w = pop_and_claim(list)) {
     w->aux = aux;
-    out.push_back(w->finish());
+    out.push_back(w);
   }
+}
+inline void notify_all(const std::vector<waiter*>& ws) noexcept {
+  for (waiter* w : ws) notify(w);
 }
 
 }  // namespace bobbin::internal

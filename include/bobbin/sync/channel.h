@@ -76,13 +76,13 @@ class channel {
   // Wakes every parked sender (closed) and receiver (closed once drained).
   // Idempotent.
   void close() {
-    std::vector<internal::wake_token> woken;
+    std::vector<internal::waiter*> woken;
     lock_.lock();
     closed_ = true;
     internal::claim_all(receivers_, kClosed, woken);
     internal::claim_all(senders_, kClosed, woken);
     lock_.unlock();
-    for (internal::wake_token t : woken) internal::wake(t);
+    internal::notify_all(woken);
   }
   bool is_closed() const {
     lock_.lock();
@@ -113,9 +113,8 @@ class channel {
       // A receiver is parked, so the buffer is empty: hand the value over.
       static_cast<std::optional<T>*>(r->payload)->emplace(std::move(*value));
       r->aux = kOk;
-      internal::wake_token t = r->finish();
       lock_.unlock();
-      internal::wake(t);
+      internal::notify(r);
       return channel_status::ok;
     }
     if (has_room()) {
@@ -143,9 +142,8 @@ class channel {
     if (internal::waiter* s = internal::pop_and_claim(senders_)) {
       buffer_.push_back(std::move(*static_cast<T*>(s->payload)));
       s->aux = kOk;
-      internal::wake_token t = s->finish();
       lock_.unlock();
-      internal::wake(t);
+      internal::notify(s);
       return;
     }
     lock_.unlock();
@@ -166,9 +164,8 @@ class channel {
       // Rendezvous (capacity 0): take straight from the parked sender.
       sink(std::move(*static_cast<T*>(s->payload)));
       s->aux = kOk;
-      internal::wake_token t = s->finish();
       lock_.unlock();
-      internal::wake(t);
+      internal::notify(s);
       return true;
     }
     return false;

@@ -1,0 +1,141 @@
+#include "runtime/offload/blocking_pool.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "runtime/sched/carrier.h"
+#include "runtime/sched/scheduler.h"
+#include "runtime/util/check.h"
+
+namespace bobbin::internal {
+
+namespace {
+constexpr auto kIdleExit = std::chrono::seconds(10);
+}
+
+bool blocking_pool::submit(offload_task* t) {
+  std::unique_lock l(mu_);
+  if (stopping_) return false;
+  t->next = nullptr;
+  if (tail_) tail_->next = t; else head_ = t;
+  tail_ = t;
+  calls_.fetch_add(1, std::memory_order_relaxed);
+  if (idle_ == 0 && threads_ < max_threads_) {
+    threads_++;
+    live_.emplace_back([this] { worker(); });
+  } else {
+    cv_.notify_one();
+  }
+  // Threads that left for idleness are joined here, off the hot path of
+  // their own exit.
+  std::vector<std::thread> done;
+  done.swap(exited_);
+  l.unlock();
+  for (auto& th : done) th.join();
+  return true;
+}
+
+void blocking_pool::complete(offload_task* t) {
+  t->lock.lock();
+  t->done = true;
+  waiter* w = pop_and_claim(t->waiters);
+  t->lock.unlock();
+  // The caller may return (and free *t) once notified: nothing of t after.
+  if (w != nullptr) notify(w);
+}
+
+void blocking_pool::worker() {
+  std::unique_lock l(mu_);
+  for (;;) {
+    while (head_ == nullptr && !stopping_) {
+      idle_++;
+      bool woke = cv_.wait_for(l, kIdleExit, [this] { return head_ != nullptr || stopping_; });
+      idle_--;
+      if (!woke) {
+        // Idle for long enough: leave, and let the next submit join us.
+        threads_--;
+        auto me = std::find_if(live_.begin(), live_.end(),
+                               [](const std::thread& th) { return th.get_id() == std::this_thread::get_id(); });
+        if (me != live_.end()) {
+          exited_.push_back(std::move(*me));
+          live_.erase(me);
+        }
+        return;
+      }
+    }
+    if (stopping_) return;
+    offload_task* t = head_;
+    head_ = t->next;
+    if (!head_) tail_ = nullptr;
+    l.unlock();
+    t->run();
+    complete(t);
+    l.lock();
+  }
+}
+
+void blocking_pool::shutdown() {
+  std::vector<std::thread> all;
+  {
+    std::lock_guard l(mu_);
+    if (stopping_ && live_.empty() && exited_.empty()) return;
+    stopping_ = true;
+    // Queued calls that never started are dropped: their callers are parked
+    // fibers of a runtime that is going away. Plain threads waiting on one
+    // are woken to run it themselves.
+    for (offload_task* t = head_; t != nullptr;) {
+      offload_task* next = t->next;
+      t->lock.lock();
+      waiter* w = t->waiters.front();
+      // A fiber is left parked: it is abandoned with its runtime.
+      const bool thread_waiter = w != nullptr && !w->token.is_fiber && w->claim();
+      if (thread_waiter) {
+        t->waiters.remove(w);
+        w->aux = 1;  // "run it yourself"
+      }
+      t->lock.unlock();
+      if (thread_waiter) notify(w);
+      t = next;
+    }
+    head_ = tail_ = nullptr;
+    all.swap(live_);
+    for (auto& th : exited_) all.push_back(std::move(th));
+    exited_.clear();
+  }
+  cv_.notify_all();
+  for (auto& th : all) th.join();
+}
+
+unsigned blocking_pool::threads() const {
+  std::lock_guard l(mu_);
+  return threads_;
+}
+
+void offload_and_wait(runtime_impl* rt, offload_task* t) {
+  carrier* c = current_fiber_carrier();
+  if (rt == nullptr) {
+    if (c == nullptr) {
+      t->run();  // a plain thread (or a pinned fiber) may block: run it here
+      return;
+    }
+    rt = c->rt();
+  }
+  if (!rt->offload_pool().submit(t)) {
+    t->run();  // the pool is shut down
+    return;
+  }
+  // Linked and parked under one hold of the task's lock: complete() cannot
+  // wake this fiber before it is off its stack.
+  waiter w;
+  w.prepare();
+  t->lock.lock();
+  if (t->done) {
+    t->lock.unlock();
+    return;
+  }
+  t->waiters.push_back(&w);
+  park(w, t->lock, t->waiters, deadline::never(), wait_reason::offload);
+  if (w.aux == 1) t->run();  // dropped at shutdown; a plain thread runs it itself
+}
+
+}  // namespace bobbin::internal

@@ -1,0 +1,274 @@
+// The pinning monitor: Go's sysmon, for fibers.
+//
+// What counts as pinned: a carrier that has been running the same fiber,
+// without any switch, for longer than the threshold (20 ms by default, as the
+// JDK's jdk.VirtualThreadPinned event). The monitor needs nothing from the
+// carriers' hot path: every mount increments carrier::switches and sets
+// carrier::current; the monitor samples both every threshold/4 and an
+// episode is a run of samples in which neither changed. Its duration is
+// measured from the first such sample, so it is under-reported by at most one
+// interval.
+//
+// Why it is pinned, from the kernel's view of the carrier thread:
+//   /proc/self/task/<tid>/stat says R (running) or S/D (blocked);
+//   /proc/self/task/<tid>/syscall names the system call and gives the stack
+//   and program counters at its entry.
+// A fiber inside a declared pinned region is reported as `declared`, with
+// the wait it is blocked on (pinned_block_marker) when it is blocked.
+//
+// The report carries a symbolized stack captured at detection: by signal for
+// a carrier on the CPU, by scanning from the /proc stack pointer for one
+// blocked in the kernel (stack_capture.h). The end of an episode is reported
+// too, with its total duration.
+//
+// Compensation: while a carrier is blocked (in the kernel, or declared), a
+// spare carrier is activated for it; it steals the blocked carrier's run
+// queue (its runnext slot included, see carrier::steal_into) and takes new
+// work. When the episode ends the spare is deactivated: it hands any fibers
+// it still has to the global queue and sleeps until its own in-flight I/O is
+// done. A carrier hogging the CPU gets no spare: nothing is waiting in the
+// kernel, and a spare would only compete with it for the same cores.
+//
+// Reading a fiber's fields from another thread is safe only while the fiber
+// cannot be freed: the monitor publishes the fiber in
+// runtime_impl::monitor_reading, then re-checks that it is still the
+// carrier's current one; a fiber that ends waits in its exit switch action
+// until the monitor is done with it (carrier.cc, complete_switch).
+#include "runtime/pinning/monitor.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "runtime/fiber/fiber_control.h"
+#include "runtime/pinning/stack_capture.h"
+#include "runtime/sched/carrier.h"
+#include "runtime/sched/scheduler.h"
+#include "runtime/util/check.h"
+
+namespace bobbin::internal {
+
+namespace {
+constexpr int kTraceBurst = 10;  // stderr lines per second, at most
+}
+
+pin_monitor::pin_monitor(runtime_impl* rt, std::chrono::milliseconds threshold, unsigned max_spares)
+    : rt_(rt),
+      threshold_(threshold),
+      interval_(std::clamp<std::chrono::microseconds>(threshold / 4, std::chrono::microseconds(500),
+                                                      std::chrono::microseconds(10000))),
+      max_spares_(max_spares) {
+  if (const char* env = std::getenv("BOBBIN_TRACE_PINNED")) {
+    if (std::strcmp(env, "full") == 0) trace_ = trace::full;
+    else if (std::strcmp(env, "short") == 0 || std::strcmp(env, "1") == 0) trace_ = trace::brief;
+  }
+}
+
+void pin_monitor::start() {
+  if (threshold_.count() <= 0) return;
+  thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "bobbin-monitor");
+    run();
+  });
+}
+
+void pin_monitor::stop() {
+  {
+    std::lock_guard l(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void pin_monitor::set_listener(pin_listener l) {
+  std::lock_guard lock(mu_);
+  listener_ = std::move(l);
+}
+
+void pin_monitor::run() {
+  auto& all = rt_->carriers();
+  const size_t primaries = rt_->options().carriers;
+  std::vector<watch> watches(all.size());
+  std::unique_lock l(mu_);
+  while (!stop_) {
+    cv_.wait_for(l, interval_, [this] { return stop_; });
+    if (stop_) break;
+    l.unlock();
+    auto now = std::chrono::steady_clock::now();
+    for (size_t i = 0; i < all.size(); i++) {
+      // Inactive spares run nothing; active ones can be pinned like any.
+      if (i >= primaries && !all[i]->active.load(std::memory_order_relaxed) && !watches[i].reported) continue;
+      sample(all[i].get(), watches[i], now);
+    }
+    l.lock();
+  }
+  l.unlock();
+  for (size_t i = 0; i < all.size(); i++) {
+    if (watches[i].reported) end_episode(all[i].get(), watches[i], std::chrono::steady_clock::now());
+  }
+}
+
+void pin_monitor::sample(carrier* c, watch& w, std::chrono::steady_clock::time_point now) {
+  const uint64_t tick = c->switches.load(std::memory_order_relaxed);
+  fiber_control* f = c->current_acquire();
+  if (f == nullptr || tick != w.tick || f != w.fiber) {
+    if (w.reported || w.spare != nullptr) end_episode(c, w, now);
+    w.tick = tick;
+    w.fiber = f;
+    w.since = now;
+    return;
+  }
+  if (w.reported || now - w.since < threshold_) return;
+
+  // Pinned for longer than the threshold: find out why.
+  thread_syscall_state ks = read_thread_state(c->tid());
+  const bool kernel_blocked = ks.state != 'R' && ks.nr >= 0 && ks.nr != 426;  // not io_uring_enter
+  pin_event e;
+  if (!describe(c, f, kernel_blocked, ks.nr, ks.sp, e)) return;  // it moved on meanwhile
+  e.duration = now - w.since;
+  w.event = e;
+  w.reported = true;
+  const bool declared = e.reason == pin_reason::declared;
+  if ((kernel_blocked || declared) && ks.state != 'R') {
+    c->blocked.store(true, std::memory_order_relaxed);
+    activate_spare(w);
+  }
+  events_.fetch_add(1, std::memory_order_relaxed);
+  emit(e);
+}
+
+bool pin_monitor::describe(carrier* c, fiber_control* f, bool kernel_blocked, long nr, uintptr_t sp, pin_event& e) {
+  // Announce the read, then confirm `f` is still current (see the header).
+  rt_->monitor_reading.store(f, std::memory_order_seq_cst);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (c->current_acquire() != f) {
+    rt_->monitor_reading.store(nullptr, std::memory_order_release);
+    return false;
+  }
+  e.fiber_id = f->id;
+  e.fiber_name = f->name;
+  e.carrier = static_cast<int>(c->index());
+  const int depth = f->pin_depth.load(std::memory_order_relaxed);
+  const char* why = f->pin_why.load(std::memory_order_relaxed);
+  const wait_reason blocked_on = f->reason.load(std::memory_order_relaxed);
+  const uintptr_t stack_top = reinterpret_cast<uintptr_t>(f->stack.top());
+
+  refresh_code_ranges();
+  stack_capture cap;
+  if (kernel_blocked) {
+    // The thread sits in the kernel: its stack does not change; scan it and
+    // check it is still blocked at the same place afterwards.
+    scan_stack(0, sp, stack_top, cap);
+    thread_syscall_state again = read_thread_state(c->tid());
+    if (again.nr == nr && again.sp == sp) {
+      cap.frames[0] = again.pc;
+    } else {
+      cap.count = 0;
+    }
+  } else {
+    c->capture_state.store(1, std::memory_order_release);
+    ::syscall(SYS_tgkill, ::getpid(), c->tid(), capture_signal());
+    // The handler runs as soon as the thread is scheduled; bound the wait.
+    auto give_up = std::chrono::steady_clock::now() + std::chrono::milliseconds(50);
+    while (c->capture_state.load(std::memory_order_acquire) != 2 && std::chrono::steady_clock::now() < give_up) {
+      std::this_thread::yield();
+    }
+    if (c->capture_state.exchange(0, std::memory_order_acq_rel) == 2) cap = c->capture;
+  }
+  rt_->monitor_reading.store(nullptr, std::memory_order_release);
+
+  if (depth > 0) {
+    e.reason = pin_reason::declared;
+    e.detail = absl::StrCat("in pinned region \"", why ? why : "", "\", ");
+    if (kernel_blocked) {
+      absl::StrAppend(&e.detail, "blocked");
+      if (blocked_on != wait_reason::none) absl::StrAppend(&e.detail, " on ", std::string(to_string(blocked_on)));
+      absl::StrAppend(&e.detail, " in ", syscall_name(nr));
+    } else {
+      absl::StrAppend(&e.detail, "running on the CPU");
+    }
+  } else if (kernel_blocked) {
+    e.reason = pin_reason::syscall;
+    e.detail = absl::StrCat("blocked in the kernel in ", syscall_name(nr));
+    if (nr == 202) absl::StrAppend(&e.detail, " (an OS lock or condition variable, e.g. a std::mutex)");
+    if (nr == 35 || nr == 230) absl::StrAppend(&e.detail, " (a sleep)");
+  } else {
+    e.reason = pin_reason::cpu;
+    e.detail = "running on the CPU without parking";
+  }
+  e.stack = symbolize(cap);
+  return true;
+}
+
+void pin_monitor::end_episode(carrier* c, watch& w, std::chrono::steady_clock::time_point now) {
+  c->blocked.store(false, std::memory_order_relaxed);
+  retire_spare(w);
+  if (w.reported) {
+    pin_event e = w.event;
+    e.ended = true;
+    e.duration = now - w.since;
+    e.stack.clear();
+    pinned_ns_.fetch_add(static_cast<uint64_t>(std::chrono::nanoseconds(e.duration).count()),
+                         std::memory_order_relaxed);
+    emit(e);
+  }
+  w.reported = false;
+}
+
+void pin_monitor::activate_spare(watch& w) {
+  if (w.spare != nullptr) return;
+  auto& all = rt_->carriers();
+  for (size_t i = rt_->options().carriers; i < all.size() && i < rt_->options().carriers + max_spares_; i++) {
+    carrier* s = all[i].get();
+    bool expected = false;
+    if (s->is_spare() && s->active.compare_exchange_strong(expected, true, std::memory_order_acq_rel)) {
+      w.spare = s;
+      spares_active_.fetch_add(1, std::memory_order_relaxed);
+      spare_activations_.fetch_add(1, std::memory_order_relaxed);
+      s->wake();
+      return;
+    }
+  }
+}
+
+void pin_monitor::retire_spare(watch& w) {
+  if (w.spare == nullptr) return;
+  w.spare->active.store(false, std::memory_order_release);
+  w.spare->wake();  // so it notices, hands off its work and sleeps
+  w.spare = nullptr;
+  spares_active_.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void pin_monitor::emit(const pin_event& e) {
+  {
+    std::lock_guard l(mu_);
+    if (listener_) listener_(e);
+  }
+  if (trace_ == trace::off) return;
+  auto now = std::chrono::steady_clock::now();
+  if (now - window_start_ >= std::chrono::seconds(1)) {
+    window_start_ = now;
+    window_lines_ = 0;
+  }
+  if (window_lines_ >= kTraceBurst) {
+    suppressed_++;
+    return;
+  }
+  window_lines_++;
+  std::string text = format_pin_event(e, trace_ == trace::full);
+  if (suppressed_ != 0) {
+    text = absl::StrCat("bobbin: (", suppressed_, " pinning reports suppressed: at most ", kTraceBurst,
+                        " a second)\n", text);
+    suppressed_ = 0;
+  }
+  write_stderr(text);
+}
+
+}  // namespace bobbin::internal

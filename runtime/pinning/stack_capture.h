@@ -1,0 +1,65 @@
+// Not part of the bobbin API.
+//
+// Stack traces of *another* thread (a pinned carrier), without stopping it
+// for long and without frame pointers (Debian's libraries have none):
+// starting from the thread's stack pointer, every word that points just
+// after a call instruction inside an executable mapping is taken as a
+// return address (a stack scan). The result is innermost first; it can
+// contain stale return addresses left in dead frames, which is why reports
+// call it a scanned stack.
+//
+//   running on the CPU: the monitor sends the carrier a signal whose handler
+//     scans from the interrupted stack pointer (async-signal-safe: loads and
+//     compares only), into the carrier's capture buffer;
+//   blocked in a system call: no signal (it could cut a sleep(3) short); the
+//     monitor scans from the stack pointer /proc/self/task/<tid>/syscall
+//     shows, and re-reads that file to check the thread stayed blocked.
+#ifndef BOBBIN_RUNTIME_PINNING_STACK_CAPTURE_H_
+#define BOBBIN_RUNTIME_PINNING_STACK_CAPTURE_H_
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace bobbin::internal {
+
+inline constexpr int kMaxCapturedFrames = 40;
+
+struct stack_capture {
+  uintptr_t frames[kMaxCapturedFrames];
+  int count = 0;
+};
+
+// Refreshes the table of executable mappings the scanner checks against.
+// Call before a capture (monitor thread only).
+void refresh_code_ranges();
+
+// Scans [sp, limit) for return addresses after `pc` (frame 0).
+void scan_stack(uintptr_t pc, uintptr_t sp, uintptr_t limit, stack_capture& out);
+
+// What /proc says of a thread: blocked in system call `nr` (>= 0) with the
+// given stack and program counters, running (nr == -2), or unknown (-3).
+struct thread_syscall_state {
+  long nr = -3;
+  uintptr_t sp = 0;
+  uintptr_t pc = 0;
+  char state = '?';  // /proc .../stat state: R running, S/D sleeping, ...
+};
+thread_syscall_state read_thread_state(pid_t tid);
+
+// "read(2)" for a known system call number, "syscall 123" otherwise.
+std::string syscall_name(long nr);
+
+// Symbolized frames (innermost first); stops after bobbin's fiber entry.
+std::vector<std::string> symbolize(const stack_capture& c);
+
+// The signal the monitor uses to ask a running carrier for its stack.
+int capture_signal();
+void install_capture_handler();
+
+}  // namespace bobbin::internal
+
+#endif  // BOBBIN_RUNTIME_PINNING_STACK_CAPTURE_H_

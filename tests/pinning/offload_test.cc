@@ -1,0 +1,81 @@
+// offload(): results, exceptions, the thread bound, and that the carrier
+// keeps serving other fibers (no pinning) while calls run on the pool.
+#include "bobbin/offload.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include "bobbin/fiber.h"
+#include "bobbin/runtime.h"
+#include "bobbin/this_fiber.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+
+TEST(OffloadTest, ReturnsResultsAndRethrows) {
+  auto rt = bobbin::runtime::start({.carriers = 1}).value();
+  rt->spawn([] {
+    EXPECT_EQ(bobbin::offload([] { return 6 * 7; }), 42);
+    std::string s = bobbin::offload([] { return std::string("from the pool"); });
+    EXPECT_EQ(s, "from the pool");
+    EXPECT_THROW(bobbin::offload([]() -> int { throw std::out_of_range("nope"); }), std::out_of_range);
+    int side = 0;
+    bobbin::offload([&] { side = 1; });
+    EXPECT_EQ(side, 1);
+  }).join();
+  EXPECT_EQ(rt->stats().offloaded_calls, 4u);
+}
+
+TEST(OffloadTest, BoundsItsThreadsAndQueuesTheRest) {
+  auto rt = bobbin::runtime::start({.carriers = 2, .offload_threads = 2}).value();
+  std::atomic<int> running{0}, peak{0};
+  std::vector<bobbin::fiber<>> fs;
+  auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < 8; i++) {
+    fs.push_back(rt->spawn([&] {
+      bobbin::offload([&] {
+        int now = ++running;
+        int p = peak.load();
+        while (now > p && !peak.compare_exchange_weak(p, now)) {
+        }
+        std::this_thread::sleep_for(20ms);  // a blocking call: fine on the pool
+        --running;
+      });
+    }));
+  }
+  for (auto& f : fs) f.join();
+  EXPECT_EQ(peak.load(), 2);
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 80ms);  // 8 calls, 2 at a time, 20 ms each
+}
+
+TEST(OffloadTest, CarrierKeepsServingWhileCallsBlockOnThePool) {
+  auto rt = bobbin::runtime::start({.carriers = 1}).value();
+  std::atomic<bool> done{false};
+  auto ticker = rt->spawn([&] {
+    int ticks = 0;
+    while (!done.load()) {
+      bobbin::this_fiber::sleep_for(1ms);
+      ticks++;
+    }
+    return ticks;
+  });
+  rt->spawn([] { bobbin::offload([] { std::this_thread::sleep_for(100ms); }); }).join();
+  done = true;
+  EXPECT_GE(ticker.join(), 20);           // the only carrier was free all along
+  EXPECT_EQ(rt->stats().pin_events, 0u);  // and nothing was pinned
+}
+
+TEST(OffloadTest, PlainThreadUsesTheRuntimePoolOrRunsInline) {
+  auto rt = bobbin::runtime::start({.carriers = 1}).value();
+  auto pool_thread = rt->offload([] { return std::this_thread::get_id(); });
+  EXPECT_NE(pool_thread, std::this_thread::get_id());
+  EXPECT_EQ(bobbin::offload([] { return std::this_thread::get_id(); }), std::this_thread::get_id());
+}
+
+}  // namespace

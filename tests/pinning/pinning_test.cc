@@ -1,0 +1,226 @@
+// Pinning detection (reason, detail, symbolized stack), no false reports for
+// fibers that park, compensation by spare carriers, declared pinned regions.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bobbin/fiber.h"
+#include "bobbin/pinning.h"
+#include "bobbin/runtime.h"
+#include "bobbin/sync/channel.h"
+#include "bobbin/this_fiber.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+using clock_type = std::chrono::steady_clock;
+
+struct recorder {
+  std::mutex mu;
+  std::vector<bobbin::pin_event> events;
+  bobbin::pin_listener listener() {
+    return [this](const bobbin::pin_event& e) {
+      std::lock_guard l(mu);
+      events.push_back(e);
+    };
+  }
+  std::vector<bobbin::pin_event> detected() {
+    std::lock_guard l(mu);
+    std::vector<bobbin::pin_event> out;
+    for (auto& e : events) {
+      if (!e.ended) out.push_back(e);
+    }
+    return out;
+  }
+  std::vector<bobbin::pin_event> ended() {
+    std::lock_guard l(mu);
+    std::vector<bobbin::pin_event> out;
+    for (auto& e : events) {
+      if (e.ended) out.push_back(e);
+    }
+    return out;
+  }
+};
+
+bool stack_mentions(const bobbin::pin_event& e, const std::string& fn) {
+  return std::any_of(e.stack.begin(), e.stack.end(), [&](const std::string& f) { return f.find(fn) != std::string::npos; });
+}
+
+std::string describe(const bobbin::pin_event& e) { return bobbin::format_pin_event(e, true); }
+
+// The offending functions, kept out of line so the stack names them.
+__attribute__((noinline)) void busy_spin_for_ms(int ms) {
+  auto until = clock_type::now() + std::chrono::milliseconds(ms);
+  while (clock_type::now() < until) {
+    asm volatile("" ::: "memory");
+  }
+}
+
+__attribute__((noinline)) ssize_t blocking_pipe_read(int fd) {
+  char c;
+  ssize_t n = ::read(fd, &c, 1);
+  asm volatile("" ::: "memory");
+  return n;
+}
+
+__attribute__((noinline)) void libc_sleep_ms(int ms) {
+  ::usleep(static_cast<useconds_t>(ms) * 1000);
+  asm volatile("" ::: "memory");
+}
+
+__attribute__((noinline)) void sleep_inside_pinned_region() {
+  bobbin::pinned_scope pin("test region");
+  bobbin::this_fiber::sleep_for(60ms);  // blocks the carrier: the fiber is pinned
+  asm volatile("" ::: "memory");
+}
+
+template <class F>
+std::vector<bobbin::pin_event> run_and_record(recorder& rec, unsigned carriers, F&& body) {
+  auto rt = bobbin::runtime::start({.carriers = carriers}).value();
+  rt->set_pin_listener(rec.listener());
+  rt->spawn(std::forward<F>(body), {.name = "culprit"}).join();
+  std::this_thread::sleep_for(30ms);  // let the monitor see the episode end
+  return rec.detected();
+}
+
+TEST(PinningTest, BusyLoopIsReportedAsCpuWithItsStack) {
+  recorder rec;
+  auto events = run_and_record(rec, 2, [] { busy_spin_for_ms(80); });
+  ASSERT_EQ(events.size(), 1u);
+  const auto& e = events[0];
+  EXPECT_EQ(e.reason, bobbin::pin_reason::cpu) << describe(e);
+  EXPECT_EQ(e.fiber_name, "culprit");
+  EXPECT_GE(e.duration, 20ms);
+  EXPECT_TRUE(stack_mentions(e, "busy_spin_for_ms")) << describe(e);
+  auto ended = rec.ended();
+  ASSERT_EQ(ended.size(), 1u);
+  EXPECT_GE(ended[0].duration, 50ms);
+}
+
+TEST(PinningTest, PlainBlockingReadIsReportedAsSyscall) {
+  recorder rec;
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  std::thread writer([&] {
+    std::this_thread::sleep_for(80ms);
+    ASSERT_EQ(::write(fds[1], "x", 1), 1);
+  });
+  auto events = run_and_record(rec, 2, [&] { EXPECT_EQ(blocking_pipe_read(fds[0]), 1); });
+  writer.join();
+  ::close(fds[0]);
+  ::close(fds[1]);
+  ASSERT_EQ(events.size(), 1u);
+  const auto& e = events[0];
+  EXPECT_EQ(e.reason, bobbin::pin_reason::syscall) << describe(e);
+  EXPECT_NE(e.detail.find("read(2)"), std::string::npos) << describe(e);
+  EXPECT_TRUE(stack_mentions(e, "blocking_pipe_read")) << describe(e);
+}
+
+TEST(PinningTest, LibcSleepIsReportedAsSyscall) {
+  recorder rec;
+  auto events = run_and_record(rec, 2, [] { libc_sleep_ms(80); });
+  ASSERT_EQ(events.size(), 1u);
+  const auto& e = events[0];
+  EXPECT_EQ(e.reason, bobbin::pin_reason::syscall) << describe(e);
+  EXPECT_NE(e.detail.find("sleep"), std::string::npos) << describe(e);
+  EXPECT_TRUE(stack_mentions(e, "libc_sleep_ms")) << describe(e);
+}
+
+TEST(PinningTest, ParkingInsideDeclaredRegionIsReportedAsDeclared) {
+  recorder rec;
+  auto events = run_and_record(rec, 2, [] { sleep_inside_pinned_region(); });
+  ASSERT_EQ(events.size(), 1u);
+  const auto& e = events[0];
+  EXPECT_EQ(e.reason, bobbin::pin_reason::declared) << describe(e);
+  EXPECT_NE(e.detail.find("test region"), std::string::npos) << describe(e);
+  EXPECT_NE(e.detail.find("sleep"), std::string::npos) << describe(e);
+  EXPECT_TRUE(stack_mentions(e, "sleep_inside_pinned_region")) << describe(e);
+}
+
+TEST(PinningTest, FibersThatParkOftenAreNotReported) {
+  recorder rec;
+  auto events = run_and_record(rec, 2, [] {
+    // 200 ms in all, but never more than ~1 ms without parking.
+    auto until = clock_type::now() + 200ms;
+    while (clock_type::now() < until) {
+      busy_spin_for_ms(1);
+      bobbin::this_fiber::sleep_for(1ms);
+    }
+  });
+  EXPECT_TRUE(events.empty()) << describe(events[0]);
+}
+
+TEST(PinningTest, SparesKeepOtherFibersRunningWhileEveryCarrierIsBlocked) {
+  // Two carriers, both stuck in read(2) for 600 ms. A plain thread sends a
+  // message every 5 ms to a fiber parked on a channel; that fiber must keep
+  // receiving them promptly, on a spare carrier.
+  auto rt = bobbin::runtime::start({.carriers = 2}).value();
+  int p1[2], p2[2];
+  ASSERT_EQ(::pipe(p1), 0);
+  ASSERT_EQ(::pipe(p2), 0);
+  bobbin::channel<clock_type::time_point> ch(bobbin::unbounded);
+  auto consumer = rt->spawn([&] {
+    std::vector<double> lat_ms;
+    while (auto sent = ch.receive()) {
+      lat_ms.push_back(std::chrono::duration<double, std::milli>(clock_type::now() - *sent).count());
+    }
+    return lat_ms;
+  });
+  std::this_thread::sleep_for(10ms);
+  auto b1 = rt->spawn([&] { return blocking_pipe_read(p1[0]); });
+  auto b2 = rt->spawn([&] { return blocking_pipe_read(p2[0]); });
+  std::this_thread::sleep_for(50ms);  // both carriers are blocked by now
+  const auto start = clock_type::now();
+  while (clock_type::now() - start < 400ms) {
+    ch.send(clock_type::now());
+    std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_GE(rt->stats().spare_carriers_active, 1u);
+  ASSERT_EQ(::write(p1[1], "x", 1), 1);
+  ASSERT_EQ(::write(p2[1], "x", 1), 1);
+  EXPECT_EQ(b1.join(), 1);
+  EXPECT_EQ(b2.join(), 1);
+  ch.close();
+  std::vector<double> lat = consumer.join();
+  for (int fd : {p1[0], p1[1], p2[0], p2[1]}) ::close(fd);
+  ASSERT_GE(lat.size(), 40u);
+  std::sort(lat.begin(), lat.end());
+  // Without spares the messages would wait ~600 ms for a carrier.
+  EXPECT_LT(lat[lat.size() / 2], 50.0) << "median latency";
+  EXPECT_LT(lat.back(), 250.0) << "max latency";
+  EXPECT_GE(rt->stats().spare_activations, 1u);
+}
+
+TEST(PinningTest, DetectionCanBeTurnedOff) {
+  recorder rec;
+  auto rt = bobbin::runtime::start({.carriers = 1, .pin_threshold = 0ms}).value();
+  rt->set_pin_listener(rec.listener());
+  rt->spawn([] { busy_spin_for_ms(60); }).join();
+  EXPECT_TRUE(rec.detected().empty());
+  EXPECT_EQ(rt->stats().pin_events, 0u);
+}
+
+TEST(PinningTest, PinnedRegionKeepsTheFiberOnItsCarrierThread) {
+  auto rt = bobbin::runtime::start({.carriers = 2}).value();
+  auto same = rt->spawn([] {
+    bobbin::pinned_scope pin("thread-affine");
+    auto tid = std::this_thread::get_id();
+    bool all_same = true;
+    for (int i = 0; i < 20; i++) {
+      bobbin::this_fiber::sleep_for(1ms);
+      bobbin::this_fiber::yield();
+      all_same = all_same && std::this_thread::get_id() == tid;
+    }
+    return all_same;
+  });
+  EXPECT_TRUE(same.join());
+}
+
+}  // namespace
