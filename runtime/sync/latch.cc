@@ -8,9 +8,21 @@ namespace bobbin {
 namespace {
 
 // Shared by latch and wait_group: park until `count` is zero.
+// The count reaches zero only under `lock` (see count_down_locked), so a
+// waiter that sees zero takes the lock once before returning: the counter
+// that brought it to zero has then left the object, and the caller may
+// destroy it (the usual `wg.wait(); return;` with `wg` on the stack).
+void wait_for_last_counter(internal::spin_lock& lock) {
+  lock.lock();
+  lock.unlock();
+}
+
 bool wait_for_zero(const std::atomic<std::ptrdiff_t>& count, internal::spin_lock& lock,
                    internal::waiter_list& waiters, deadline d, wait_reason reason) {
-  if (count.load(std::memory_order_acquire) == 0) return true;
+  if (count.load(std::memory_order_acquire) == 0) {
+    wait_for_last_counter(lock);
+    return true;
+  }
   internal::waiter w;
   w.prepare();
   lock.lock();
@@ -23,10 +35,19 @@ bool wait_for_zero(const std::atomic<std::ptrdiff_t>& count, internal::spin_lock
   return internal::park(w, lock, waiters, d, reason) == internal::wait_state::notified;
 }
 
-void wake_all(internal::spin_lock& lock, internal::waiter_list& waiters) {
+// Subtracts `n` under the lock and, at zero, wakes every waiter. Nothing
+// touches the object after the unlock: the woken waiters live on their own
+// stacks.
+void count_down_locked(std::atomic<std::ptrdiff_t>& count, internal::spin_lock& lock,
+                       internal::waiter_list& waiters, std::ptrdiff_t n, const char* below_zero) {
   std::vector<internal::waiter*> woken;
   lock.lock();
-  internal::claim_all(waiters, 0, woken);
+  std::ptrdiff_t left = count.fetch_sub(n, std::memory_order_acq_rel) - n;
+  if (left < 0) {
+    lock.unlock();
+    BOBBIN_CHECK(false, below_zero);
+  }
+  if (left == 0) internal::claim_all(waiters, 0, woken);
   lock.unlock();
   internal::notify_all(woken);
 }
@@ -34,9 +55,13 @@ void wake_all(internal::spin_lock& lock, internal::waiter_list& waiters) {
 }  // namespace
 
 void latch::count_down(std::ptrdiff_t n) {
-  std::ptrdiff_t left = count_.fetch_sub(n, std::memory_order_acq_rel) - n;
-  BOBBIN_CHECK(left >= 0, "bobbin: latch counted down below zero");
-  if (left == 0) wake_all(lock_, waiters_);
+  count_down_locked(count_, lock_, waiters_, n, "bobbin: latch counted down below zero");
+}
+
+bool latch::try_wait() const noexcept {
+  if (count_.load(std::memory_order_acquire) != 0) return false;
+  wait_for_last_counter(lock_);
+  return true;
 }
 
 bool latch::wait_until(deadline d) const {
@@ -44,9 +69,12 @@ bool latch::wait_until(deadline d) const {
 }
 
 void wait_group::add(std::ptrdiff_t n) {
-  std::ptrdiff_t now = count_.fetch_add(n, std::memory_order_acq_rel) + n;
-  BOBBIN_CHECK(now >= 0, "bobbin: wait_group count went below zero (more done() than add())");
-  if (now == 0) wake_all(lock_, waiters_);
+  if (n > 0) {  // cannot reach zero: no lock needed
+    count_.fetch_add(n, std::memory_order_acq_rel);
+    return;
+  }
+  count_down_locked(count_, lock_, waiters_, -n,
+                    "bobbin: wait_group count went below zero (more done() than add())");
 }
 
 bool wait_group::wait_until(deadline d) {

@@ -33,17 +33,31 @@ bool mutex::lock_slow(deadline d) {
 
 void mutex::unlock_slow() {
   BOBBIN_CHECK(state_.load(std::memory_order_relaxed) != 0, "bobbin: mutex::unlock() of an unlocked mutex");
-  lock_.lock();
-  internal::waiter* w = internal::pop_and_claim(waiters_);
-  if (w == nullptr) {
-    state_.store(0, std::memory_order_release);
+  for (;;) {
+    lock_.lock();
+    internal::waiter* w = internal::pop_and_claim(waiters_);
+    if (w != nullptr) {
+      // Hand-off: the mutex stays locked, now owned by the woken waiter, who
+      // cannot return (and so destroy the mutex) before notify() below.
+      state_.store(waiters_.empty() ? 1 : 2, std::memory_order_release);
+      lock_.unlock();
+      internal::notify(w);
+      return;
+    }
+    // No waiter. Storing 0 here and then unlocking lock_ would let another
+    // thread lock, unlock and destroy the mutex between the two stores, so the
+    // last write to the object must be the one that frees it. Mark it
+    // "releasing" (still locked to everyone else), drop lock_, then clear the
+    // state with one compare-and-swap.
+    state_.store(3, std::memory_order_relaxed);
     lock_.unlock();
-    return;
+    uint32_t expected = 3;
+    if (state_.compare_exchange_strong(expected, 0, std::memory_order_release, std::memory_order_relaxed)) {
+      return;
+    }
+    // lock_slow() queued a waiter meanwhile (state is now 2): it is waiting
+    // for this unlock, so hand the mutex to it.
   }
-  // Hand-off: the mutex stays locked, now owned by the woken waiter.
-  state_.store(waiters_.empty() ? 1 : 2, std::memory_order_release);
-  lock_.unlock();
-  internal::notify(w);
 }
 
 }  // namespace bobbin

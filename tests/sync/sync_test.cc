@@ -270,4 +270,48 @@ TEST(WaitGroupTest, PlainThreadWaitsForFibers) {
   EXPECT_EQ(n.load(), 100);
 }
 
+// The usual lifetime pattern: the waiter destroys the primitive as soon as
+// wait()/lock() returns, while the fiber that released it may still be
+// finishing its call. Under AddressSanitizer a touch after the release is a
+// heap-use-after-free report; with many rounds on two carriers the window
+// is hit often when the release path is wrong.
+TEST(LifetimeTest, PrimitivesMayBeDestroyedAsSoonAsTheWaiterReturns) {
+  run_on(2, [] {
+    const int rounds = bobbin::testing::kUnderTsan ? 2000 : 20000;
+    for (int i = 0; i < rounds; i++) {
+      auto* wg = new bobbin::wait_group;
+      wg->add(1);
+      bobbin::spawn([wg] { wg->done(); }).detach();
+      wg->wait();
+      delete wg;
+
+      auto* l = new bobbin::latch(1);
+      bobbin::spawn([l] { l->count_down(); }).detach();
+      while (!l->try_wait()) bobbin::this_fiber::yield();
+      delete l;
+
+      // The owner's unlock takes the slow path (state 2 left by a timed-out
+      // waiter, no one queued) while this fiber locks, unlocks and deletes
+      // through the fast path.
+      auto* mu = new bobbin::mutex;
+      auto* locked = new bobbin::latch(1);
+      auto* release = new bobbin::latch(1);
+      bobbin::spawn([mu, locked, release] {
+        mu->lock();
+        locked->count_down();
+        release->wait();
+        mu->unlock();
+      }).detach();
+      locked->wait();
+      EXPECT_FALSE(mu->try_lock_for(0ns));
+      release->count_down();
+      while (!mu->try_lock()) bobbin::this_fiber::yield();
+      mu->unlock();
+      delete mu;
+      delete locked;
+      delete release;
+    }
+  });
+}
+
 }  // namespace

@@ -23,6 +23,8 @@
 // Blocks: wait() parks the fiber (blocks a plain thread). Cost: counting is
 // one atomic operation; the last count_down()/done() wakes every waiter.
 // Ordering: every count_down()/done() happens-before wait() returns.
+// Lifetime: once wait() or try_wait() has seen zero, no count_down()/done()
+// is still touching the object, so the waiter may destroy it.
 // Misuse: counting below zero aborts with a message.
 #ifndef BOBBIN_SYNC_LATCH_H_
 #define BOBBIN_SYNC_LATCH_H_
@@ -45,7 +47,7 @@ class BOBBIN_API latch {
   latch& operator=(const latch&) = delete;
 
   void count_down(std::ptrdiff_t n = 1);
-  bool try_wait() const noexcept { return count_.load(std::memory_order_acquire) == 0; }
+  bool try_wait() const noexcept;
   void wait() const { (void)wait_until(deadline::never()); }
   // True once the count is zero; false if `d` passed first.
   bool wait_until(deadline d) const;

@@ -17,6 +17,10 @@
 // Cost: uncontended lock/unlock is one compare-and-swap each; no allocation,
 // no system call. Contended: a park and a run-queue push per hand-off.
 // Ordering: unlock() happens-before the next successful lock().
+// try_lock() may fail spuriously for the few instructions while an unlock
+// with queued waiters is finishing (as std::mutex::try_lock() may).
+// Lifetime: as with std::mutex, a mutex may be destroyed once it is unlocked
+// and no one else uses it; a concurrent unlock() has then left the object.
 // Misuse: unlocking a mutex that is not locked aborts with a message. The
 // mutex is not recursive; relocking from the owner deadlocks.
 // Pinning: holding a bobbin::mutex across a park is fine (it is not an OS
@@ -65,7 +69,8 @@ class BOBBIN_API mutex {
   bool lock_slow(deadline d);
   void unlock_slow();
 
-  // 0: unlocked; 1: locked, nobody queued; 2: locked, waiters may be queued.
+  // 0: unlocked; 1: locked, nobody queued; 2: locked, waiters may be queued;
+  // 3: being released by unlock_slow() (counts as locked until it clears).
   std::atomic<uint32_t> state_{0};
   internal::spin_lock lock_;
   internal::waiter_list waiters_;
