@@ -1,6 +1,8 @@
 #include "bobbin/fs/file.h"
 
+#include <linux/openat2.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -44,6 +46,27 @@ result<file> file::open(const std::string& path, int flags, mode_t mode) {
         wait_reason::file_io, deadline());
   } else {
     fd = ::open(path.c_str(), flags | O_CLOEXEC, mode);
+    if (fd < 0) fd = -errno;
+  }
+  if (fd < 0) return to_error(fd);
+  file f;
+  f.io_ = new io_object(fd, /*is_socket=*/false);
+  return f;
+}
+
+result<file> file::open_beneath(const file& dir, const std::string& relative, int flags, mode_t mode) {
+  if (dir.io_ == nullptr) return errno_code(EBADF);
+  open_how how{};
+  how.flags = static_cast<uint64_t>(flags | O_CLOEXEC);
+  how.mode = (flags & (O_CREAT | O_TMPFILE)) ? mode : 0;
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+  int fd;
+  if (internal::carrier* c = internal::current_fiber_carrier()) {
+    fd = internal::await_sqe(
+        c, [&](io_uring_sqe* sqe) { io_uring_prep_openat2(sqe, dir.io_->fd(), relative.c_str(), &how); },
+        wait_reason::file_io, deadline());
+  } else {
+    fd = static_cast<int>(::syscall(SYS_openat2, dir.io_->fd(), relative.c_str(), &how, sizeof how));
     if (fd < 0) fd = -errno;
   }
   if (fd < 0) return to_error(fd);

@@ -74,4 +74,26 @@ TEST(FileTest, WriteAtOffsets) {
   });
 }
 
+// open_beneath() stays inside its directory whatever the path says, on a
+// fiber (IORING_OP_OPENAT2) and on a plain thread (openat2).
+void check_open_beneath() {
+  std::string root = temp_path("beneath");
+  ASSERT_EQ(std::system(("rm -rf " + root + " && mkdir -p " + root + "/sub && echo in > " + root + "/sub/a.txt && ln -s /etc/passwd " +
+                         root + "/out && ln -s sub/a.txt " + root + "/inside").c_str()),
+            0);
+  auto dir = bobbin::file::open(root, O_RDONLY | O_DIRECTORY).value();
+  EXPECT_TRUE(bobbin::file::open_beneath(dir, "sub/a.txt"));
+  EXPECT_TRUE(bobbin::file::open_beneath(dir, "inside"));  // a symlink that stays inside
+  EXPECT_TRUE(bobbin::file::open_beneath(dir, "sub/../sub/a.txt"));
+  EXPECT_EQ(bobbin::file::open_beneath(dir, "../etc/passwd").error(), std::errc::cross_device_link);
+  EXPECT_EQ(bobbin::file::open_beneath(dir, "sub/../../x").error(), std::errc::cross_device_link);
+  EXPECT_EQ(bobbin::file::open_beneath(dir, "/etc/passwd").error(), std::errc::cross_device_link);
+  EXPECT_EQ(bobbin::file::open_beneath(dir, "out").error(), std::errc::cross_device_link);
+  EXPECT_EQ(bobbin::file::open_beneath(dir, "missing").error(), std::errc::no_such_file_or_directory);
+  std::system(("rm -rf " + root).c_str());
+}
+
+TEST(FileTest, OpenBeneathStaysInsideOnFiber) { bobbin::testing::run_on(1, [] { check_open_beneath(); }); }
+TEST(FileTest, OpenBeneathStaysInsideOnPlainThread) { check_open_beneath(); }
+
 }  // namespace

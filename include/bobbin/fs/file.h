@@ -42,6 +42,12 @@ class BOBBIN_API file {
   ~file();
 
   static result<file> open(const std::string& path, int flags = O_RDONLY, mode_t mode = 0644);
+  // Opens `relative` under the directory `dir` (opened with O_DIRECTORY or
+  // O_PATH) and never outside it: the kernel (openat2 RESOLVE_BENEATH)
+  // rejects absolute paths, ".." that climbs out and symlinks that point out,
+  // with EXDEV. For servers that map request paths to files.
+  static result<file> open_beneath(const file& dir, const std::string& relative, int flags = O_RDONLY,
+                                   mode_t mode = 0644);
 
   io_result read_some(std::span<std::byte> buf);
   io_result read_at(std::span<std::byte> buf, uint64_t offset);
