@@ -44,7 +44,16 @@ void on_segv(int sig, siginfo_t* info, void* uctx) {
       std::abort();
     }
   }
-  // Not ours: chain.
+  // Not an overflow. Say which fiber was running before chaining: under a
+  // sanitizer the previous handler may be the default action, which would
+  // otherwise end the process with no word at all.
+  if (f != nullptr) {
+    char buf[256];
+    int n = std::snprintf(buf, sizeof buf, "bobbin: signal %d (fault at %p) in fiber %llu \"%s\"\n", sig,
+                          info->si_addr, static_cast<unsigned long long>(f->id), f->name.c_str());
+    if (n > 0) write_stderr(std::string_view(buf, static_cast<size_t>(n) < sizeof buf ? n : sizeof buf - 1));
+  }
+  // Chain.
   if (g_previous.sa_flags & SA_SIGINFO) {
     if (g_previous.sa_sigaction != nullptr) {
       g_previous.sa_sigaction(sig, info, uctx);
