@@ -1,0 +1,119 @@
+#include "examples/common/server.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <sys/resource.h>
+
+#include <cstdio>
+#include <mutex>
+#include <string>
+#include <system_error>
+
+namespace examples {
+
+using namespace std::chrono_literals;
+
+void raise_fd_limit() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+long peak_rss_kib() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_maxrss;
+}
+
+connection_registry::guard::guard(connection_registry& r, connection& c) : r_(r), c_(c) {
+  std::lock_guard l(r_.mu_);
+  r_.live_.insert(&c_);
+  r_.live_count_.fetch_add(1);
+}
+
+connection_registry::guard::~guard() {
+  {
+    std::lock_guard l(r_.mu_);
+    r_.live_.erase(&c_);
+    r_.live_count_.fetch_sub(1);
+  }
+  r_.fibers_.done();
+}
+
+bool connection_registry::enter_idle(connection& c) {
+  c.idle.store(true);
+  return !stopping_.load();
+}
+
+bool connection_registry::stop_and_drain(std::chrono::milliseconds drain) {
+  mark_stopping();
+  {
+    std::lock_guard l(mu_);
+    for (connection* c : live_) {
+      if (c->idle.load()) (void)c->stream.shutdown(bobbin::tcp_stream::shutdown_how::both);
+    }
+  }
+  if (fibers_.wait_for(drain)) return true;
+  {
+    std::lock_guard l(mu_);
+    for (connection* c : live_) (void)c->stream.shutdown(bobbin::tcp_stream::shutdown_how::both);
+  }
+  fibers_.wait();
+  return false;
+}
+
+void connection_registry::accept_loop(bobbin::tcp_listener& listener, const char* server_name,
+                                      const std::function<void(bobbin::tcp_stream)>& serve) {
+  bool warned_emfile = false;
+  while (!stopping()) {
+    auto s = listener.accept();
+    if (!s) {
+      std::error_code e = s.error();
+      if (e == std::errc::operation_canceled || e == std::errc::bad_file_descriptor) break;  // closed: stopping
+      if (e == std::errc::too_many_files_open || e == std::errc::too_many_files_open_in_system) {
+        if (!warned_emfile) std::fprintf(stderr, "%s: accept: %s; backing off\n", server_name, e.message().c_str());
+        warned_emfile = true;
+        bobbin::this_fiber::sleep_for(10ms);
+        continue;
+      }
+      if (e != std::errc::connection_aborted) std::fprintf(stderr, "%s: accept: %s\n", server_name, e.message().c_str());
+      continue;
+    }
+    accepted_.fetch_add(1, std::memory_order_relaxed);
+    fibers_.add(1);
+    auto f = bobbin::try_spawn([&serve, stream = std::move(*s)]() mutable { serve(std::move(stream)); });
+    if (!f.ok()) {
+      // No stack: the lambda and the socket in it are gone, so the client
+      // sees the connection close. The server goes on.
+      fibers_.done();
+      refused_.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    f->detach();
+  }
+  mark_stopping();
+}
+
+signal_thread::signal_thread(std::function<void()> on_stop) {
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGUSR2);  // request_stop()
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  thread_ = std::thread([sigs, on_stop = std::move(on_stop)] {
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    on_stop();
+  });
+}
+
+void signal_thread::request_stop() { pthread_kill(thread_.native_handle(), SIGUSR2); }
+
+signal_thread::~signal_thread() {
+  if (thread_.joinable()) thread_.join();
+}
+
+}  // namespace examples

@@ -1,0 +1,109 @@
+// examples/common/server.h
+//
+// The parts every example server shares, so each example file is about its
+// protocol: raising the descriptor limit, turning SIGINT/SIGTERM into a
+// graceful stop, an accept loop that survives EMFILE and out-of-stack
+// spawns, and a registry of live connections that a stop can wake.
+//
+// Graceful stop, as the servers use it:
+//   1. the signal thread sets `stopping` and closes the listener, which
+//      cancels the pending accept;
+//   2. connection_registry::stop_idle() shuts down the connections that are
+//      waiting for a new request (their read returns end-of-stream); the busy
+//      ones finish the request they are on, see `stopping`, and close;
+//   3. the server waits for every connection fiber, up to a deadline, then
+//      shuts the stragglers down hard.
+#ifndef BOBBIN_EXAMPLES_COMMON_SERVER_H_
+#define BOBBIN_EXAMPLES_COMMON_SERVER_H_
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <thread>
+
+#include "absl/container/flat_hash_set.h"
+#include "bobbin/bobbin.h"
+
+namespace examples {
+
+void raise_fd_limit();
+long peak_rss_kib();
+
+// One connection's entry in the registry. `idle` is true while the fiber
+// waits for the first byte of a new request.
+struct connection {
+  explicit connection(bobbin::tcp_stream s) : stream(std::move(s)) {}
+  bobbin::tcp_stream stream;
+  std::atomic<bool> idle{false};
+};
+
+class connection_registry {
+ public:
+  // Registers `c` for the life of the guard; constructed first thing in the
+  // connection's fiber. accept_loop() counted the fiber before spawning it,
+  // so a stop never misses a connection that is just starting.
+  class guard {
+   public:
+    guard(connection_registry& r, connection& c);
+    ~guard();
+    guard(const guard&) = delete;
+    guard& operator=(const guard&) = delete;
+
+   private:
+    connection_registry& r_;
+    connection& c_;
+  };
+
+  bool stopping() const { return stopping_.load(); }
+  // Marks the connection idle; false if the server is stopping and the
+  // connection should close instead of reading another request. The
+  // seq_cst pair (idle store, stopping load) against stop_and_drain()'s
+  // (stopping store, idle load) guarantees one side sees the other.
+  bool enter_idle(connection& c);
+  void leave_idle(connection& c) { c.idle.store(false); }
+
+  // Steps 2 and 3 of the graceful stop (the caller did step 1). Returns
+  // false if connections were still open after `drain` and had to be cut.
+  bool stop_and_drain(std::chrono::milliseconds drain);
+
+  uint64_t accepted() const { return accepted_.load(); }
+  uint64_t refused() const { return refused_.load(); }
+  uint64_t live() const { return live_count_.load(); }
+
+  // Accepts until the listener is closed, running `serve(stream)` on a fiber
+  // per connection. Out of descriptors: backs off 10 ms (the connection waits
+  // in the kernel's backlog). Out of stacks: closes the new connection and
+  // counts it as refused.
+  void accept_loop(bobbin::tcp_listener& listener, const char* server_name,
+                   const std::function<void(bobbin::tcp_stream)>& serve);
+
+ private:
+  void mark_stopping() { stopping_.store(true); }
+
+  bobbin::mutex mu_;
+  absl::flat_hash_set<connection*> live_;  // guarded by mu_
+  std::atomic<uint64_t> live_count_{0};
+  std::atomic<uint64_t> accepted_{0};
+  std::atomic<uint64_t> refused_{0};
+  std::atomic<bool> stopping_{false};
+  bobbin::wait_group fibers_;
+};
+
+// Blocks SIGINT and SIGTERM in the calling thread (do it before starting the
+// runtime, so carriers inherit the mask) and starts a thread that waits for
+// one of them and then runs `on_stop` (typically: close the listener). join()
+// it before exiting; request_stop() ends it without a signal.
+class signal_thread {
+ public:
+  explicit signal_thread(std::function<void()> on_stop);
+  ~signal_thread();
+  void request_stop();
+
+ private:
+  std::thread thread_;
+};
+
+}  // namespace examples
+
+#endif  // BOBBIN_EXAMPLES_COMMON_SERVER_H_

@@ -1,0 +1,308 @@
+// examples/http_server: an HTTP/1.1 server written as straight-line blocking
+// code, one fiber per connection.
+//
+// Routes:
+//   GET|HEAD /                 a small fixed body
+//   GET|HEAD /static/<path>    a file under --root, read with bobbin::file;
+//                              the kernel keeps the lookup inside --root
+//                              (file::open_beneath: no "..", absolute paths
+//                              or symlinks out; those get 403)
+//   POST /echo                 the request body back (Content-Length bodies)
+// Anything else: 404, or 405 with Allow for a known path and wrong method.
+//
+// Connection handling: keep-alive and pipelining (responses to a batch of
+// pipelined requests go out in one write); strict, bounded parsing
+// (examples/http/request_parser.h) where every malformed or oversized request
+// gets its 4xx/5xx and the connection is closed; 60 s idle timeout between
+// requests and 15 s to finish a started one (408).
+//
+// SIGINT/SIGTERM: stop accepting, close idle connections, let in-flight
+// requests finish (up to 10 s), print the counters, exit 0.
+//
+// Run:  build/examples/http_server --port 8080 --carriers 2 --root ./www
+//       curl -v http://127.0.0.1:8080/static/index.html
+#include <sys/stat.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <string_view>
+
+#include "bobbin/bobbin.h"
+#include "examples/common/server.h"
+#include "examples/http/request_parser.h"
+#include "examples/http/response.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr auto kIdleTimeout = 60s;
+constexpr auto kRequestTimeout = 15s;
+constexpr size_t kReadChunk = 16 * 1024;
+constexpr size_t kFileChunk = 64 * 1024;
+constexpr std::string_view kHello = "Hello from bobbin\n";
+
+struct server {
+  bobbin::file root;
+  http::request_limits limits;
+  examples::connection_registry connections;
+  std::atomic<uint64_t> requests{0};
+  std::atomic<uint64_t> client_errors{0};  // 4xx
+  std::atomic<uint64_t> server_errors{0};  // 5xx
+};
+
+bool flush(examples::connection& c, std::string& out) {
+  if (out.empty()) return true;
+  bobbin::io_result r = c.stream.write_all(out, bobbin::deadline(kRequestTimeout));
+  out.clear();
+  return static_cast<bool>(r);
+}
+
+void count_status(server& srv, int status) {
+  if (status >= 500) srv.server_errors.fetch_add(1, std::memory_order_relaxed);
+  else if (status >= 400) srv.client_errors.fetch_add(1, std::memory_order_relaxed);
+}
+
+void append_error(server& srv, std::string& out, int status, bool head_only, bool keep_alive,
+                  std::string_view extra_headers = {}) {
+  count_status(srv, status);
+  std::string body = std::string(http::reason_phrase(status)) + "\n";
+  http::append_response(out, status, "text/plain; charset=utf-8", body, keep_alive, head_only, extra_headers);
+}
+
+// The path part of an origin-form or absolute-form target, without query.
+std::string_view request_path(std::string_view target) {
+  if (target.starts_with("http://") || target.starts_with("https://")) {
+    size_t slash = target.find('/', target.find("//") + 2);
+    target = slash == std::string_view::npos ? std::string_view("/") : target.substr(slash);
+  }
+  return target.substr(0, target.find('?'));
+}
+
+// Serves a file under the root. Returns false if the connection must close
+// (a write failed, or the file failed after its head was sent).
+bool serve_static(server& srv, examples::connection& c, std::string_view rel_encoded, bool head_only,
+                  bool keep_alive, std::string& out) {
+  std::string rel;
+  if (!http::percent_decode(rel_encoded, rel) || rel.empty()) {
+    append_error(srv, out, rel.empty() ? 404 : 400, head_only, keep_alive);
+    return true;
+  }
+  auto f = bobbin::file::open_beneath(srv.root, rel, O_RDONLY);
+  if (!f) {
+    std::error_code e = f.error();
+    int status = 500;
+    if (e == std::errc::no_such_file_or_directory || e == std::errc::not_a_directory ||
+        e == std::errc::filename_too_long) {
+      status = 404;
+    } else if (e == std::errc::cross_device_link || e == std::errc::too_many_symbolic_link_levels ||
+               e == std::errc::permission_denied) {
+      status = 403;  // the path tried to leave the root, or is not readable
+    }
+    append_error(srv, out, status, head_only, keep_alive);
+    return true;
+  }
+  struct stat st{};
+  if (::fstat(f->native_handle(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    append_error(srv, out, 404, head_only, keep_alive);
+    return true;
+  }
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  http::append_head(out, 200, http::content_type_for(rel), size, keep_alive);
+  if (head_only) return true;
+  // Small files ride in the batch; large ones stream in chunks.
+  if (size <= kFileChunk) {
+    size_t at = out.size();
+    out.resize(at + size);
+    bobbin::io_result r = f->read_at(std::as_writable_bytes(std::span(out.data() + at, size)), 0);
+    if (!r || r.bytes != size) {
+      out.resize(at);  // the head is out but the body is not: close
+      srv.server_errors.fetch_add(1, std::memory_order_relaxed);
+      (void)flush(c, out);
+      return false;
+    }
+    return true;
+  }
+  if (!flush(c, out)) return false;
+  std::string chunk(kFileChunk, '\0');
+  for (uint64_t off = 0; off < size;) {
+    size_t want = static_cast<size_t>(std::min<uint64_t>(kFileChunk, size - off));
+    bobbin::io_result r = f->read_at(std::as_writable_bytes(std::span(chunk.data(), want)), off);
+    if (!r || r.bytes == 0) {
+      srv.server_errors.fetch_add(1, std::memory_order_relaxed);
+      return false;  // the file shrank or failed mid-body: the client sees a short body
+    }
+    if (!c.stream.write_all(std::string_view(chunk.data(), r.bytes), bobbin::deadline(kRequestTimeout))) return false;
+    off += r.bytes;
+  }
+  return true;
+}
+
+// Appends the response to `req` (or sends it, for large files). Returns
+// false if the connection must close.
+bool handle(server& srv, examples::connection& c, const http::request& req, bool keep_alive, std::string& out) {
+  const std::string_view path = request_path(req.target);
+  const bool get_or_head = req.method == "GET" || req.method == "HEAD";
+  const bool head_only = req.method == "HEAD";
+  if (path == "/") {
+    if (!get_or_head) {
+      append_error(srv, out, 405, false, keep_alive, "Allow: GET, HEAD\r\n");
+      return true;
+    }
+    http::append_response(out, 200, "text/plain; charset=utf-8", kHello, keep_alive, head_only);
+    return true;
+  }
+  if (path.starts_with("/static/")) {
+    if (!get_or_head) {
+      append_error(srv, out, 405, false, keep_alive, "Allow: GET, HEAD\r\n");
+      return true;
+    }
+    return serve_static(srv, c, path.substr(8), head_only, keep_alive, out);
+  }
+  if (path == "/echo") {
+    if (req.method != "POST") {
+      append_error(srv, out, 405, head_only, keep_alive, "Allow: POST\r\n");
+      return true;
+    }
+    const std::string* type = req.header("content-type");
+    http::append_response(out, 200, type ? std::string_view(*type) : "application/octet-stream", req.body,
+                          keep_alive);
+    return true;
+  }
+  append_error(srv, out, 404, head_only, keep_alive);
+  return true;
+}
+
+bool expects_continue(const http::request& req) {
+  const std::string* e = req.header("expect");
+  return e != nullptr && e->size() == 12 && strncasecmp(e->c_str(), "100-continue", 12) == 0;
+}
+
+void serve_connection(server& srv, bobbin::tcp_stream stream) {
+  examples::connection conn(std::move(stream));
+  examples::connection_registry::guard registered(srv.connections, conn);
+  (void)conn.stream.set_nodelay(true);
+  http::request_parser parser(srv.limits);
+  std::string in;   // bytes read and not yet consumed start at `start`
+  size_t start = 0;
+  std::string out;  // responses not yet written
+  bool sent_continue = false;
+  for (;;) {
+    http::parse_result r = parser.parse(std::string_view(in).substr(start));
+    if (r.state == http::parse_state::complete) {
+      const http::request& req = parser.get();
+      const bool keep_alive = req.keep_alive && !srv.connections.stopping();
+      const bool ok = handle(srv, conn, req, keep_alive, out);
+      srv.requests.fetch_add(1, std::memory_order_relaxed);
+      start += r.consumed;
+      parser.reset();
+      sent_continue = false;
+      if (!ok) break;
+      if (!keep_alive) {
+        (void)flush(conn, out);
+        break;
+      }
+      if (out.size() >= kFileChunk && !flush(conn, out)) break;
+      continue;
+    }
+    if (r.state == http::parse_state::error) {
+      append_error(srv, out, r.error_status, false, /*keep_alive=*/false);
+      (void)flush(conn, out);
+      break;
+    }
+    // Needs more bytes: first send what the batch produced.
+    if (!flush(conn, out)) break;
+    if (start == in.size()) {
+      in.clear();
+      start = 0;
+    } else if (start > 0) {
+      in.erase(0, start);
+      start = 0;
+    }
+    if (parser.head_complete() && !sent_continue && expects_continue(parser.get())) {
+      if (!conn.stream.write_all("HTTP/1.1 100 Continue\r\n\r\n", bobbin::deadline(kRequestTimeout))) break;
+      sent_continue = true;
+    }
+    const bool idle = in.empty();
+    if (idle && !srv.connections.enter_idle(conn)) break;  // stopping: close between requests
+    const size_t have = in.size();
+    in.resize(have + kReadChunk);
+    bobbin::io_result rr =
+        conn.stream.read_some(std::span(in.data() + have, kReadChunk), bobbin::deadline(idle ? kIdleTimeout : kRequestTimeout));
+    in.resize(have + rr.bytes);
+    if (idle) srv.connections.leave_idle(conn);
+    if (!rr) {
+      if (rr.error == std::errc::timed_out && !idle) {
+        append_error(srv, out, 408, false, false);
+        (void)flush(conn, out);
+      }
+      break;  // idle timeout, reset, or shut down by a stop
+    }
+    if (rr.bytes == 0) break;  // the client closed (mid-request: nothing to answer)
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int port = 8080;
+  unsigned carriers = 0;
+  std::string root = ".";
+  for (int i = 1; i < argc; i++) {
+    std::string a = argv[i];
+    if (a == "--port" && i + 1 < argc) port = std::atoi(argv[++i]);
+    else if (a == "--carriers" && i + 1 < argc) carriers = static_cast<unsigned>(std::atoi(argv[++i]));
+    else if (a == "--root" && i + 1 < argc) root = argv[++i];
+    else {
+      std::fprintf(stderr, "usage: %s [--port N] [--carriers N] [--root DIR]\n", argv[0]);
+      return 2;
+    }
+  }
+  examples::raise_fd_limit();
+
+  server srv;
+  auto root_dir = bobbin::file::open(root, O_RDONLY | O_DIRECTORY);
+  if (!root_dir) {
+    std::fprintf(stderr, "http_server: --root %s: %s\n", root.c_str(), root_dir.error().message().c_str());
+    return 1;
+  }
+  srv.root = std::move(*root_dir);
+  auto listener = bobbin::tcp_listener::bind(bobbin::socket_address::loopback(static_cast<uint16_t>(port)));
+  if (!listener.ok()) {
+    std::fprintf(stderr, "http_server: %s\n", std::string(listener.status().ToString()).c_str());
+    return 1;
+  }
+  // Before the runtime starts, so carrier threads inherit the blocked mask.
+  examples::signal_thread signals([&] { listener->close(); });
+
+  bobbin::runtime_options options;
+  options.carriers = carriers;
+  auto rt = bobbin::runtime::start(options);
+  if (!rt.ok()) {
+    std::fprintf(stderr, "http_server: %s\n", std::string(rt.status().message()).c_str());
+    signals.request_stop();
+    return 1;
+  }
+  std::printf("listening on %s carriers %u root %s\n", listener->local_address().to_string().c_str(),
+              (*rt)->carriers(), root.c_str());
+  std::fflush(stdout);
+
+  auto main_fiber = (*rt)->spawn([&] {
+    std::function<void(bobbin::tcp_stream)> serve = [&srv](bobbin::tcp_stream s) {
+      serve_connection(srv, std::move(s));
+    };
+    srv.connections.accept_loop(*listener, "http_server", serve);
+    if (!srv.connections.stop_and_drain(10s)) std::fprintf(stderr, "http_server: cut connections still busy after 10s\n");
+  });
+  main_fiber.join();
+  std::printf("final: accepted=%llu refused=%llu requests=%llu 4xx=%llu 5xx=%llu rss_peak_kib=%ld\n",
+              static_cast<unsigned long long>(srv.connections.accepted()),
+              static_cast<unsigned long long>(srv.connections.refused()),
+              static_cast<unsigned long long>(srv.requests.load()),
+              static_cast<unsigned long long>(srv.client_errors.load()),
+              static_cast<unsigned long long>(srv.server_errors.load()), examples::peak_rss_kib());
+  return 0;
+}
