@@ -47,10 +47,14 @@ void on_segv(int sig, siginfo_t* info, void* uctx) {
   // Not an overflow. Say which fiber was running before chaining: under a
   // sanitizer the previous handler may be the default action, which would
   // otherwise end the process with no word at all.
-  if (f != nullptr) {
+  {
     char buf[256];
-    int n = std::snprintf(buf, sizeof buf, "bobbin: signal %d (fault at %p) in fiber %llu \"%s\"\n", sig,
-                          info->si_addr, static_cast<unsigned long long>(f->id), f->name.c_str());
+    int n = f != nullptr ? std::snprintf(buf, sizeof buf, "bobbin: signal %d (fault at %p) in fiber %llu \"%s\"\n", sig,
+                                         info->si_addr, static_cast<unsigned long long>(f->id), f->name.c_str())
+          : c != nullptr ? std::snprintf(buf, sizeof buf, "bobbin: signal %d (fault at %p) on carrier %u, between fibers\n",
+                                         sig, info->si_addr, c->index())
+                         : std::snprintf(buf, sizeof buf, "bobbin: signal %d (fault at %p) outside any carrier\n", sig,
+                                         info->si_addr);
     if (n > 0) write_stderr(std::string_view(buf, static_cast<size_t>(n) < sizeof buf ? n : sizeof buf - 1));
   }
   // Chain.

@@ -158,6 +158,7 @@ bool pin_monitor::describe(carrier* c, fiber_control* f, bool kernel_blocked, lo
   const int depth = f->pin_depth.load(std::memory_order_relaxed);
   const char* why = f->pin_why.load(std::memory_order_relaxed);
   const wait_reason blocked_on = f->reason.load(std::memory_order_relaxed);
+  const uintptr_t stack_low = reinterpret_cast<uintptr_t>(f->stack.low());
   const uintptr_t stack_top = reinterpret_cast<uintptr_t>(f->stack.top());
 
   refresh_code_ranges();
@@ -165,7 +166,7 @@ bool pin_monitor::describe(carrier* c, fiber_control* f, bool kernel_blocked, lo
   if (kernel_blocked) {
     // The thread sits in the kernel: its stack does not change; scan it and
     // check it is still blocked at the same place afterwards.
-    scan_stack(0, sp, stack_top, cap);
+    scan_stack(0, sp, stack_low, stack_top, cap);
     thread_syscall_state again = read_thread_state(c->tid());
     if (again.nr == nr && again.sp == sp) {
       cap.frames[0] = again.pc;

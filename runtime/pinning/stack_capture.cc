@@ -76,12 +76,12 @@ void refresh_code_ranges() {
 // Reads another thread's stack (or this one's from a signal handler): the
 // sanitizers would see racy or redzone loads where there are none to report.
 __attribute__((no_sanitize("address", "thread", "undefined"))) void scan_stack(uintptr_t pc, uintptr_t sp,
-                                                                               uintptr_t limit,
+                                                                               uintptr_t low, uintptr_t limit,
                                                                                stack_capture& out) {
   const int ranges = g_range_count.load(std::memory_order_acquire);
   out.count = 0;
   out.frames[out.count++] = pc;
-  if (sp == 0 || limit <= sp) return;
+  if (sp == 0 || sp < low || limit <= sp) return;
   // 16 KiB is deep enough for the frames that matter and bounds the cost.
   if (limit - sp > 16 * 1024) limit = sp + 16 * 1024;
   for (uintptr_t a = sp & ~uintptr_t{7}; a + 8 <= limit && out.count < kMaxCapturedFrames; a += 8) {

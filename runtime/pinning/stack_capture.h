@@ -37,8 +37,11 @@ struct stack_capture {
 // Call before a capture (monitor thread only).
 void refresh_code_ranges();
 
-// Scans [sp, limit) for return addresses after `pc` (frame 0).
-void scan_stack(uintptr_t pc, uintptr_t sp, uintptr_t limit, stack_capture& out);
+// Scans [sp, high) for return addresses after `pc` (frame 0), only if sp
+// lies in [low, high): an sp from elsewhere (another stack, a signal stack,
+// a capture that raced a switch) is not scanned, since the memory above it
+// may be a guard page or unmapped.
+void scan_stack(uintptr_t pc, uintptr_t sp, uintptr_t low, uintptr_t high, stack_capture& out);
 
 // What /proc says of a thread: blocked in system call `nr` (>= 0) with the
 // given stack and program counters, running (nr == -2), or unknown (-3).

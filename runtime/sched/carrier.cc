@@ -180,12 +180,19 @@ void carrier::idle_as_inactive_spare() {
 void carrier::capture_from_signal(uintptr_t pc, uintptr_t sp) {
   if (capture_state.load(std::memory_order_acquire) != 1) return;
   fiber_control* f = current();
-  uintptr_t limit = f != nullptr ? reinterpret_cast<uintptr_t>(f->stack.top())
-                                 : reinterpret_cast<uintptr_t>(sched_ctx_.stack_low) + sched_ctx_.stack_size;
   // The interrupted code may be on the fiber's stack or (between fibers) on
-  // the carrier's own; scan only if sp lies below the chosen top.
-  if (sp >= limit) limit = sp;
-  scan_stack(pc, sp, limit, capture);
+  // the carrier's own; scan_stack() scans only if sp lies inside the chosen
+  // one. (Under ThreadSanitizer the handler may run later than the signal,
+  // with a stale sp from another stack.)
+  uintptr_t low, high;
+  if (f != nullptr) {
+    low = reinterpret_cast<uintptr_t>(f->stack.low());
+    high = reinterpret_cast<uintptr_t>(f->stack.top());
+  } else {
+    low = reinterpret_cast<uintptr_t>(sched_ctx_.stack_low);
+    high = low + sched_ctx_.stack_size;
+  }
+  scan_stack(pc, sp, low, high, capture);
   capture_state.store(2, std::memory_order_release);
 }
 
