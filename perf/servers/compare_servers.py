@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""The example servers against the real thing, measured side by side in one
+run: examples/redis_server vs redis-server (no persistence) under
+redis-benchmark, and examples/http_server vs nginx under wrk, at 50 and
+1,000 connections.
+
+Pinning (2-core machine): single-threaded servers (bobbin on 1 carrier,
+redis-server, nginx with 1 worker) run on CPU 0 and the load generator on
+CPU 1. Two-thread servers (bobbin on 2 carriers, nginx with 2 workers) get
+both CPUs and share them with the load generator, which then competes with
+them: their figures are what 2 cores give to server plus client together.
+
+Rounds are interleaved (A, B, C, A, B, C, ...) so slow phases of a noisy
+machine hit every server alike; the tables give the median of the rounds.
+Writes the section between the "servers" markers of perf/RESULTS.md.
+
+  perf/servers/compare_servers.py --build build-release [--rounds 3] [--seconds 5]
+"""
+import argparse
+import datetime
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--build", default="build-release")
+ap.add_argument("--rounds", type=int, default=3)
+ap.add_argument("--seconds", type=int, default=5)
+ap.add_argument("--results", default="perf/RESULTS.md")
+ap.add_argument("--command", default="scripts/bench --servers")
+args = ap.parse_args()
+
+REDIS_PORT = 16479
+HTTP_PORT = 18480
+BODY = "Hello from bobbin\n"
+
+
+def wait_port(port, timeout=10.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+class server:
+    def __init__(self, name, argv, port, cpus):
+        self.name, self.argv, self.port, self.cpus = name, argv, port, cpus
+        self.proc = None
+
+    def __enter__(self):
+        self.proc = subprocess.Popen(["taskset", "-c", self.cpus, *self.argv], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        time.sleep(0.3)  # let the port's connections drain
+
+
+def run_redis_benchmark(port, conns, client_cpus):
+    n = 400000 if conns <= 50 else 600000
+    out = subprocess.run(["taskset", "-c", client_cpus, "redis-benchmark", "-p", str(port), "-c", str(conns),
+                          "-n", str(n), "-t", "set,get", "--csv"], capture_output=True, text=True, timeout=600).stdout
+    rows = {}
+    for line in out.splitlines():
+        f = [x.strip('"') for x in line.split(",")]
+        if len(f) >= 6 and f[0] in ("SET", "GET"):
+            rows[f[0]] = (float(f[1]), float(f[5]))  # rps, p50 ms
+    return rows
+
+
+def run_wrk(port, conns, seconds, client_cpus):
+    out = subprocess.run(["taskset", "-c", client_cpus, "wrk", "-t", "1", "-c", str(conns), "-d", f"{seconds}s",
+                          "--latency", f"http://127.0.0.1:{port}/"], capture_output=True, text=True,
+                         timeout=seconds + 60).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    m = re.search(r"^\s+50%\s+([\d.]+)(us|ms|s)", out, re.M)
+    p50 = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+    errors = "Socket errors" in out or "Non-2xx" in out
+    return rps, p50, errors
+
+
+def nginx_conf(tmp, workers):
+    conf = os.path.join(tmp, f"nginx{workers}.conf")
+    with open(conf, "w") as f:
+        f.write(f"""daemon off;
+worker_processes {workers};
+pid {tmp}/nginx{workers}.pid;
+error_log {tmp}/error.log;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  server {{
+    listen 127.0.0.1:{HTTP_PORT};
+    location = / {{ default_type "text/plain; charset=utf-8"; return 200 "{BODY.strip()}\\n"; }}
+  }}
+}}
+""")
+    return conf
+
+
+def main():
+    for tool in ["redis-server", "redis-benchmark", "wrk", "nginx", "taskset"]:
+        if shutil.which(tool) is None:
+            sys.exit(f"compare_servers: {tool} not found (scripts/bootstrap --bench installs it)")
+    redis_exe = os.path.join(args.build, "examples/redis_server")
+    http_exe = os.path.join(args.build, "examples/http_server")
+    tmp = tempfile.mkdtemp(prefix="bobbin_cmp_")
+    redis_servers = [
+        ("bobbin redis_server, 1 carrier", [redis_exe, "--port", str(REDIS_PORT), "--carriers", "1"], "0", "1"),
+        ("bobbin redis_server, 2 carriers", [redis_exe, "--port", str(REDIS_PORT), "--carriers", "2"], "0,1", "0,1"),
+        ("redis-server 7 (io-threads 1)", ["redis-server", "--port", str(REDIS_PORT), "--save", "", "--appendonly", "no",
+                                     "--bind", "127.0.0.1", "--protected-mode", "no", "--dir", tmp], "0", "1"),
+    ]
+    http_servers = [
+        ("bobbin http_server, 1 carrier", [http_exe, "--port", str(HTTP_PORT), "--carriers", "1", "--root", tmp], "0", "1"),
+        ("bobbin http_server, 2 carriers", [http_exe, "--port", str(HTTP_PORT), "--carriers", "2", "--root", tmp], "0,1", "0,1"),
+        ("nginx, 1 worker", ["nginx", "-c", nginx_conf(tmp, 1), "-p", tmp], "0", "1"),
+        ("nginx, 2 workers", ["nginx", "-c", nginx_conf(tmp, 2), "-p", tmp], "0,1", "0,1"),
+    ]
+    conns_list = [50, 1000]
+    redis_res = {}  # (name, conns, test) -> [(rps, p50)]
+    http_res = {}   # (name, conns) -> [(rps, p50, errors)]
+    for rnd in range(args.rounds):
+        for conns in conns_list:
+            for name, argv, cpus, client in redis_servers:
+                with server(name, argv, REDIS_PORT, cpus):
+                    for test, v in run_redis_benchmark(REDIS_PORT, conns, client).items():
+                        redis_res.setdefault((name, conns, test), []).append(v)
+                print(f"round {rnd + 1} redis c={conns} {name} done", file=sys.stderr, flush=True)
+            for name, argv, cpus, client in http_servers:
+                with server(name, argv, HTTP_PORT, cpus):
+                    rps, p50, errors = run_wrk(HTTP_PORT, conns, args.seconds, client)
+                    http_res.setdefault((name, conns), []).append((rps, p50, errors))
+                print(f"round {rnd + 1} http c={conns} {name} done", file=sys.stderr, flush=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    med = lambda xs: statistics.median(xs)
+    lines = []
+    cpu_model = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for l in f:
+            if l.startswith("model name"):
+                cpu_model = l.split(":", 1)[1].strip()
+                break
+    lines.append("## Example servers vs the real thing (issue 4)\n")
+    lines.append(f"- Command: `{args.command}` ({args.rounds} interleaved rounds, median shown)")
+    lines.append(f"- Date: {datetime.date.today().isoformat()}")
+    lines.append(f"- Machine: {cpu_model}, {os.cpu_count()} CPUs, Linux {platform.release()}")
+    lines.append("- Pinning: 1-thread servers on CPU 0, load generator on CPU 1; 2-thread servers on "
+                 "CPUs 0-1, sharing them with the load generator.\n")
+    lines.append("### Redis protocol: `redis-benchmark -t set,get -c C` (no pipelining)\n")
+    lines.append("| server | C | SET req/s | GET req/s | GET p50 ms | GET vs redis-server |")
+    lines.append("|---|---:|---:|---:|---:|---:|")
+    ref_name = redis_servers[2][0]
+    for conns in conns_list:
+        ref = med([r for r, _ in redis_res.get((ref_name, conns, "GET"), [(0, 0)])])
+        for name, *_ in redis_servers:
+            s = med([r for r, _ in redis_res.get((name, conns, "SET"), [(0, 0)])])
+            g = med([r for r, _ in redis_res.get((name, conns, "GET"), [(0, 0)])])
+            p = med([p for _, p in redis_res.get((name, conns, "GET"), [(0, 0)])])
+            lines.append(f"| {name} | {conns} | {s:,.0f} | {g:,.0f} | {p:.3f} | {g / ref:.2f}x |" if ref else
+                         f"| {name} | {conns} | {s:,.0f} | {g:,.0f} | {p:.3f} | n/a |")
+    lines.append("")
+    lines.append(f"### HTTP/1.1: `wrk -t 1 -c C -d {args.seconds}s http://127.0.0.1/` (keep-alive, 18-byte body)\n")
+    lines.append("| server | C | req/s | p50 ms | errors | vs nginx (same threads) |")
+    lines.append("|---|---:|---:|---:|---|---:|")
+    for conns in conns_list:
+        for i, (name, *_) in enumerate(http_servers):
+            rows = http_res.get((name, conns), [])
+            rps = med([r[0] for r in rows]) if rows else 0
+            p50 = med([r[1] for r in rows]) if rows else 0
+            errs = "yes" if any(r[2] for r in rows) else "none"
+            peer = http_servers[2 + (i % 2)][0] if i < 2 else None
+            ratio = ""
+            if peer:
+                prow = http_res.get((peer, conns), [])
+                prps = med([r[0] for r in prow]) if prow else 0
+                ratio = f"{rps / prps:.2f}x" if prps else "n/a"
+            lines.append(f"| {name} | {conns} | {rps:,.0f} | {p50:.3f} | {errs} | {ratio} |")
+    lines.append("")
+    section = "\n".join(lines)
+
+    begin, end = "<!-- servers:begin -->", "<!-- servers:end -->"
+    text = open(args.results).read() if os.path.exists(args.results) else "# bobbin performance results\n\n"
+    block = f"{begin}\n{section}\n{end}"
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    with open(args.results, "w") as f:
+        f.write(text)
+    print(section)
+
+
+main()
