@@ -157,13 +157,16 @@ try:
     rc, body = curl(base + "/")
     check("server unaffected by bad clients", body == b"Hello from bobbin\n", body)
 
-    r = subprocess.run(["wrk", "-t", "2", "-c", "200", "-d", "2s", base + "/"], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(["wrk", "-t", "2", "-c", "200", "-d", "2s", "--timeout", "10s", base + "/"], capture_output=True, text=True, timeout=60)
     rps = re.search(r"Requests/sec:\s+([\d.]+)", r.stdout)
     check("wrk -c 200: requests, no errors",
           rps is not None and float(rps.group(1)) > 1000 and "Socket errors" not in r.stdout and "Non-2xx" not in r.stdout,
           r.stdout)
-    r = subprocess.run(["wrk", "-t", "2", "-c", "50", "-d", "1s", base + "/static/index.html"], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(["wrk", "-t", "2", "-c", "50", "-d", "1s", "--timeout", "10s", base + "/static/index.html"], capture_output=True, text=True, timeout=60)
     check("wrk static file, no errors", "Requests/sec" in r.stdout and "Socket errors" not in r.stdout and "Non-2xx" not in r.stdout, r.stdout)
+
+    # (--timeout 10s: sanitizer builds answer slowly; a request wrk gives up
+    # on is slowness, not an error, and would be miscounted as one.)
 
     # Graceful stop: an idle keep-alive connection is closed, a request in
     # flight (head sent, body not yet) is still answered, then exit 0.
