@@ -75,16 +75,34 @@ class server:
         time.sleep(0.3)  # let the port's connections drain
 
 
-def run_redis_benchmark(port, conns, client_cpus):
-    n = 400000 if conns <= 50 else 600000
+def cpu_seconds(pid):
+    """User + system CPU of a process and its direct children (nginx workers)."""
+    total = 0.0
+    tck = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry) == pid or int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / tck
+    return total
+
+
+def run_redis_benchmark(port, conns, pipeline, client_cpus):
+    n = 200000 if pipeline == 1 else 2000000
     out = subprocess.run(["taskset", "-c", client_cpus, "redis-benchmark", "-p", str(port), "-c", str(conns),
-                          "-n", str(n), "-t", "set,get", "--csv"], capture_output=True, text=True, timeout=600).stdout
+                          "-n", str(n), "-P", str(pipeline), "-t", "set,get", "--csv"], capture_output=True, text=True,
+                         timeout=600).stdout
     rows = {}
     for line in out.splitlines():
         f = [x.strip('"') for x in line.split(",")]
         if len(f) >= 6 and f[0] in ("SET", "GET"):
             rows[f[0]] = (float(f[1]), float(f[5]))  # rps, p50 ms
-    return rows
+    return rows, 2 * n
 
 
 def run_wrk(port, conns, seconds, client_cpus):
@@ -138,19 +156,28 @@ def main():
         ("nginx, 2 workers", ["nginx", "-c", nginx_conf(tmp, 2), "-p", tmp], "0,1", "0,1"),
     ]
     conns_list = [50, 1000]
-    redis_res = {}  # (name, conns, test) -> [(rps, p50)]
-    http_res = {}   # (name, conns) -> [(rps, p50, errors)]
+    redis_res = {}  # (name, conns, pipeline, test) -> [(rps, p50)]
+    redis_cpu = {}  # (name, conns, pipeline) -> [server CPU microseconds per request]
+    http_res = {}   # (name, conns) -> [(rps, p50, errors, cpu us per request)]
+    pipelines = [1, 16]
     for rnd in range(args.rounds):
         for conns in conns_list:
             for name, argv, cpus, client in redis_servers:
-                with server(name, argv, REDIS_PORT, cpus):
-                    for test, v in run_redis_benchmark(REDIS_PORT, conns, client).items():
-                        redis_res.setdefault((name, conns, test), []).append(v)
+                with server(name, argv, REDIS_PORT, cpus) as s:
+                    for pipeline in pipelines:
+                        c0 = cpu_seconds(s.proc.pid)
+                        rows, requests = run_redis_benchmark(REDIS_PORT, conns, pipeline, client)
+                        redis_cpu.setdefault((name, conns, pipeline), []).append(
+                            (cpu_seconds(s.proc.pid) - c0) * 1e6 / requests)
+                        for test, v in rows.items():
+                            redis_res.setdefault((name, conns, pipeline, test), []).append(v)
                 print(f"round {rnd + 1} redis c={conns} {name} done", file=sys.stderr, flush=True)
             for name, argv, cpus, client in http_servers:
-                with server(name, argv, HTTP_PORT, cpus):
+                with server(name, argv, HTTP_PORT, cpus) as s:
+                    c0 = cpu_seconds(s.proc.pid)
                     rps, p50, errors = run_wrk(HTTP_PORT, conns, args.seconds, client)
-                    http_res.setdefault((name, conns), []).append((rps, p50, errors))
+                    cpu = (cpu_seconds(s.proc.pid) - c0) * 1e6 / max(1.0, rps * args.seconds)
+                    http_res.setdefault((name, conns), []).append((rps, p50, errors, cpu))
                 print(f"round {rnd + 1} http c={conns} {name} done", file=sys.stderr, flush=True)
     shutil.rmtree(tmp, ignore_errors=True)
 
@@ -168,22 +195,25 @@ def main():
     lines.append(f"- Machine: {cpu_model}, {os.cpu_count()} CPUs, Linux {platform.release()}")
     lines.append("- Pinning: 1-thread servers on CPU 0, load generator on CPU 1; 2-thread servers on "
                  "CPUs 0-1, sharing them with the load generator.\n")
-    lines.append("### Redis protocol: `redis-benchmark -t set,get -c C` (no pipelining)\n")
-    lines.append("| server | C | SET req/s | GET req/s | GET p50 ms | GET vs redis-server |")
-    lines.append("|---|---:|---:|---:|---:|---:|")
     ref_name = redis_servers[2][0]
-    for conns in conns_list:
-        ref = med([r for r, _ in redis_res.get((ref_name, conns, "GET"), [(0, 0)])])
-        for name, *_ in redis_servers:
-            s = med([r for r, _ in redis_res.get((name, conns, "SET"), [(0, 0)])])
-            g = med([r for r, _ in redis_res.get((name, conns, "GET"), [(0, 0)])])
-            p = med([p for _, p in redis_res.get((name, conns, "GET"), [(0, 0)])])
-            lines.append(f"| {name} | {conns} | {s:,.0f} | {g:,.0f} | {p:.3f} | {g / ref:.2f}x |" if ref else
-                         f"| {name} | {conns} | {s:,.0f} | {g:,.0f} | {p:.3f} | n/a |")
-    lines.append("")
+    for pipeline in pipelines:
+        lines.append(f"### Redis protocol: `redis-benchmark -t set,get -c C -P {pipeline}`\n")
+        lines.append("| server | C | SET req/s | GET req/s | GET p50 ms | server CPU µs/req | GET vs redis-server |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|")
+        for conns in conns_list:
+            ref = med([r for r, _ in redis_res.get((ref_name, conns, pipeline, "GET"), [(0, 0)])])
+            for name, *_ in redis_servers:
+                key = (name, conns, pipeline)
+                st = med([r for r, _ in redis_res.get(key + ("SET",), [(0, 0)])])
+                g = med([r for r, _ in redis_res.get(key + ("GET",), [(0, 0)])])
+                p = med([p for _, p in redis_res.get(key + ("GET",), [(0, 0)])])
+                cpu = med(redis_cpu.get(key, [0]))
+                ratio = f"{g / ref:.2f}x" if ref else "n/a"
+                lines.append(f"| {name} | {conns} | {st:,.0f} | {g:,.0f} | {p:.3f} | {cpu:.2f} | {ratio} |")
+        lines.append("")
     lines.append(f"### HTTP/1.1: `wrk -t 1 -c C -d {args.seconds}s http://127.0.0.1/` (keep-alive, 18-byte body)\n")
-    lines.append("| server | C | req/s | p50 ms | errors | vs nginx (same threads) |")
-    lines.append("|---|---:|---:|---:|---|---:|")
+    lines.append("| server | C | req/s | p50 ms | errors | server CPU µs/req | vs nginx (same threads) |")
+    lines.append("|---|---:|---:|---:|---|---:|---:|")
     for conns in conns_list:
         for i, (name, *_) in enumerate(http_servers):
             rows = http_res.get((name, conns), [])
@@ -196,7 +226,8 @@ def main():
                 prow = http_res.get((peer, conns), [])
                 prps = med([r[0] for r in prow]) if prow else 0
                 ratio = f"{rps / prps:.2f}x" if prps else "n/a"
-            lines.append(f"| {name} | {conns} | {rps:,.0f} | {p50:.3f} | {errs} | {ratio} |")
+            cpu = med([r[3] for r in rows]) if rows else 0
+            lines.append(f"| {name} | {conns} | {rps:,.0f} | {p50:.3f} | {errs} | {cpu:.2f} | {ratio} |")
     lines.append("")
     section = "\n".join(lines)
 
