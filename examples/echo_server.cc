@@ -127,7 +127,9 @@ int main(int argc, char** argv) {
     int sig = 0;
     sigwait(&sigs, &sig);
     st.stopping = true;
-    listener->close();  // cancels the pending accept on its carrier's ring
+    // Fails the pending accept with EINVAL; unlike close(), safe to call
+    // while the accepting fiber uses the listener.
+    listener->stop_accepting();
   });
 
   std::thread stats_thread;
@@ -153,7 +155,7 @@ int main(int argc, char** argv) {
       auto s = listener->accept();
       if (!s) {
         auto e = s.error();
-        if (e == std::errc::operation_canceled) break;  // closed by the signal thread
+        if (st.stopping.load()) break;  // stop_accepting() from the signal thread
         if (e == std::errc::too_many_files_open || e == std::errc::too_many_files_open_in_system) {
           // Out of descriptors: the connection waits in the backlog; retry
           // once some close. Log once, not per attempt.
@@ -177,6 +179,7 @@ int main(int argc, char** argv) {
       }
       f->detach();
     }
+    listener->close();
     // Graceful shutdown: end every connection's read, wait for its fiber.
     {
       std::lock_guard l(st.mu);

@@ -276,7 +276,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   // Before the runtime starts, so carrier threads inherit the blocked mask.
-  examples::signal_thread signals([&] { listener->close(); });
+  examples::signal_thread signals([&] { srv.connections.request_stop(*listener); });
 
   bobbin::runtime_options options;
   options.carriers = carriers;

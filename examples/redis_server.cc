@@ -116,7 +116,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "redis_server: %s\n", std::string(listener.status().ToString()).c_str());
     return 1;
   }
-  examples::signal_thread signals([&] { listener->close(); });
+  server srv;
+  examples::signal_thread signals([&] { srv.connections.request_stop(*listener); });
   bobbin::runtime_options options;
   options.carriers = carriers;
   auto rt = bobbin::runtime::start(options);
@@ -125,7 +126,6 @@ int main(int argc, char** argv) {
     signals.request_stop();
     return 1;
   }
-  server srv;
   std::printf("listening on %s carriers %u\n", listener->local_address().to_string().c_str(), (*rt)->carriers());
   std::fflush(stdout);
 

@@ -71,7 +71,7 @@ void connection_registry::accept_loop(bobbin::tcp_listener& listener, const char
     auto s = listener.accept();
     if (!s) {
       std::error_code e = s.error();
-      if (e == std::errc::operation_canceled || e == std::errc::bad_file_descriptor) break;  // closed: stopping
+      if (stopping()) break;  // stop_accepting() failed the accept (EINVAL)
       if (e == std::errc::too_many_files_open || e == std::errc::too_many_files_open_in_system) {
         if (!warned_emfile) std::fprintf(stderr, "%s: accept: %s; backing off\n", server_name, e.message().c_str());
         warned_emfile = true;
@@ -94,6 +94,7 @@ void connection_registry::accept_loop(bobbin::tcp_listener& listener, const char
     f->detach();
   }
   mark_stopping();
+  listener.close();
 }
 
 signal_thread::signal_thread(std::function<void()> on_stop) {

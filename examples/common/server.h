@@ -6,8 +6,10 @@
 // spawns, and a registry of live connections that a stop can wake.
 //
 // Graceful stop, as the servers use it:
-//   1. the signal thread sets `stopping` and closes the listener, which
-//      cancels the pending accept;
+//   1. the signal thread calls request_stop(): it sets `stopping` and stops
+//      the listener accepting (tcp_listener::stop_accepting(), the one call
+//      that may race the accepting fiber), which ends the accept loop; the
+//      loop's fiber closes the listener;
 //   2. connection_registry::stop_idle() shuts down the connections that are
 //      waiting for a new request (their read returns end-of-stream); the busy
 //      ones finish the request they are on, see `stopping`, and close;
@@ -56,6 +58,11 @@ class connection_registry {
   };
 
   bool stopping() const { return stopping_.load(); }
+  // Step 1 of the graceful stop; from any thread.
+  void request_stop(bobbin::tcp_listener& listener) {
+    stopping_.store(true);
+    listener.stop_accepting();
+  }
   // Marks the connection idle; false if the server is stopping and the
   // connection should close instead of reading another request. The
   // seq_cst pair (idle store, stopping load) against stop_and_drain()'s
@@ -71,7 +78,7 @@ class connection_registry {
   uint64_t refused() const { return refused_.load(); }
   uint64_t live() const { return live_count_.load(); }
 
-  // Accepts until the listener is closed, running `serve(stream)` on a fiber
+  // Accepts until request_stop(), then closes the listener; runs `serve(stream)` on a fiber
   // per connection. Out of descriptors: backs off 10 ms (the connection waits
   // in the kernel's backlog). Out of stacks: closes the new connection and
   // counts it as refused.
@@ -92,7 +99,7 @@ class connection_registry {
 
 // Blocks SIGINT and SIGTERM in the calling thread (do it before starting the
 // runtime, so carriers inherit the mask) and starts a thread that waits for
-// one of them and then runs `on_stop` (typically: close the listener). join()
+// one of them and then runs `on_stop` (typically: request_stop()). join()
 // it before exiting; request_stop() ends it without a signal.
 class signal_thread {
  public:

@@ -29,10 +29,24 @@ tcp_listener& tcp_listener::operator=(tcp_listener&& o) noexcept {
 tcp_listener::~tcp_listener() { close(); }
 
 void tcp_listener::close() {
-  if (io_ == nullptr) return;
-  io_->close();
-  delete io_;
+  stop_lock_.lock();
+  internal::io_object* io = io_;
   io_ = nullptr;
+  stop_lock_.unlock();
+  if (io == nullptr) return;
+  io->close();
+  delete io;
+}
+
+void tcp_listener::stop_accepting() {
+  // shutdown() on a listening socket wakes its waiters (io_uring re-polls its
+  // pending accept, which then fails with EINVAL) and makes later accepts
+  // fail the same way; unlike close() it leaves the fd and io_ in place, so
+  // it cannot race with a concurrent accept().
+  // Under the lock, io_ (and so its fd) cannot be taken away and closed.
+  stop_lock_.lock();
+  if (io_ != nullptr) ::shutdown(io_->fd(), SHUT_RDWR);
+  stop_lock_.unlock();
 }
 
 absl::StatusOr<tcp_listener> tcp_listener::bind(const socket_address& at, int backlog) {

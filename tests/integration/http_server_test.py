@@ -188,7 +188,8 @@ try:
     rc = server.wait(timeout=15)
     out = server.stdout.read()
     # The only 5xx answers are the 505 and 501 asked for above.
-    check("exit 0 with final counters", rc == 0 and "final:" in out and "5xx=2 " in out, f"rc={rc} {out}")
+    check("exit 0 with final counters", rc == 0 and "final:" in out and "5xx=2 " in out,
+          f"rc={rc} {out} {server.stderr.read()[-6000:]}")
 finally:
     if server.poll() is None:
         server.kill()

@@ -157,7 +157,7 @@ try:
     server.send_signal(signal.SIGTERM)
     rc = server.wait(timeout=15)
     out = server.stdout.read()
-    check("exit 0 on SIGTERM with counters", rc == 0 and "final:" in out, f"rc={rc} {out}")
+    check("exit 0 on SIGTERM with counters", rc == 0 and "final:" in out, f"rc={rc} {out} {server.stderr.read()[-6000:]}")
 finally:
     if server.poll() is None:
         server.kill()

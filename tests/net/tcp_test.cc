@@ -171,6 +171,33 @@ TEST(TcpTest, CloseFromAnotherFiberStopsAcceptLoop) {
   });
 }
 
+// The way a signal thread stops a server: stop_accepting() from a plain
+// thread, racing an accept loop that keeps calling accept() on a fiber.
+TEST(TcpTest, StopAcceptingFromAPlainThreadEndsTheAcceptLoop) {
+  for (int round = 0; round < 20; round++) {
+    auto rt = bobbin::runtime::start({.carriers = 2}).value();
+    auto listener = tcp_listener::bind(socket_address::loopback(0)).value();
+    const auto addr = listener.local_address();
+    std::atomic<int> accepted{0};
+    auto loop = rt->spawn([&] {
+      for (;;) {
+        auto s = listener.accept();
+        if (!s) return s.error();
+        accepted++;
+      }
+    });
+    std::thread client([&] {
+      for (int i = 0; i < 5; i++) (void)tcp_stream::connect(addr, 1s);
+    });
+    client.join();
+    std::this_thread::sleep_for(std::chrono::milliseconds(round % 3 * 5));
+    std::thread stopper([&] { listener.stop_accepting(); });
+    stopper.join();
+    EXPECT_EQ(loop.join(), std::errc::invalid_argument);
+    listener.close();
+  }
+}
+
 TEST(TcpTest, PeerResetIsAnErrorNotACrash) {
   run_on(2, [] {
     auto listener = tcp_listener::bind(socket_address::loopback(0)).value();

@@ -16,14 +16,20 @@
 // stays queued in the kernel, nothing is lost, and a server should back off
 // briefly and retry (examples/echo_server.cc shows it). ECONNABORTED for a
 // connection reset before it was accepted: just accept again.
-// close() from another fiber makes a pending accept() return
-// std::errc::operation_canceled: the way to stop an accept loop.
+// Stopping an accept loop from elsewhere: stop_accepting() may be called from
+// any thread or fiber while another fiber is in (or about to enter) accept();
+// that accept() and every later one fail with std::errc::invalid_argument
+// (connections still in the backlog are reset). The accepting fiber then
+// close()s the listener itself. close() too makes a pending accept() return
+// operation_canceled, but, like destroying the object, it must not race with
+// other calls on the same tcp_listener object.
 #ifndef BOBBIN_NET_TCP_LISTENER_H_
 #define BOBBIN_NET_TCP_LISTENER_H_
 
 #include "absl/status/statusor.h"
 #include "bobbin/config.h"
 #include "bobbin/deadline.h"
+#include "bobbin/internal/spin_lock.h"
 #include "bobbin/net/address.h"
 #include "bobbin/net/tcp_stream.h"
 #include "bobbin/result.h"
@@ -44,10 +50,15 @@ class BOBBIN_API tcp_listener {
   result<tcp_stream> accept(deadline d = {});
   socket_address local_address() const;
   void close();
+  // Thread-safe, also against a concurrent close(): see the header comment.
+  void stop_accepting();
   bool is_open() const noexcept { return io_ != nullptr; }
 
  private:
   internal::io_object* io_ = nullptr;
+  // Orders stop_accepting() against close(): held while io_ is read there
+  // and while close() takes io_ away.
+  internal::spin_lock stop_lock_;
   socket_address local_;
 };
 
