@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""Runs the micro-benchmarks (Google Benchmark, repeated, medians) and the
+memory probe, compares bobbin with each peer measured in the same run, checks
+the targets of issue 5, and writes the "micro" section of perf/RESULTS.md.
+
+  perf/micro/report.py --build build-release [--repetitions 5] [--quick]
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--build", default="build-release")
+ap.add_argument("--repetitions", type=int, default=5)
+ap.add_argument("--quick", action="store_true", help="fewer repetitions, shorter runs, no 1M memory probe")
+ap.add_argument("--results", default="perf/RESULTS.md")
+ap.add_argument("--command", default="scripts/bench --micro")
+args = ap.parse_args()
+reps = 3 if args.quick else args.repetitions
+min_time = "0.05" if args.quick else "0.3"
+
+
+def run_bench(binary):
+    path = os.path.join(args.build, "perf", binary)
+    out = subprocess.run([path, "--benchmark_format=json", f"--benchmark_repetitions={reps}",
+                          f"--benchmark_min_time={min_time}", "--benchmark_report_aggregates_only=true"],
+                         capture_output=True, text=True, timeout=1800)
+    if out.returncode != 0:
+        sys.exit(f"{binary} failed: {out.stderr}")
+    data = json.loads(out.stdout)
+    ns_per_item = {}
+    for b in data["benchmarks"]:
+        if b.get("aggregate_name") != "median":
+            continue
+        name = b["run_name"]
+        ips = b.get("items_per_second")
+        if ips:
+            ns_per_item[name] = 1e9 / ips
+    return ns_per_item
+
+
+def memory(kind, n):
+    out = subprocess.run([os.path.join(args.build, "perf", "memory_bench"), kind, str(n)], capture_output=True,
+                         text=True, timeout=900)
+    if out.returncode != 0:
+        return None
+    f = out.stdout.split()
+    return float(f[f.index("per_unit_bytes") + 1])
+
+
+results = {}
+for b in ["switch_bench", "park_bench", "spawn_bench"]:
+    print(f"running {b}", file=sys.stderr, flush=True)
+    results.update(run_bench(b))
+mem = {}
+for kind, n in [("bobbin", 100000), ("threads", 10000)] + ([] if args.quick else [("bobbin", 1000000)]):
+    print(f"memory {kind} {n}", file=sys.stderr, flush=True)
+    mem[(kind, n)] = memory(kind, n)
+
+
+def fmt_ns(v):
+    if v is None:
+        return "n/a"
+    return f"{v / 1e6:,.1f} ms" if v >= 1e6 else f"{v / 1e3:,.2f} µs" if v >= 1e4 else f"{v:,.1f} ns"
+
+
+rows = []  # (what, bobbin name, peer name, target kind, target value)
+def ratio_row(what, mine, peer, kind, target):
+    a, b = results.get(mine), results.get(peer)
+    r = None if a is None or b is None else (a / b if kind == "within" else b / a)
+    if kind == "within":
+        verdict = "met" if r is not None and r <= target else f"missed ({r:.2f}x vs ≤ {target}x)" if r else "n/a"
+        ratio = f"{r:.2f}x the peer's time" if r else "n/a"
+        tgt = f"≤ {target}x"
+    else:
+        verdict = "met" if r is not None and r >= target else f"missed ({r:.2f}x vs ≥ {target}x)" if r else "n/a"
+        ratio = f"{r:.2f}x faster" if r else "n/a"
+        tgt = f"≥ {target}x faster" if target else "(context)"
+        if not target:
+            verdict = ""
+    rows.append(f"| {what} | {fmt_ns(a)} | {peer}: {fmt_ns(b)} | {ratio} | {tgt} | {verdict} |")
+
+
+ratio_row("yield round trip (2 switches)", "bobbin_yield", "boost_context_resume", "within", 2.0)
+ratio_row("yield round trip (2 switches)", "bobbin_yield", "boost_fiber_yield", "faster", 3.0)
+ratio_row("yield round trip (2 switches)", "bobbin_yield", "cxx20_coroutine", "faster", 0)
+ratio_row("yield round trip (2 switches)", "bobbin_yield", "thread_semaphore/cross_core:0", "faster", 0)
+ratio_row("yield round trip (2 switches)", "bobbin_yield", "thread_semaphore/cross_core:1", "faster", 0)
+ratio_row("channel round trip, 1 carrier", "bobbin_channel/carriers:1", "boost_fiber_channel", "faster", 2.0)
+ratio_row("channel round trip, 2 carriers", "bobbin_channel/carriers:2", "thread_semaphore/cross_core:1", "faster", 0)
+ratio_row("spawn + join", "spawn_join_bobbin", "spawn_join_std_thread", "faster", 50.0)
+ratio_row("spawn + join", "spawn_join_bobbin", "spawn_join_boost_fiber", "faster", 0)
+ratio_row("skynet 100K, per fiber, 1 carrier", "skynet_bobbin/leaves:100000/carriers:1", "skynet_boost_fiber/leaves:100000", "faster", 10.0)
+ratio_row("skynet 1M (bobbin) vs 100K (Boost.Fiber), per fiber", "skynet_bobbin/leaves:1000000/carriers:1", "skynet_boost_fiber/leaves:100000", "faster", 10.0)
+ratio_row("skynet 1M, per fiber, 2 carriers vs 1", "skynet_bobbin/leaves:1000000/carriers:2", "skynet_bobbin/leaves:1000000/carriers:1", "faster", 0)
+
+cpu_model = "unknown"
+with open("/proc/cpuinfo") as f:
+    for l in f:
+        if l.startswith("model name"):
+            cpu_model = l.split(":", 1)[1].strip()
+            break
+lines = ["## Micro-benchmarks (issue 5)\n",
+         f"- Command: `{args.command}` (Google Benchmark, {reps} repetitions, medians; "
+         "each row's bobbin and peer figures come from the same run)",
+         f"- Date: {datetime.date.today().isoformat()}",
+         f"- Machine: {cpu_model}, {os.cpu_count()} CPUs, Linux {platform.release()}\n",
+         "Times are per item: per round trip for switches and channels, per fiber for spawn and skynet.\n",
+         "| what | bobbin | peer | ratio | target | verdict |",
+         "|---|---:|---:|---|---|---|"] + rows + [""]
+lines.append("All figures (median ns per item):\n")
+lines.append("| benchmark | ns |")
+lines.append("|---|---:|")
+for k in sorted(results):
+    lines.append(f"| {k} | {results[k]:,.1f} |")
+lines.append("")
+lines.append("Resident memory per parked unit (`perf/memory_bench`):\n")
+lines.append("| what | N | bytes each | target |")
+lines.append("|---|---:|---:|---|")
+for (kind, n), v in mem.items():
+    what = "bobbin fiber parked on a channel (64 KiB stack)" if kind == "bobbin" else "OS thread blocked on a semaphore (8 MiB stack)"
+    tgt = ""
+    if kind == "bobbin" and n == 1000000:
+        tgt = "≤ 4,608: met" if v is not None and v <= 4608 else f"≤ 4,608: missed ({v:,.0f})" if v else "n/a"
+    lines.append(f"| {what} | {n:,} | {v:,.0f} | {tgt} |" if v is not None else f"| {what} | {n:,} | failed | {tgt} |")
+lines.append("")
+section = "\n".join(lines)
+
+begin, end = "<!-- micro:begin -->", "<!-- micro:end -->"
+text = open(args.results).read() if os.path.exists(args.results) else "# bobbin performance results\n\n"
+block = f"{begin}\n{section}\n{end}"
+if begin in text and end in text:
+    text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+else:
+    head = "# bobbin performance results\n"
+    text = text.replace(head, head + "\n" + block + "\n", 1) if text.startswith(head) else block + "\n\n" + text
+with open(args.results, "w") as f:
+    f.write(text)
+print(section)
