@@ -29,12 +29,19 @@ tcp_listener& tcp_listener::operator=(tcp_listener&& o) noexcept {
 tcp_listener::~tcp_listener() { close(); }
 
 void tcp_listener::close() {
+  if (io_ == nullptr) return;
+  // From here stop_accepting() leaves the fd alone, so io_->close() may
+  // close it without a concurrent shutdown() landing on a reused number.
   stop_lock_.lock();
-  internal::io_object* io = io_;
-  io_ = nullptr;
+  closing_ = true;
   stop_lock_.unlock();
-  if (io == nullptr) return;
-  io->close();
+  // io_ itself changes only after io_object::close() has waited out the
+  // operations in flight, which orders it after a cancelled accept().
+  io_->close();
+  stop_lock_.lock();
+  internal::io_object* io = std::exchange(io_, nullptr);
+  closing_ = false;
+  stop_lock_.unlock();
   delete io;
 }
 
@@ -43,9 +50,9 @@ void tcp_listener::stop_accepting() {
   // pending accept, which then fails with EINVAL) and makes later accepts
   // fail the same way; unlike close() it leaves the fd and io_ in place, so
   // it cannot race with a concurrent accept().
-  // Under the lock, io_ (and so its fd) cannot be taken away and closed.
+  // Under the lock, with close() not begun, the fd cannot be closed.
   stop_lock_.lock();
-  if (io_ != nullptr) ::shutdown(io_->fd(), SHUT_RDWR);
+  if (io_ != nullptr && !closing_) ::shutdown(io_->fd(), SHUT_RDWR);
   stop_lock_.unlock();
 }
 

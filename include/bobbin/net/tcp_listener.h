@@ -56,9 +56,10 @@ class BOBBIN_API tcp_listener {
 
  private:
   internal::io_object* io_ = nullptr;
-  // Orders stop_accepting() against close(): held while io_ is read there
-  // and while close() takes io_ away.
+  // Orders stop_accepting() against close(): held while io_ is read there,
+  // and by close() to set closing_ before it closes the fd and to take io_.
   internal::spin_lock stop_lock_;
+  bool closing_ = false;
   socket_address local_;
 };
 
