@@ -19,6 +19,9 @@ ap.add_argument("--repetitions", type=int, default=5)
 ap.add_argument("--quick", action="store_true", help="fewer repetitions, shorter runs, no 1M memory probe")
 ap.add_argument("--results", default="perf/RESULTS.md")
 ap.add_argument("--command", default="scripts/bench --micro")
+ap.add_argument("--raw", default="perf/micro/last_run.json",
+                help="where the measured figures are saved (and read from with --render-only)")
+ap.add_argument("--render-only", action="store_true", help="rewrite RESULTS.md from --raw without measuring")
 args = ap.parse_args()
 reps = 3 if args.quick else args.repetitions
 min_time = "0.05" if args.quick else "0.3"
@@ -36,7 +39,7 @@ def run_bench(binary):
     for b in data["benchmarks"]:
         if b.get("aggregate_name") != "median":
             continue
-        name = b["run_name"]
+        name = b["run_name"].removesuffix("/real_time")
         ips = b.get("items_per_second")
         if ips:
             ns_per_item[name] = 1e9 / ips
@@ -52,14 +55,26 @@ def memory(kind, n):
     return float(f[f.index("per_unit_bytes") + 1])
 
 
-results = {}
-for b in ["switch_bench", "park_bench", "spawn_bench"]:
-    print(f"running {b}", file=sys.stderr, flush=True)
-    results.update(run_bench(b))
-mem = {}
-for kind, n in [("bobbin", 100000), ("threads", 10000)] + ([] if args.quick else [("bobbin", 1000000)]):
-    print(f"memory {kind} {n}", file=sys.stderr, flush=True)
-    mem[(kind, n)] = memory(kind, n)
+if args.render_only:
+    with open(args.raw) as f:
+        raw = json.load(f)
+    results = raw["ns_per_item"]
+    mem = {(k, int(n)): v for k, n, v in raw["memory"]}
+    reps = raw["repetitions"]
+    run_date = raw["date"]
+else:
+    results = {}
+    for b in ["switch_bench", "park_bench", "spawn_bench"]:
+        print(f"running {b}", file=sys.stderr, flush=True)
+        results.update(run_bench(b))
+    mem = {}
+    for kind, n in [("bobbin", 100000), ("threads", 10000)] + ([] if args.quick else [("bobbin", 1000000)]):
+        print(f"memory {kind} {n}", file=sys.stderr, flush=True)
+        mem[(kind, n)] = memory(kind, n)
+    run_date = datetime.date.today().isoformat()
+    with open(args.raw, "w") as f:
+        json.dump({"date": run_date, "repetitions": reps, "ns_per_item": results,
+                   "memory": [[k, n, v] for (k, n), v in mem.items()]}, f, indent=1)
 
 
 def fmt_ns(v):
@@ -73,13 +88,13 @@ def ratio_row(what, mine, peer, kind, target):
     a, b = results.get(mine), results.get(peer)
     r = None if a is None or b is None else (a / b if kind == "within" else b / a)
     if kind == "within":
-        verdict = "met" if r is not None and r <= target else f"missed ({r:.2f}x vs ≤ {target}x)" if r else "n/a"
-        ratio = f"{r:.2f}x the peer's time" if r else "n/a"
-        tgt = f"≤ {target}x"
+        verdict = "met" if r is not None and r <= target else f"missed: {r:.2f}x" if r else "n/a"
+        ratio = f"takes {r:.2f}x the peer's time" if r else "n/a"
+        tgt = f"at most {target}x the peer's time"
     else:
-        verdict = "met" if r is not None and r >= target else f"missed ({r:.2f}x vs ≥ {target}x)" if r else "n/a"
-        ratio = f"{r:.2f}x faster" if r else "n/a"
-        tgt = f"≥ {target}x faster" if target else "(context)"
+        verdict = "met" if r is not None and r >= target else f"missed: {r:.2f}x" if r else "n/a"
+        ratio = ("n/a" if r is None else f"bobbin {r:.2f}x faster" if r >= 1 else f"bobbin {1 / r:.2f}x slower")
+        tgt = f"bobbin ≥ {target}x faster" if target else "(context)"
         if not target:
             verdict = ""
     rows.append(f"| {what} | {fmt_ns(a)} | {peer}: {fmt_ns(b)} | {ratio} | {tgt} | {verdict} |")
@@ -107,7 +122,7 @@ with open("/proc/cpuinfo") as f:
 lines = ["## Micro-benchmarks (issue 5)\n",
          f"- Command: `{args.command}` (Google Benchmark, {reps} repetitions, medians; "
          "each row's bobbin and peer figures come from the same run)",
-         f"- Date: {datetime.date.today().isoformat()}",
+         f"- Date: {run_date}",
          f"- Machine: {cpu_model}, {os.cpu_count()} CPUs, Linux {platform.release()}\n",
          "Times are per item: per round trip for switches and channels, per fiber for spawn and skynet.\n",
          "| what | bobbin | peer | ratio | target | verdict |",
