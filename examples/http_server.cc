@@ -41,7 +41,6 @@ using namespace std::chrono_literals;
 
 constexpr auto kIdleTimeout = 60s;
 constexpr auto kRequestTimeout = 15s;
-constexpr size_t kReadChunk = 16 * 1024;
 constexpr size_t kFileChunk = 64 * 1024;
 constexpr std::string_view kHello = "Hello from bobbin\n";
 
@@ -53,13 +52,6 @@ struct server {
   std::atomic<uint64_t> client_errors{0};  // 4xx
   std::atomic<uint64_t> server_errors{0};  // 5xx
 };
-
-bool flush(examples::connection& c, std::string& out) {
-  if (out.empty()) return true;
-  bobbin::io_result r = c.stream.write_all(out, bobbin::deadline(kRequestTimeout));
-  out.clear();
-  return static_cast<bool>(r);
-}
 
 void count_status(server& srv, int status) {
   if (status >= 500) srv.server_errors.fetch_add(1, std::memory_order_relaxed);
@@ -87,8 +79,12 @@ std::string_view request_path(std::string_view target) {
 bool serve_static(server& srv, examples::connection& c, std::string_view rel_encoded, bool head_only,
                   bool keep_alive, std::string& out) {
   std::string rel;
-  if (!http::percent_decode(rel_encoded, rel) || rel.empty()) {
-    append_error(srv, out, rel.empty() ? 404 : 400, head_only, keep_alive);
+  if (!http::percent_decode(rel_encoded, rel)) {
+    append_error(srv, out, 400, head_only, keep_alive);
+    return true;
+  }
+  if (rel.empty()) {
+    append_error(srv, out, 404, head_only, keep_alive);
     return true;
   }
   auto f = bobbin::file::open_beneath(srv.root, rel, O_RDONLY);
@@ -121,12 +117,12 @@ bool serve_static(server& srv, examples::connection& c, std::string_view rel_enc
     if (!r || r.bytes != size) {
       out.resize(at);  // the head is out but the body is not: close
       srv.server_errors.fetch_add(1, std::memory_order_relaxed);
-      (void)flush(c, out);
+      (void)examples::flush(c.stream, out, bobbin::deadline(kRequestTimeout));
       return false;
     }
     return true;
   }
-  if (!flush(c, out)) return false;
+  if (!examples::flush(c.stream, out, bobbin::deadline(kRequestTimeout))) return false;
   std::string chunk(kFileChunk, '\0');
   for (uint64_t off = 0; off < size;) {
     size_t want = static_cast<size_t>(std::min<uint64_t>(kFileChunk, size - off));
@@ -186,62 +182,50 @@ void serve_connection(server& srv, bobbin::tcp_stream stream) {
   examples::connection_registry::guard registered(srv.connections, conn);
   (void)conn.stream.set_nodelay(true);
   http::request_parser parser(srv.limits);
-  std::string in;   // bytes read and not yet consumed start at `start`
-  size_t start = 0;
+  examples::input_buffer in;
   std::string out;  // responses not yet written
   bool sent_continue = false;
+  auto send_out = [&] { return examples::flush(conn.stream, out, bobbin::deadline(kRequestTimeout)); };
   for (;;) {
-    http::parse_result r = parser.parse(std::string_view(in).substr(start));
+    http::parse_result r = parser.parse(in.unconsumed());
     if (r.state == http::parse_state::complete) {
       const http::request& req = parser.get();
       const bool keep_alive = req.keep_alive && !srv.connections.stopping();
       const bool ok = handle(srv, conn, req, keep_alive, out);
       srv.requests.fetch_add(1, std::memory_order_relaxed);
-      start += r.consumed;
+      in.consume(r.consumed);
       parser.reset();
       sent_continue = false;
       if (!ok) break;
       if (!keep_alive) {
-        (void)flush(conn, out);
+        (void)send_out();
         break;
       }
-      if (out.size() >= kFileChunk && !flush(conn, out)) break;
+      if (out.size() >= kFileChunk && !send_out()) break;
       continue;
     }
     if (r.state == http::parse_state::error) {
       append_error(srv, out, r.error_status, false, /*keep_alive=*/false);
-      (void)flush(conn, out);
+      (void)send_out();
       break;
     }
     // Needs more bytes: first send what the batch produced.
-    if (!flush(conn, out)) break;
-    if (start == in.size()) {
-      in.clear();
-      start = 0;
-    } else if (start > 0) {
-      in.erase(0, start);
-      start = 0;
-    }
+    if (!send_out()) break;
     if (parser.head_complete() && !sent_continue && expects_continue(parser.get())) {
       if (!conn.stream.write_all("HTTP/1.1 100 Continue\r\n\r\n", bobbin::deadline(kRequestTimeout))) break;
       sent_continue = true;
     }
     const bool idle = in.empty();
-    if (idle && !srv.connections.enter_idle(conn)) break;  // stopping: close between requests
-    const size_t have = in.size();
-    in.resize(have + kReadChunk);
     bobbin::io_result rr =
-        conn.stream.read_some(std::span(in.data() + have, kReadChunk), bobbin::deadline(idle ? kIdleTimeout : kRequestTimeout));
-    in.resize(have + rr.bytes);
-    if (idle) srv.connections.leave_idle(conn);
+        srv.connections.read_more(conn, in, bobbin::deadline(kIdleTimeout), bobbin::deadline(kRequestTimeout));
     if (!rr) {
       if (rr.error == std::errc::timed_out && !idle) {
         append_error(srv, out, 408, false, false);
-        (void)flush(conn, out);
+        (void)send_out();
       }
       break;  // idle timeout, reset, or shut down by a stop
     }
-    if (rr.bytes == 0) break;  // the client closed (mid-request: nothing to answer)
+    if (rr.bytes == 0) break;  // the client closed (mid-request: nothing to answer), or a stop
   }
 }
 

@@ -28,7 +28,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-constexpr size_t kReadChunk = 16 * 1024;
 constexpr size_t kFlushAt = 64 * 1024;  // flush mid-batch past this much output
 
 struct server {
@@ -39,25 +38,17 @@ struct server {
   std::atomic<uint64_t> expired_reaped{0};
 };
 
-bool flush(examples::connection& c, std::string& out) {
-  if (out.empty()) return true;
-  bobbin::io_result r = c.stream.write_all(out);
-  out.clear();
-  return static_cast<bool>(r);
-}
-
 void serve_client(server& srv, bobbin::tcp_stream stream) {
   examples::connection conn(std::move(stream));
   examples::connection_registry::guard registered(srv.connections, conn);
   (void)conn.stream.set_nodelay(true);
   redis::command_parser parser;
-  std::string in;
-  size_t start = 0;
+  examples::input_buffer in;
   std::string out;
   for (;;) {
-    redis::parse_result r = parser.parse(std::string_view(in).substr(start));
+    redis::parse_result r = parser.parse(in.unconsumed());
     if (r.state == redis::parse_state::complete) {
-      start += r.consumed;
+      in.consume(r.consumed);
       bool keep_open = true;
       if (!parser.args().empty()) {
         keep_open = redis::execute(srv.db, parser.args(), out);
@@ -65,33 +56,20 @@ void serve_client(server& srv, bobbin::tcp_stream stream) {
       }
       parser.reset();
       if (!keep_open) {
-        (void)flush(conn, out);
+        (void)examples::flush(conn.stream, out);
         break;
       }
-      if (out.size() >= kFlushAt && !flush(conn, out)) break;
+      if (out.size() >= kFlushAt && !examples::flush(conn.stream, out)) break;
       continue;
     }
     if (r.state == redis::parse_state::error) {
       srv.protocol_errors.fetch_add(1, std::memory_order_relaxed);
       redis::reply_error(out, r.error);
-      (void)flush(conn, out);
+      (void)examples::flush(conn.stream, out);
       break;
     }
-    if (!flush(conn, out)) break;
-    if (start == in.size()) {
-      in.clear();
-      start = 0;
-    } else if (start > 0) {
-      in.erase(0, start);
-      start = 0;
-    }
-    const bool idle = in.empty();
-    if (idle && !srv.connections.enter_idle(conn)) break;
-    const size_t have = in.size();
-    in.resize(have + kReadChunk);
-    bobbin::io_result rr = conn.stream.read_some(std::span(in.data() + have, kReadChunk));
-    in.resize(have + rr.bytes);
-    if (idle) srv.connections.leave_idle(conn);
+    if (!examples::flush(conn.stream, out)) break;
+    bobbin::io_result rr = srv.connections.read_more(conn, in, {}, {});
     if (!rr || rr.bytes == 0) break;  // closed, reset or stopped
   }
 }

@@ -30,14 +30,12 @@ long peak_rss_kib() {
 connection_registry::guard::guard(connection_registry& r, connection& c) : r_(r), c_(c) {
   std::lock_guard l(r_.mu_);
   r_.live_.insert(&c_);
-  r_.live_count_.fetch_add(1);
 }
 
 connection_registry::guard::~guard() {
   {
     std::lock_guard l(r_.mu_);
     r_.live_.erase(&c_);
-    r_.live_count_.fetch_sub(1);
   }
   r_.fibers_.done();
 }
@@ -45,6 +43,32 @@ connection_registry::guard::~guard() {
 bool connection_registry::enter_idle(connection& c) {
   c.idle.store(true);
   return !stopping_.load();
+}
+
+bobbin::io_result input_buffer::read_from(bobbin::tcp_stream& s, bobbin::deadline d, size_t chunk) {
+  buf_.erase(0, start_);
+  start_ = 0;
+  const size_t have = buf_.size();
+  buf_.resize(have + chunk);
+  bobbin::io_result r = s.read_some(std::span(buf_.data() + have, chunk), d);
+  buf_.resize(have + r.bytes);
+  return r;
+}
+
+bool flush(bobbin::tcp_stream& s, std::string& out, bobbin::deadline d) {
+  if (out.empty()) return true;
+  bobbin::io_result r = s.write_all(out, d);
+  out.clear();
+  return static_cast<bool>(r);
+}
+
+bobbin::io_result connection_registry::read_more(connection& c, input_buffer& in, bobbin::deadline idle_deadline,
+                                                 bobbin::deadline busy_deadline) {
+  if (!in.empty()) return in.read_from(c.stream, busy_deadline);
+  if (!enter_idle(c)) return {};  // stopping: end of stream between requests
+  bobbin::io_result r = in.read_from(c.stream, idle_deadline);
+  leave_idle(c);
+  return r;
 }
 
 bool connection_registry::stop_and_drain(std::chrono::milliseconds drain) {

@@ -22,6 +22,8 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <string>
+#include <string_view>
 #include <thread>
 
 #include "absl/container/flat_hash_set.h"
@@ -39,6 +41,26 @@ struct connection {
   bobbin::tcp_stream stream;
   std::atomic<bool> idle{false};
 };
+
+// What a connection has read and not yet parsed. Parsers look at
+// unconsumed(), the server consume()s what they used; read_from() first drops
+// the consumed bytes, so the buffer holds at most one unfinished request
+// plus one read.
+class input_buffer {
+ public:
+  std::string_view unconsumed() const { return std::string_view(buf_).substr(start_); }
+  void consume(size_t n) { start_ += n; }
+  bool empty() const { return start_ == buf_.size(); }
+  // Appends what one read_some() returns (at most `chunk` bytes).
+  bobbin::io_result read_from(bobbin::tcp_stream& s, bobbin::deadline d, size_t chunk = 16 * 1024);
+
+ private:
+  std::string buf_;
+  size_t start_ = 0;
+};
+
+// Writes `out` whole and clears it; false if the write failed.
+bool flush(bobbin::tcp_stream& s, std::string& out, bobbin::deadline d = {});
 
 class connection_registry {
  public:
@@ -70,13 +92,18 @@ class connection_registry {
   bool enter_idle(connection& c);
   void leave_idle(connection& c) { c.idle.store(false); }
 
+  // One more read for a connection, marked idle around it when nothing is
+  // buffered (the wait between requests). When the server is stopping and
+  // the connection is idle it does not read and reports end of stream.
+  bobbin::io_result read_more(connection& c, input_buffer& in, bobbin::deadline idle_deadline,
+                              bobbin::deadline busy_deadline);
+
   // Steps 2 and 3 of the graceful stop (the caller did step 1). Returns
   // false if connections were still open after `drain` and had to be cut.
   bool stop_and_drain(std::chrono::milliseconds drain);
 
   uint64_t accepted() const { return accepted_.load(); }
   uint64_t refused() const { return refused_.load(); }
-  uint64_t live() const { return live_count_.load(); }
 
   // Accepts until request_stop(), then closes the listener; runs `serve(stream)` on a fiber
   // per connection. Out of descriptors: backs off 10 ms (the connection waits
@@ -90,7 +117,6 @@ class connection_registry {
 
   bobbin::mutex mu_;
   absl::flat_hash_set<connection*> live_;  // guarded by mu_
-  std::atomic<uint64_t> live_count_{0};
   std::atomic<uint64_t> accepted_{0};
   std::atomic<uint64_t> refused_{0};
   std::atomic<bool> stopping_{false};

@@ -10,7 +10,7 @@
 // Cost: one uncontended CAS pair per single-key command; with 2 carriers two
 // commands collide only when their keys share a shard (1 in 64), and then the
 // loser spins briefly (bobbin::mutex spins before it parks). A single global
-// lock measured the same on 1 carrier but serialised 2 carriers.
+// lock would serialise every command across carriers (not measured here).
 //
 // Expiry: keys with a deadline are also in their shard's (deadline, key)
 // index. Reads treat an expired key as absent and delete it (lazy expiry);

@@ -9,9 +9,11 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import results_md  # noqa: E402  (perf/results_md.py)
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--build", default="build-release")
@@ -113,17 +115,11 @@ ratio_row("skynet 100K, per fiber, 1 carrier", "skynet_bobbin/leaves:100000/carr
 ratio_row("skynet 1M (bobbin) vs 100K (Boost.Fiber), per fiber", "skynet_bobbin/leaves:1000000/carriers:1", "skynet_boost_fiber/leaves:100000", "faster", 10.0)
 ratio_row("skynet 1M, per fiber, 2 carriers vs 1", "skynet_bobbin/leaves:1000000/carriers:2", "skynet_bobbin/leaves:1000000/carriers:1", "faster", 0)
 
-cpu_model = "unknown"
-with open("/proc/cpuinfo") as f:
-    for l in f:
-        if l.startswith("model name"):
-            cpu_model = l.split(":", 1)[1].strip()
-            break
 lines = ["## Micro-benchmarks (issue 5)\n",
          f"- Command: `{args.command}` (Google Benchmark, {reps} repetitions, medians; "
          "each row's bobbin and peer figures come from the same run)",
          f"- Date: {run_date}",
-         f"- Machine: {cpu_model}, {os.cpu_count()} CPUs, Linux {platform.release()}\n",
+         f"- Machine: {results_md.machine()}\n",
          "Times are per item: per round trip for switches and channels, per fiber for spawn and skynet.\n",
          "| what | bobbin | peer | ratio | target | verdict |",
          "|---|---:|---:|---|---|---|"] + rows + [""]
@@ -145,14 +141,5 @@ for (kind, n), v in mem.items():
 lines.append("")
 section = "\n".join(lines)
 
-begin, end = "<!-- micro:begin -->", "<!-- micro:end -->"
-text = open(args.results).read() if os.path.exists(args.results) else "# bobbin performance results\n\n"
-block = f"{begin}\n{section}\n{end}"
-if begin in text and end in text:
-    text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
-else:
-    head = "# bobbin performance results\n"
-    text = text.replace(head, head + "\n" + block + "\n", 1) if text.startswith(head) else block + "\n\n" + text
-with open(args.results, "w") as f:
-    f.write(text)
+results_md.write_section(args.results, "micro", section)
 print(section)

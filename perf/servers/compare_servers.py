@@ -19,7 +19,6 @@ Writes the section between the "servers" markers of perf/RESULTS.md.
 import argparse
 import datetime
 import os
-import platform
 import re
 import shutil
 import signal
@@ -27,6 +26,9 @@ import socket
 import statistics
 import subprocess
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import results_md  # noqa: E402  (perf/results_md.py)
 import tempfile
 import time
 
@@ -183,16 +185,10 @@ def main():
 
     med = lambda xs: statistics.median(xs)
     lines = []
-    cpu_model = "unknown"
-    with open("/proc/cpuinfo") as f:
-        for l in f:
-            if l.startswith("model name"):
-                cpu_model = l.split(":", 1)[1].strip()
-                break
     lines.append("## Example servers vs the real thing (issue 4)\n")
     lines.append(f"- Command: `{args.command}` ({args.rounds} interleaved rounds, median shown)")
     lines.append(f"- Date: {datetime.date.today().isoformat()}")
-    lines.append(f"- Machine: {cpu_model}, {os.cpu_count()} CPUs, Linux {platform.release()}")
+    lines.append(f"- Machine: {results_md.machine()}")
     lines.append("- Pinning: 1-thread servers on CPU 0, load generator on CPU 1; 2-thread servers on "
                  "CPUs 0-1, sharing them with the load generator.\n")
     ref_name = redis_servers[2][0]
@@ -231,15 +227,7 @@ def main():
     lines.append("")
     section = "\n".join(lines)
 
-    begin, end = "<!-- servers:begin -->", "<!-- servers:end -->"
-    text = open(args.results).read() if os.path.exists(args.results) else "# bobbin performance results\n\n"
-    block = f"{begin}\n{section}\n{end}"
-    if begin in text and end in text:
-        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    with open(args.results, "w") as f:
-        f.write(text)
+    results_md.write_section(args.results, "servers", section)
     print(section)
 
 

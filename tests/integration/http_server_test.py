@@ -16,42 +16,12 @@ import sys
 import tempfile
 import time
 
+from harness import check, finish, raw, start_server
+
 server_exe = sys.argv[1]
-passed = 0
-failed = 0
-
-
-def check(name, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-    else:
-        failed += 1
-        print(f"FAIL {name}: {detail}", flush=True)
-
-
 def curl(*args):
     r = subprocess.run(["curl", "-s", "--max-time", "10", *args], capture_output=True, timeout=30)
     return r.returncode, r.stdout
-
-
-def raw(port, data, read_timeout=5.0):
-    """Sends data, reads until the server closes or read_timeout passes."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=read_timeout)
-    s.sendall(data)
-    chunks = []
-    closed = False
-    try:
-        while True:
-            b = s.recv(65536)
-            if not b:
-                closed = True
-                break
-            chunks.append(b)
-    except socket.timeout:
-        pass
-    s.close()
-    return b"".join(chunks), closed
 
 
 root = tempfile.mkdtemp(prefix="bobbin_http_")
@@ -69,15 +39,8 @@ with open(os.path.join(root, "big.bin"), "wb") as f:
 os.symlink(os.path.join(outside, "secret.txt"), os.path.join(root, "escape"))
 os.symlink("docs/notes.txt", os.path.join(root, "inside"))
 
-server = subprocess.Popen([server_exe, "--port", "0", "--carriers", "2", "--root", root],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+server, port = start_server([server_exe, "--port", "0", "--carriers", "2", "--root", root])
 try:
-    line = server.stdout.readline()
-    m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
-    if not m:
-        print("server did not start:", line, server.stderr.read())
-        sys.exit(1)
-    port = int(m.group(1))
     base = f"http://127.0.0.1:{port}"
 
     rc, body = curl(base + "/")
@@ -196,5 +159,4 @@ finally:
         server.wait()
     subprocess.run(["rm", "-rf", root, outside])
 
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+finish()

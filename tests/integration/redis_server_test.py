@@ -2,29 +2,16 @@
 """examples/redis_server judged by real clients: redis-cli for replies and
 error wording, redis-benchmark (pipelined) for load, raw sockets for inline
 commands and protocol errors. Prints "N passed, M failed"."""
-import re
 import signal
 import socket
 import subprocess
 import sys
 import time
 
+from harness import check, finish, raw, start_server
+
 server_exe = sys.argv[1]
-passed = 0
-failed = 0
-
-
-def check(name, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-    else:
-        failed += 1
-        print(f"FAIL {name}: {detail!r}", flush=True)
-
-
-server = subprocess.Popen([server_exe, "--port", "0", "--carriers", "2"], stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+server, port = start_server([server_exe, "--port", "0", "--carriers", "2"])
 
 
 def cli(*args):
@@ -32,31 +19,11 @@ def cli(*args):
     return r.stdout.rstrip("\n")
 
 
-def raw(data, timeout=3.0):
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    s.sendall(data)
-    out = b""
-    closed = False
-    try:
-        while True:
-            b = s.recv(65536)
-            if not b:
-                closed = True
-                break
-            out += b
-    except socket.timeout:
-        pass
-    s.close()
-    return out, closed
+def raw_here(data):
+    return raw(port, data, timeout=3.0)
 
 
 try:
-    m = re.search(r"listening on 127\.0\.0\.1:(\d+)", server.stdout.readline())
-    if not m:
-        print("server did not start", server.stderr.read())
-        sys.exit(1)
-    port = int(m.group(1))
-
     expect = [
         (["PING"], "PONG"),
         (["PING", "hi"], "hi"),
@@ -121,7 +88,7 @@ try:
     check("reaper removed unread expired keys", cli("DBSIZE") == "1", cli("DBSIZE"))
 
     # Inline commands and pipelining over a raw socket (what `nc` sends).
-    out, closed = raw(b"PING\r\nSET inl \"a b\"\r\nGET inl\r\n*2\r\n$4\r\nECHO\r\n$3\r\nxyz\r\nQUIT\r\n")
+    out, closed = raw_here(b"PING\r\nSET inl \"a b\"\r\nGET inl\r\n*2\r\n$4\r\nECHO\r\n$3\r\nxyz\r\nQUIT\r\n")
     check("inline + pipelined + QUIT", out == b"+PONG\r\n+OK\r\n$3\r\na b\r\n$3\r\nxyz\r\n+OK\r\n" and closed, out)
 
     # A protocol error closes that client only.
@@ -133,7 +100,7 @@ try:
                       (b"*1\r\n$999999999999\r\n", b"-ERR Protocol error: invalid bulk length\r\n"),
                       (b"*1\r\n+PING\r\n", b"-ERR Protocol error: expected '$', got '+'\r\n"),
                       (b"SET \"open\r\n", b"-ERR Protocol error: unbalanced quotes in request\r\n")]:
-        out, closed = raw(wire)
+        out, closed = raw_here(wire)
         check(f"protocol error {wire!r}", out == err and closed, out)
     bystander.sendall(b"*1\r\n$4\r\nPING\r\n")
     check("bystander unaffected", bystander.recv(100) == b"+PONG\r\n")
@@ -163,5 +130,4 @@ finally:
         server.kill()
         server.wait()
 
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+finish()

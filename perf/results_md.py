@@ -1,0 +1,31 @@
+"""What every perf/ report shares: the machine line, and replacing one
+marked section of perf/RESULTS.md without touching the others."""
+import os
+import platform
+
+HEADING = "# bobbin performance results\n"
+
+
+def machine():
+    """'<CPU model>, <n> CPUs, Linux <release>' for the report header."""
+    model = "unknown CPU"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{model}, {os.cpu_count()} CPUs, Linux {platform.release()}"
+
+
+def write_section(path, name, section):
+    """Puts `section` between <!-- name:begin --> and <!-- name:end -->,
+    replacing what was there, or appends it."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    text = open(path).read() if os.path.exists(path) else HEADING
+    block = f"{begin}\n{section}\n{end}"
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    with open(path, "w") as f:
+        f.write(text)
