@@ -69,6 +69,8 @@ try:
         check(f"traversal {path}", out.endswith(b"\n403") and b"root:" not in out, out)
     rc, out = curl("-w", "%{http_code}", "-o", "/dev/null", base + "/static/missing.txt")
     check("missing file", out == b"404", out)
+    rc, out = curl("-w", "%{http_code}", "-o", "/dev/null", base + "/static/bad%zzescape")
+    check("malformed percent-escape", out == b"400", out)
     rc, out = curl("-w", "%{http_code}", "-o", "/dev/null", base + "/static/docs")
     check("directory is not a file", out == b"404", out)
 
