@@ -8,7 +8,9 @@
 //
 // Output: one line of key=value pairs (and --json for a JSON object):
 //   connections size duration_s requests throughput_rps p50_us p99_us
-//   p999_us max_us errors connect_errors
+//   p999_us max_us errors connect_errors, and with --server-pid the server's
+//   CPU seconds over the measured window and CPU microseconds per message
+//   (-1 when unknown): what a server spends when the client saturates first.
 // Exit status 0 when errors == 0 and every connection was established.
 //
 // Run: perf/load/echo_load --port 7000 --connections 10000 --size 64 --duration 5
@@ -46,7 +48,26 @@ struct options {
   double warmup = 1;
   int threads = 1;
   bool json = false;
+  int server_pid = 0;  // when set, the server's CPU time over the measured window is reported
 };
+
+// User + system CPU seconds of a whole process (all its threads), or -1.
+double process_cpu_seconds(int pid) {
+  std::string path = "/proc/" + std::to_string(pid) + "/stat";
+  FILE* f = std::fopen(path.c_str(), "r");
+  if (f == nullptr) return -1;
+  char buf[1024];
+  size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  buf[n] = '\0';
+  // Fields after the parenthesized command name; utime and stime are the
+  // 14th and 15th fields overall, the 12th and 13th after it.
+  const char* p = std::strrchr(buf, ')');
+  if (p == nullptr) return -1;
+  unsigned long long utime = 0, stime = 0;
+  if (std::sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime) != 2) return -1;
+  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
 
 struct conn {
   int fd = -1;
@@ -183,10 +204,11 @@ int main(int argc, char** argv) {
     else if (a == "--warmup") o.warmup = std::atof(next());
     else if (a == "--threads") o.threads = std::atoi(next());
     else if (a == "--json") o.json = true;
+    else if (a == "--server-pid") o.server_pid = std::atoi(next());
     else {
       std::fprintf(stderr,
                    "usage: %s [--host IP] [--port N] [--connections C] [--size S] [--duration D] [--warmup W] "
-                   "[--threads T] [--json]\n",
+                   "[--threads T] [--json] [--server-pid PID]\n",
                    argv[0]);
       return 2;
     }
@@ -213,11 +235,14 @@ int main(int argc, char** argv) {
   }
   while (ready.load() < o.threads) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   std::this_thread::sleep_for(std::chrono::duration<double>(o.warmup));
+  double cpu0 = o.server_pid ? process_cpu_seconds(o.server_pid) : -1;
   auto t0 = clock_type::now();
   measuring = true;
   std::this_thread::sleep_for(std::chrono::duration<double>(o.duration));
   measuring = false;
   double secs = std::chrono::duration<double>(clock_type::now() - t0).count();
+  double cpu1 = o.server_pid ? process_cpu_seconds(o.server_pid) : -1;
+  double server_cpu = cpu0 >= 0 && cpu1 >= 0 ? cpu1 - cpu0 : -1;
   stop = true;
   for (auto& t : threads) t.join();
 
@@ -234,12 +259,13 @@ int main(int argc, char** argv) {
   const char* fmt = o.json
       ? "{\"connections\": %d, \"size\": %d, \"duration_s\": %.2f, \"requests\": %llu, \"throughput_rps\": %.0f, "
         "\"p50_us\": %.1f, \"p99_us\": %.1f, \"p999_us\": %.1f, \"max_us\": %.1f, \"errors\": %llu, "
-        "\"connect_errors\": %llu}\n"
+        "\"connect_errors\": %llu, \"server_cpu_s\": %.3f, \"server_cpu_us_per_msg\": %.3f}\n"
       : "connections=%d size=%d duration_s=%.2f requests=%llu throughput_rps=%.0f p50_us=%.1f p99_us=%.1f "
-        "p999_us=%.1f max_us=%.1f errors=%llu connect_errors=%llu\n";
+        "p999_us=%.1f max_us=%.1f errors=%llu connect_errors=%llu server_cpu_s=%.3f server_cpu_us_per_msg=%.3f\n";
   std::printf(fmt, o.connections, o.size, secs, static_cast<unsigned long long>(requests), rps,
               percentile_us(all, 0.50), percentile_us(all, 0.99), percentile_us(all, 0.999),
               all.empty() ? 0.0 : all.back() / 1000.0, static_cast<unsigned long long>(errors),
-              static_cast<unsigned long long>(connect_errors));
+              static_cast<unsigned long long>(connect_errors), server_cpu,
+              server_cpu >= 0 && requests > 0 ? server_cpu * 1e6 / static_cast<double>(requests) : -1.0);
   return errors == 0 && connect_errors == 0 ? 0 : 1;
 }

@@ -21,16 +21,14 @@ import datetime
 import os
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import results_md  # noqa: E402  (perf/results_md.py)
+from procs import cpu_seconds, server  # noqa: E402  (perf/procs.py)
 import tempfile
-import time
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--build", default="build-release")
@@ -43,55 +41,6 @@ args = ap.parse_args()
 REDIS_PORT = 16479
 HTTP_PORT = 18480
 BODY = "Hello from bobbin\n"
-
-
-def wait_port(port, timeout=10.0):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on {port}")
-
-
-class server:
-    def __init__(self, name, argv, port, cpus):
-        self.name, self.argv, self.port, self.cpus = name, argv, port, cpus
-        self.proc = None
-
-    def __enter__(self):
-        self.proc = subprocess.Popen(["taskset", "-c", self.cpus, *self.argv], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        wait_port(self.port)
-        return self
-
-    def __exit__(self, *exc):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        time.sleep(0.3)  # let the port's connections drain
-
-
-def cpu_seconds(pid):
-    """User + system CPU of a process and its direct children (nginx workers)."""
-    total = 0.0
-    tck = os.sysconf("SC_CLK_TCK")
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(entry) == pid or int(fields[1]) == pid:
-            total += (int(fields[11]) + int(fields[12])) / tck
-    return total
 
 
 def run_redis_benchmark(port, conns, pipeline, client_cpus):

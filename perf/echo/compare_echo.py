@@ -1,0 +1,241 @@
+#!/usr/bin/env python3
+"""The echo protocol in six programming models, side by side under one load
+generator (perf/load/echo_load): bobbin fibers, C++20 coroutines on the same
+io_uring, Asio coroutines on its io_uring and its epoll backend, a raw
+io_uring callback loop and thread-per-connection.
+
+Every (server threads, connections) cell runs each server once per round;
+rounds are interleaved and the server order rotates between rounds, so slow
+phases of a noisy machine hit every server alike. Tables give medians.
+
+Pinning (2-core machine): with 1 server thread the server runs on CPU 0 and
+the load generator on CPU 1. With 2 server threads the server gets CPUs 0-1
+and shares CPU 1 with the load generator: those rows are what two cores give
+to server and client together.
+
+Writes perf/echo/last_run.json, the "echo" section of perf/RESULTS.md and the
+charts perf/charts/echo_throughput.png and perf/charts/echo_p99.png.
+
+  perf/echo/compare_echo.py --build build-release [--rounds 3] [--seconds 3] [--quick]
+  perf/echo/compare_echo.py --render-only      (re-render from last_run.json)
+"""
+import argparse
+import datetime
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+
+PERF = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, PERF)
+import results_md  # noqa: E402  (perf/results_md.py)
+from procs import server  # noqa: E402  (perf/procs.py)
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--build", default="build-release")
+ap.add_argument("--rounds", type=int, default=3)
+ap.add_argument("--seconds", type=float, default=3)
+ap.add_argument("--warmup", type=float, default=1)
+ap.add_argument("--quick", action="store_true", help="one round of 1 s per cell (about 2 minutes)")
+ap.add_argument("--render-only", action="store_true")
+ap.add_argument("--results", default=os.path.join(PERF, "RESULTS.md"))
+ap.add_argument("--command", default="scripts/bench --echo")
+args = ap.parse_args()
+if args.quick:
+    args.rounds, args.seconds, args.warmup = 1, 1, 0.3
+
+LAST_RUN = os.path.join(PERF, "echo", "last_run.json")
+CHARTS = os.path.join(PERF, "charts")
+CONNECTIONS = [100, 1000, 10000]
+THREADS = [1, 2]
+SIZE = 64
+# (key, label, executable); bobbin first, the peers in the order of the issue.
+SERVERS = [
+    ("bobbin", "bobbin fibers", "bobbin_echo"),
+    ("uring_raw", "raw io_uring callback loop", "uring_raw_echo"),
+    ("uring_coro", "C++20 coroutines on io_uring", "uring_coro_echo"),
+    ("asio_uring", "Asio coroutines, io_uring backend", "asio_uring_echo"),
+    ("asio_epoll", "Asio coroutines, epoll backend", "asio_epoll_echo"),
+    ("threads", "thread per connection", "thread_echo"),
+]
+# bobbin on 1 carrier against each peer, in messages per second (issue 5).
+TARGETS = {"uring_raw": 0.9, "uring_coro": 1.0, "asio_uring": 1.0, "asio_epoll": 1.5, "threads": 1.0}
+CPUS = {1: ("0", "1"), 2: ("0,1", "1")}  # server CPUs, load generator CPUs
+
+
+def run_cell(exe, threads, conns, port):
+    server_cpus, client_cpus = CPUS[threads]
+    with server(exe, [exe, "--port", str(port), "--threads", str(threads)], port, server_cpus) as s:
+        load = os.path.join(args.build, "perf", "echo_load")
+        out = subprocess.run(["taskset", "-c", client_cpus, load, "--port", str(port), "--connections", str(conns),
+                              "--size", str(SIZE), "--duration", str(args.seconds), "--warmup", str(args.warmup),
+                              "--server-pid", str(s.proc.pid), "--json"],
+                             capture_output=True, text=True, timeout=args.seconds + args.warmup + 120)
+    line = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else "{}"
+    result = json.loads(line)
+    if out.returncode != 0:
+        result["failed"] = out.stderr.strip()[-200:] or f"exit {out.returncode}"
+    return result
+
+
+def measure():
+    for tool in ["taskset"]:
+        if shutil.which(tool) is None:
+            sys.exit(f"compare_echo: {tool} not found")
+    available = []
+    for key, label, exe in SERVERS:
+        path = os.path.join(args.build, "perf", exe)
+        if os.path.exists(path):
+            available.append((key, label, path))
+        else:
+            print(f"compare_echo: {path} not built, skipped", file=sys.stderr)
+    runs = {}  # "key/threads/conns" -> [result]
+    port = 17300
+    for rnd in range(args.rounds):
+        for threads in THREADS:
+            for conns in CONNECTIONS:
+                shift = rnd % len(available)
+                for key, _, path in available[shift:] + available[:shift]:
+                    port += 1  # a fresh port: no TIME_WAIT from the last cell in the way
+                    r = run_cell(path, threads, conns, port)
+                    runs.setdefault(f"{key}/{threads}/{conns}", []).append(r)
+                    print(f"round {rnd + 1} threads={threads} C={conns} {key}: "
+                          f"{r.get('throughput_rps', 0):,.0f} msg/s p99 {r.get('p99_us', 0):,.0f} us "
+                          f"cpu {r.get('server_cpu_us_per_msg', -1):.2f} us/msg"
+                          + (f" FAILED {r['failed']}" if "failed" in r else ""), file=sys.stderr, flush=True)
+    data = {"date": datetime.date.today().isoformat(), "machine": results_md.machine(), "command": args.command,
+            "rounds": args.rounds, "seconds": args.seconds, "size": SIZE, "servers": [s[:2] for s in available],
+            "runs": runs}
+    with open(LAST_RUN, "w") as f:
+        json.dump(data, f, indent=1)
+    return data
+
+
+def median_of(data, key, threads, conns, field):
+    rows = [r for r in data["runs"].get(f"{key}/{threads}/{conns}", []) if field in r]
+    return statistics.median(r[field] for r in rows) if rows else None
+
+
+def errors_of(data, key, threads, conns):
+    rows = data["runs"].get(f"{key}/{threads}/{conns}", [])
+    bad = sum(r.get("errors", 0) + r.get("connect_errors", 0) for r in rows)
+    failed = sum(1 for r in rows if "failed" in r)
+    return "none" if bad == 0 and failed == 0 else f"{bad} in {failed} of {len(rows)} runs"
+
+
+def charts(data):
+    """PNG charts with gnuplot: throughput and p99 against connections."""
+    if shutil.which("gnuplot") is None:
+        return "gnuplot not installed (scripts/bootstrap --bench installs it): no charts"
+    os.makedirs(CHARTS, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="bobbin_charts_")
+    servers = data["servers"]
+    for threads in THREADS:
+        for key, _ in servers:
+            with open(os.path.join(tmp, f"{key}_{threads}.dat"), "w") as f:
+                for conns in CONNECTIONS:
+                    rps = median_of(data, key, threads, conns, "throughput_rps")
+                    p99 = median_of(data, key, threads, conns, "p99_us")
+                    if rps is not None:
+                        f.write(f"{conns} {rps / 1000:.3f} {p99 / 1000:.3f}\n")
+    for name, column, ylabel in [("echo_throughput", 2, "thousand messages/s"), ("echo_p99", 3, "p99 latency, ms")]:
+        script = [
+            "set terminal pngcairo size 1200,480 font ',10'" if _has_cairo() else "set terminal png size 1200,480",
+            f"set output '{os.path.join(CHARTS, name + '.png')}'",
+            "set multiplot layout 1,2",
+            "set termoption noenhanced",
+            "set logscale x", "set xrange [70:14000]", "set xtics (100, 1000, 10000)", "set xlabel 'connections'",
+            f"set ylabel '{ylabel}'", "set key below", "set grid",
+            "set yrange [0:*]",
+        ]
+        for threads in THREADS:
+            plural = "s" if threads > 1 else ""
+            script.append(f"set title '{threads} server thread{plural} (64-byte echo, {data['date']})'")
+            plots = [f"'{tmp}/{key}_{threads}.dat' using 1:{column} with linespoints title '{label}'"
+                     for key, label in servers]
+            script.append("plot " + ", ".join(plots))
+        script.append("unset multiplot")
+        subprocess.run(["gnuplot"], input="\n".join(script), text=True, check=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return None
+
+
+def _has_cairo():
+    out = subprocess.run(["gnuplot", "-e", "set terminal"], capture_output=True, text=True)
+    return "pngcairo" in out.stdout + out.stderr
+
+
+def verdict(ratio, target):
+    if ratio is None:
+        return "n/a"
+    if ratio >= target:
+        return "met"
+    return f"**missed** by {(1 - ratio / target) * 100:.0f}%"
+
+
+def render(data):
+    lines = ["## Echo servers: the same protocol six ways (issue 5)\n",
+             f"- Command: `{data['command']}` ({data['rounds']} interleaved rounds of {data['seconds']:g} s per cell "
+             "after a warm-up, median shown)",
+             f"- Date: {data['date']}",
+             f"- Machine: {data['machine']}",
+             f"- Load: `perf/load/echo_load`, C connections in a closed loop of {data['size']}-byte messages, each "
+             "echo checked byte for byte; latency is per message, send to last byte back.",
+             "- Pinning: 1 server thread on CPU 0, load generator on CPU 1; 2 server threads on CPUs 0-1, sharing "
+             "CPU 1 with the load generator. Server CPU per message is the server's user+system time over the "
+             "measured window divided by the messages echoed.",
+             "- Charts: [throughput](charts/echo_throughput.png), [p99 latency](charts/echo_p99.png)\n"]
+    note = charts(data)
+    if note:
+        lines.append(f"- {note}\n")
+    servers = data["servers"]
+    for threads in THREADS:
+        plural = "s" if threads > 1 else ""
+        lines.append(f"### {threads} server thread{plural} (bobbin: {threads} carrier{plural})\n")
+        lines.append("| server | C | msg/s | p50 µs | p99 µs | p99.9 µs | server CPU µs/msg | errors |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---|")
+        for conns in CONNECTIONS:
+            for key, label in servers:
+                m = lambda field: median_of(data, key, threads, conns, field)  # noqa: E731
+                if m("throughput_rps") is None:
+                    lines.append(f"| {label} | {conns:,} | failed | | | | | {errors_of(data, key, threads, conns)} |")
+                    continue
+                lines.append(f"| {label} | {conns:,} | {m('throughput_rps'):,.0f} | {m('p50_us'):,.0f} | "
+                             f"{m('p99_us'):,.0f} | {m('p999_us'):,.0f} | {m('server_cpu_us_per_msg'):.2f} | "
+                             f"{errors_of(data, key, threads, conns)} |")
+        lines.append("")
+    lines.append("### Targets: bobbin on 1 carrier against each peer on 1 thread\n")
+    lines.append("Throughput ratio = bobbin msg/s ÷ peer msg/s (medians of the same run). CPU ratio = peer CPU per "
+                 "message ÷ bobbin CPU per message (above 1: bobbin spends less per message).\n")
+    lines.append("| peer | C | throughput ratio | target | verdict | CPU ratio |")
+    lines.append("|---|---:|---:|---:|---|---:|")
+    labels = dict(servers)
+    for key, target in TARGETS.items():
+        if key not in labels:
+            continue
+        for conns in CONNECTIONS:
+            b = median_of(data, "bobbin", 1, conns, "throughput_rps")
+            p = median_of(data, key, 1, conns, "throughput_rps")
+            bc = median_of(data, "bobbin", 1, conns, "server_cpu_us_per_msg")
+            pc = median_of(data, key, 1, conns, "server_cpu_us_per_msg")
+            ratio = b / p if b and p else None
+            cpu = f"{pc / bc:.2f}x" if bc and pc and bc > 0 and pc > 0 else "n/a"
+            shown = f"{ratio:.2f}x" if ratio is not None else "n/a"
+            want = f"> {target:g}x" if key == "threads" else f"≥ {target:g}x"
+            ok = verdict(ratio, target) if key != "threads" or ratio is None or ratio > 1 else verdict(ratio, 1.0001)
+            lines.append(f"| {labels[key]} | {conns:,} | {shown} | {want} | {ok} | {cpu} |")
+    lines.append("")
+    section = "\n".join(lines)
+    results_md.write_section(args.results, "echo", section)
+    return section
+
+
+def main():
+    data = json.load(open(LAST_RUN)) if args.render_only else measure()
+    print(render(data))
+
+
+main()

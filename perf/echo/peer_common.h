@@ -1,0 +1,50 @@
+// perf/echo/peer_common.h: what the echo peers in perf/echo share, so that
+// they differ only in their programming model.
+//
+// Every peer takes the same flags (--port P --threads N), listens on
+// 127.0.0.1:P, prints "listening on 127.0.0.1:P threads N" once it accepts,
+// and runs until SIGINT/SIGTERM (the default action: the benchmark driver
+// kills it; nothing is kept that needs a graceful stop). Multi-threaded
+// stackless peers give each thread its own SO_REUSEPORT listener and ring, the
+// usual way to scale an event loop across cores; bobbin instead shares one
+// listener and lets carriers steal.
+#pragma once
+
+#include <liburing.h>
+
+#include <cstddef>
+#include <functional>
+
+namespace perf_echo {
+
+// Every server reads into a buffer of this size per connection.
+inline constexpr std::size_t kBufferSize = 4096;
+
+struct options {
+  int port = 7000;
+  int threads = 1;
+};
+
+// Parses --port and --threads, exits with a usage message otherwise.
+options parse_options(int argc, char** argv);
+
+// Raises RLIMIT_NOFILE to its hard limit: 10,000 connections need it.
+void raise_fd_limit();
+
+// A listening TCP socket on 127.0.0.1:port with SO_REUSEPORT (so each thread
+// may have its own) and a backlog of 4096; exits the process on failure.
+int listen_on(int port, bool reuse_port);
+
+// Sets up `ring` with the flags bobbin's carriers use (runtime/io/ring.cc):
+// single issuer, deferred task work, a completion queue 4x the submission
+// queue, so the stackless peers get the same kernel fast paths.
+void init_ring(io_uring& ring, unsigned entries = 4096);
+
+// Prints the "listening" line, runs body(i) on `threads` threads and joins
+// them (they never return before the process is killed).
+void run_threads(const options& o, const char* name, const std::function<void(int)>& body);
+
+// Takes a free SQE, submitting what is queued first if the queue is full.
+io_uring_sqe* get_sqe(io_uring& ring);
+
+}  // namespace perf_echo
