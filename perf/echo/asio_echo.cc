@@ -69,6 +69,9 @@ int main(int argc, char** argv) {
   const char* name = "Asio C++20 coroutines, epoll backend";
 #endif
   std::vector<std::unique_ptr<loop>> loops;
-  for (int i = 0; i < o.threads; i++) loops.push_back(std::make_unique<loop>(o.port));
+  for (int i = 0; i < o.threads; i++) {
+    loops.push_back(std::make_unique<loop>(o.port));
+    if (o.port == 0) o.port = loops[0]->acceptor.local_endpoint().port();  // the rest share it
+  }
   run_threads(o, name, [&](int i) { loops[i]->ctx.run(); });
 }

@@ -26,7 +26,8 @@ int main(int argc, char** argv) {
           std::fprintf(stderr, "bobbin_echo: %s\n", std::string(listener.status().message()).c_str());
           return 1;
         }
-        std::printf("listening on 127.0.0.1:%d threads %d (bobbin fibers)\n", o.port, o.threads);
+        std::printf("listening on 127.0.0.1:%d threads %d (bobbin fibers)\n", listener->local_address().port(),
+                    o.threads);
         std::fflush(stdout);
         for (;;) {
           auto s = listener->accept();

@@ -41,11 +41,13 @@ void raise_fd_limit() {
   }
 }
 
-int listen_on(int port, bool reuse_port) {
+namespace {
+
+int listen_on(int port) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (reuse_port) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+  setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
@@ -55,6 +57,22 @@ int listen_on(int port, bool reuse_port) {
     std::exit(1);
   }
   return fd;
+}
+
+}  // namespace
+
+std::vector<int> listen_all(options& o, int count) {
+  std::vector<int> fds;
+  for (int i = 0; i < count; i++) {
+    fds.push_back(listen_on(o.port));
+    if (o.port == 0) {
+      sockaddr_in addr{};
+      socklen_t len = sizeof addr;
+      getsockname(fds[0], reinterpret_cast<sockaddr*>(&addr), &len);
+      o.port = ntohs(addr.sin_port);
+    }
+  }
+  return fds;
 }
 
 void init_ring(io_uring& ring, unsigned entries) {

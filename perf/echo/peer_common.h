@@ -1,9 +1,9 @@
 // perf/echo/peer_common.h: what the echo peers in perf/echo share, so that
 // they differ only in their programming model.
 //
-// Every peer takes the same flags (--port P --threads N), listens on
-// 127.0.0.1:P, prints "listening on 127.0.0.1:P threads N" once it accepts,
-// and runs until SIGINT/SIGTERM (the default action: the benchmark driver
+// Every peer takes the same flags (--port P --threads N; P 0 picks a free
+// port), listens on 127.0.0.1:P, prints "listening on 127.0.0.1:P threads N"
+// once it accepts, and runs until SIGINT/SIGTERM (the default action: the benchmark driver
 // kills it; nothing is kept that needs a graceful stop). Multi-threaded
 // stackless peers give each thread its own SO_REUSEPORT listener and ring, the
 // usual way to scale an event loop across cores; bobbin instead shares one
@@ -14,6 +14,7 @@
 
 #include <cstddef>
 #include <functional>
+#include <vector>
 
 namespace perf_echo {
 
@@ -31,9 +32,11 @@ options parse_options(int argc, char** argv);
 // Raises RLIMIT_NOFILE to its hard limit: 10,000 connections need it.
 void raise_fd_limit();
 
-// A listening TCP socket on 127.0.0.1:port with SO_REUSEPORT (so each thread
-// may have its own) and a backlog of 4096; exits the process on failure.
-int listen_on(int port, bool reuse_port);
+// `count` listening TCP sockets on 127.0.0.1:o.port, all with SO_REUSEPORT
+// (one per thread; the kernel spreads connections over them) and a backlog
+// of 4096. With o.port 0 the first picks a free port and o.port is set to
+// it. Exits the process on failure.
+std::vector<int> listen_all(options& o, int count);
 
 // Sets up `ring` with the flags bobbin's carriers use (runtime/io/ring.cc):
 // single issuer, deferred task work, a completion queue 4x the submission

@@ -44,7 +44,7 @@ void* echo(void* arg) {
 int main(int argc, char** argv) {
   perf_echo::options o = perf_echo::parse_options(argc, argv);
   perf_echo::raise_fd_limit();
-  int listener = perf_echo::listen_on(o.port, false);
+  int listener = perf_echo::listen_all(o, 1)[0];
   pthread_attr_t attr;
   pthread_attr_init(&attr);
   pthread_attr_setstacksize(&attr, 64 * 1024);

@@ -115,7 +115,6 @@ void serve(int listener) {
 int main(int argc, char** argv) {
   options o = parse_options(argc, argv);
   raise_fd_limit();
-  std::vector<int> listeners;
-  for (int i = 0; i < o.threads; i++) listeners.push_back(listen_on(o.port, true));
+  std::vector<int> listeners = listen_all(o, o.threads);
   run_threads(o, "C++20 coroutines on io_uring", [&](int i) { serve(listeners[i]); });
 }
