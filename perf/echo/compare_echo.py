@@ -149,7 +149,8 @@ def charts(data):
             "set termoption noenhanced",
             "set logscale x", "set xrange [70:14000]", "set xtics (100, 1000, 10000)", "set xlabel 'connections'",
             f"set ylabel '{ylabel}'", "set key below", "set grid",
-            "set yrange [0:*]",
+            # Latencies span three decades between 100 and 10,000 connections.
+            "set logscale y" if column == 3 else "set yrange [0:*]",
         ]
         for threads in THREADS:
             plural = "s" if threads > 1 else ""
