@@ -179,8 +179,9 @@ def verdict(ratio, target):
 
 def render(data):
     lines = ["## Echo servers: the same protocol six ways (issue 5)\n",
-             f"- Command: `{data['command']}` ({data['rounds']} interleaved rounds of {data['seconds']:g} s per cell "
-             "after a warm-up, median shown)",
+             f"- Command: `{data['command']}` ("
+             + (f"{data['rounds']} interleaved rounds" if data["rounds"] > 1 else "1 round")
+             + f" of {data['seconds']:g} s per cell after a warm-up, median shown)",
              f"- Date: {data['date']}",
              f"- Machine: {data['machine']}",
              f"- Load: `perf/load/echo_load`, C connections in a closed loop of {data['size']}-byte messages, each "
