@@ -4,8 +4,9 @@
 //
 // The task type is the minimum a real program needs: a detached coroutine
 // that starts eagerly and frees its frame when it finishes. co_await on an
-// io_op prepares an SQE whose user_data is the awaiting frame's io_op; the
-// loop resumes the coroutine inline when the completion arrives. Submissions
+// io_awaitable prepares an SQE whose user_data points at the awaitable in the
+// coroutine's frame; the loop stores the result there and resumes the
+// coroutine inline when the completion arrives. Submissions
 // are batched as in the raw loop: one io_uring_submit_and_wait() per turn.
 //
 // Run: uring_coro_echo --port 7000 --threads 1
