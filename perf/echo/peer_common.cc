@@ -96,6 +96,11 @@ void run_threads(const options& o, const char* name, const std::function<void(in
   for (auto& t : threads) t.join();
 }
 
+void serve_each_listener(options& o, const char* name, const std::function<void(int)>& serve) {
+  std::vector<int> listeners = listen_all(o, o.threads);
+  run_threads(o, name, [&](int i) { serve(listeners[i]); });
+}
+
 io_uring_sqe* get_sqe(io_uring& ring) {
   io_uring_sqe* sqe = io_uring_get_sqe(&ring);
   while (sqe == nullptr) {

@@ -47,6 +47,28 @@ void init_ring(io_uring& ring, unsigned entries = 4096);
 // them (they never return before the process is killed).
 void run_threads(const options& o, const char* name, const std::function<void(int)>& body);
 
+// For the one-ring-per-thread peers: opens o.threads listeners
+// (listen_all) and runs serve(listener) on a thread each (run_threads).
+void serve_each_listener(options& o, const char* name, const std::function<void(int)>& serve);
+
+// The loop turn both io_uring peers share, forever: one
+// io_uring_submit_and_wait() hands the kernel every SQE prepared since the
+// last turn and waits for a completion, then on_cqe(cqe) runs for each
+// completion before the CQ head moves past them all.
+template <typename OnCqe>
+[[noreturn]] void run_completion_loop(io_uring& ring, OnCqe on_cqe) {
+  for (;;) {
+    io_uring_submit_and_wait(&ring, 1);
+    io_uring_cqe* cqe;
+    unsigned head, seen = 0;
+    io_uring_for_each_cqe(&ring, head, cqe) {
+      seen++;
+      on_cqe(cqe);
+    }
+    io_uring_cq_advance(&ring, seen);
+  }
+}
+
 // Takes a free SQE, submitting what is queued first if the queue is full.
 io_uring_sqe* get_sqe(io_uring& ring);
 

@@ -16,7 +16,6 @@
 #include <coroutine>
 #include <cstdio>
 #include <exception>
-#include <vector>
 
 #include "peer_common.h"
 
@@ -97,18 +96,11 @@ void serve(int listener) {
   io_uring ring;
   init_ring(ring);
   accept_loop(ring, listener);
-  for (;;) {
-    io_uring_submit_and_wait(&ring, 1);
-    io_uring_cqe* cqe;
-    unsigned head, seen = 0;
-    io_uring_for_each_cqe(&ring, head, cqe) {
-      seen++;
-      auto* op = static_cast<pending_op*>(io_uring_cqe_get_data(cqe));
-      op->res = cqe->res;
-      op->waiter.resume();
-    }
-    io_uring_cq_advance(&ring, seen);
-  }
+  run_completion_loop(ring, [](io_uring_cqe* cqe) {
+    auto* op = static_cast<pending_op*>(io_uring_cqe_get_data(cqe));
+    op->res = cqe->res;
+    op->waiter.resume();
+  });
 }
 
 }  // namespace
@@ -116,6 +108,5 @@ void serve(int listener) {
 int main(int argc, char** argv) {
   options o = parse_options(argc, argv);
   raise_fd_limit();
-  std::vector<int> listeners = listen_all(o, o.threads);
-  run_threads(o, "C++20 coroutines on io_uring", [&](int i) { serve(listeners[i]); });
+  serve_each_listener(o, "C++20 coroutines on io_uring", serve);
 }

@@ -14,7 +14,6 @@
 
 #include <cstdint>
 #include <cstdio>
-#include <vector>
 
 #include "peer_common.h"
 
@@ -60,41 +59,34 @@ void serve(int listener) {
   io_uring ring;
   init_ring(ring);
   prep_accept(ring, listener);
-  for (;;) {
-    io_uring_submit_and_wait(&ring, 1);
-    io_uring_cqe* cqe;
-    unsigned head, seen = 0;
-    io_uring_for_each_cqe(&ring, head, cqe) {
-      seen++;
-      uint64_t data = cqe->user_data;
-      int res = cqe->res;
-      if (data == kAccept) {
-        if (res >= 0) prep_recv(ring, new connection(res));
-        // The multishot accept ends on errors (EMFILE, ...): re-arm it.
-        if (!(cqe->flags & IORING_CQE_F_MORE)) prep_accept(ring, listener);
-        continue;
-      }
-      auto* c = reinterpret_cast<connection*>(data & ~kSendBit);
-      if (data & kSendBit) {
-        if (res <= 0) {
-          finish(c);
-          continue;
-        }
-        c->sent += static_cast<unsigned>(res);
-        if (c->sent < c->pending) prep_send(ring, c);  // short write: send the rest
-        else prep_recv(ring, c);
-        continue;
-      }
-      if (res <= 0) {  // the peer closed, or an error
-        finish(c);
-        continue;
-      }
-      c->sent = 0;
-      c->pending = static_cast<unsigned>(res);
-      prep_send(ring, c);
+  run_completion_loop(ring, [&](io_uring_cqe* cqe) {
+    uint64_t data = cqe->user_data;
+    int res = cqe->res;
+    if (data == kAccept) {
+      if (res >= 0) prep_recv(ring, new connection(res));
+      // The multishot accept ends on errors (EMFILE, ...): re-arm it.
+      if (!(cqe->flags & IORING_CQE_F_MORE)) prep_accept(ring, listener);
+      return;
     }
-    io_uring_cq_advance(&ring, seen);
-  }
+    auto* c = reinterpret_cast<connection*>(data & ~kSendBit);
+    if (data & kSendBit) {
+      if (res <= 0) {
+        finish(c);
+        return;
+      }
+      c->sent += static_cast<unsigned>(res);
+      if (c->sent < c->pending) prep_send(ring, c);  // short write: send the rest
+      else prep_recv(ring, c);
+      return;
+    }
+    if (res <= 0) {  // the peer closed, or an error
+      finish(c);
+      return;
+    }
+    c->sent = 0;
+    c->pending = static_cast<unsigned>(res);
+    prep_send(ring, c);
+  });
 }
 
 }  // namespace
@@ -102,6 +94,5 @@ void serve(int listener) {
 int main(int argc, char** argv) {
   options o = parse_options(argc, argv);
   raise_fd_limit();
-  std::vector<int> listeners = listen_all(o, o.threads);
-  run_threads(o, "raw io_uring loop", [&](int i) { serve(listeners[i]); });
+  serve_each_listener(o, "raw io_uring loop", serve);
 }
