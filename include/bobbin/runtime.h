@@ -64,6 +64,12 @@ struct runtime_options {
   int max_spare_carriers = -1;
   // Threads of the blocking pool behind offload() (bobbin/offload.h).
   unsigned offload_threads = 64;
+  // Blocking libc calls made on this runtime's fibers (read, recv, poll,
+  // usleep, getaddrinfo, ... from any library) park the fiber instead of
+  // blocking the carrier (bobbin/blocking_calls.h). false: they block the
+  // carrier, as on a plain thread. BOBBIN_INTERCEPT=0 turns it off for the
+  // whole process whatever this says.
+  bool intercept_blocking_calls = true;
 };
 
 // Counters, read with relaxed loads: a consistent snapshot is not promised.
@@ -83,6 +89,7 @@ struct runtime_stats {
   unsigned spare_carriers_active = 0;  // compensating for blocked carriers now
   uint64_t spare_activations = 0;  // times a spare carrier was brought online
   uint64_t offloaded_calls = 0;    // calls run on the blocking pool
+  uint64_t intercepted_parks = 0;  // blocking libc calls that parked their fiber
 };
 
 class BOBBIN_API runtime {

@@ -33,6 +33,15 @@ enum class wait_reason : uint8_t {
   net_close,
   file_io,
   offload,
+  // Inside an intercepted libc call (see bobbin/blocking_calls.h).
+  libc_read,
+  libc_write,
+  libc_accept,
+  libc_connect,
+  libc_poll,
+  libc_sleep,
+  libc_fsync,
+  libc_resolve,
   count_,  // not a reason: the number of reasons
 };
 

@@ -22,6 +22,7 @@ namespace bobbin::internal {
 struct io_wait {
   completion c{&on_complete};
   fiber_control* fiber = nullptr;
+  carrier* home = nullptr;  // set: resume on this carrier only (push_bound)
   int res = 0;
   uint32_t flags = 0;
 
@@ -29,19 +30,23 @@ struct io_wait {
     auto* w = reinterpret_cast<io_wait*>(c);
     w->res = res;
     w->flags = flags;
-    w->fiber->rt->ready(w->fiber, /*next=*/false);
+    // Completions run on the ring's own carrier, which is `home` when set.
+    if (w->home != nullptr) w->home->push_bound(w->fiber);
+    else w->fiber->rt->ready(w->fiber, /*next=*/false);
   }
 };
 
 // Runs `prep(sqe)` on the calling fiber's carrier ring, linking a timeout
 // for `d` when it has one, parks until the operation completes, and returns
 // its result (-errno on failure). A deadline that passes turns the result
-// into -ETIMEDOUT. Must be called on a fiber.
+// into -ETIMEDOUT. Must be called on a fiber. With `stay_on_carrier` the
+// fiber resumes on `c` itself (carrier::push_bound).
 template <class Prep>
-int await_sqe(carrier* c, Prep&& prep, wait_reason reason, deadline d) {
+int await_sqe(carrier* c, Prep&& prep, wait_reason reason, deadline d, bool stay_on_carrier = false) {
   fiber_control* self = c->current();
   io_wait w;
   w.fiber = self;
+  if (stay_on_carrier) w.home = c;
   __kernel_timespec ts{};
   if (!d.is_never()) {
     if (d.expired()) return -ETIMEDOUT;

@@ -139,6 +139,11 @@ void carrier::loop() {
     poll_io(false);
     if (has_remote_.load(std::memory_order_acquire)) handle_remote_requests();
     if (!active.load(std::memory_order_acquire)) {
+      // Fibers bound here can run nowhere else, even on a retired spare.
+      if (fiber_control* f = pop_bound()) {
+        run(f);
+        continue;
+      }
       idle_as_inactive_spare();
       continue;
     }
@@ -168,7 +173,7 @@ void carrier::idle_as_inactive_spare() {
     rt_->wake_idle_carrier();
   }
   if (ring_.cq_ready() || has_remote_.load(std::memory_order_acquire) || active.load(std::memory_order_acquire) ||
-      rt_->stopping()) {
+      bound_head_ != nullptr || rt_->stopping()) {
     return;
   }
   arm_wake_read();
@@ -298,12 +303,36 @@ void carrier::push_local(fiber_control* f, bool next) {
   rt_->push_global_batch(batch, n);
 }
 
+void carrier::push_bound(fiber_control* f) {
+  f->state.store(fiber_state::runnable, std::memory_order_relaxed);
+  f->next_global = nullptr;
+  if (bound_tail_ != nullptr) bound_tail_->next_global = f; else bound_head_ = f;
+  bound_tail_ = f;
+}
+
+fiber_control* carrier::pop_bound() {
+  fiber_control* f = bound_head_;
+  if (f == nullptr) return nullptr;
+  bound_head_ = f->next_global;
+  if (bound_head_ == nullptr) bound_tail_ = nullptr;
+  f->next_global = nullptr;
+  return f;
+}
+
 fiber_control* carrier::pop_local() {
   if (runnext_.load(std::memory_order_relaxed) != nullptr) {
     fiber_control* f = runnext_.exchange(nullptr, std::memory_order_acq_rel);
     if (f) return f;
   }
-  return runq_.pop();
+  // Bound fibers and the run queue take turns, so a stream of completions
+  // for one kind cannot starve the other.
+  prefer_bound_ = !prefer_bound_;
+  if (prefer_bound_) {
+    if (fiber_control* f = pop_bound()) return f;
+    return runq_.pop();
+  }
+  if (fiber_control* f = runq_.pop()) return f;
+  return pop_bound();
 }
 
 uint32_t carrier::steal_into(carrier& thief) {
@@ -385,7 +414,9 @@ void carrier::arm_wake_read() {
 void carrier::wake() {
   uint64_t one = 1;
   // Only EAGAIN (counter saturated: a wake is pending anyway) can fail here.
-  [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof one);
+  // The raw system call: a fiber calls this from ready(), and the libc
+  // write() would be bobbin's own interceptor (runtime/intercept).
+  [[maybe_unused]] long n = ::syscall(SYS_write, wake_fd_, &one, sizeof one);
 }
 
 void carrier::poll_io(bool wait) {
@@ -435,6 +466,15 @@ void carrier::reserve_sqes(unsigned n) {
   }
 }
 
+void carrier::cancel_here(uint64_t user_data) {
+  if (io_uring_sqe* sqe = ring_.try_get_sqe()) {
+    io_uring_prep_cancel64(sqe, user_data, IORING_ASYNC_CANCEL_ALL);
+    io_uring_sqe_set_data64(sqe, 0);
+    return;
+  }
+  post({remote_request::cancel_user_data, -1, user_data, nullptr});
+}
+
 void carrier::post(const remote_request& r) {
   remote_lock_.lock();
   remote_.push_back(r);
@@ -454,6 +494,8 @@ void carrier::handle_remote_requests() {
     io_uring_sqe* sqe = get_sqe();
     if (r.what == remote_request::cancel_fd) {
       io_uring_prep_cancel_fd(sqe, r.fd, IORING_ASYNC_CANCEL_ALL);
+    } else if (r.what == remote_request::cancel_user_data) {
+      io_uring_prep_cancel64(sqe, r.target_user_data, IORING_ASYNC_CANCEL_ALL);
     } else {
       io_uring_prep_timeout_remove(sqe, r.target_user_data, 0);
     }

@@ -44,9 +44,9 @@ struct switch_action {
 // Work another thread asks this carrier to do on its own ring (the ring is
 // single-issuer): cancel I/O on an fd, remove a timeout.
 struct remote_request {
-  enum kind : uint8_t { cancel_fd, remove_timeout } what;
+  enum kind : uint8_t { cancel_fd, remove_timeout, cancel_user_data } what;
   int fd;
-  uint64_t target_user_data;   // remove_timeout: the timeout's user_data
+  uint64_t target_user_data;   // remove_timeout, cancel_user_data: whose operations
   completion* done;            // gets the request's own completion (may be null)
 };
 
@@ -72,6 +72,11 @@ class carrier {
   // Makes `f` runnable here; `next` puts it in the runnext slot so it runs
   // before the rest of the queue (hand-off locality).
   void push_local(fiber_control* f, bool next);
+  // Makes `f` runnable on this carrier only: it is never stolen, so it
+  // resumes on this OS thread. For fibers parked inside an intercepted libc
+  // call (runtime/intercept), whose caller may hold thread-local addresses
+  // (errno's, compiled as a const function) across the call.
+  void push_bound(fiber_control* f);
   // Leaves the running fiber `from` for the next runnable one (or this
   // carrier's scheduler loop), after which `action` is carried out. Returns
   // when `from` is resumed, possibly on another carrier.
@@ -80,11 +85,16 @@ class carrier {
   io_uring_sqe* get_sqe();
   // Same, for `n` SQEs that must go in one submission (linked chains).
   void reserve_sqes(unsigned n);
+  // Cancels every operation on this ring whose user_data is `user_data`.
+  // Safe inside a completion handler (it only prepares an SQE, or posts the
+  // request to the next loop turn when the submission queue is full).
+  void cancel_here(uint64_t user_data);
   std::vector<fiber_stack>* stack_cache() { return &stack_cache_; }
 
   // --- any thread ---
   void post(const remote_request& r);   // queued; carrier woken
   void wake();                          // eventfd write
+  // Work another carrier could take (bound fibers are not).
   bool has_local_work() const { return runnext_.load(std::memory_order_relaxed) != nullptr || !runq_.empty(); }
   uint32_t steal_into(carrier& thief);  // moves half of this carrier's queue to thief
 
@@ -107,6 +117,7 @@ class carrier {
   std::atomic<uint64_t> steals{0};
   std::atomic<uint64_t> io_submitted{0};
   std::atomic<uint64_t> io_enters{0};
+  std::atomic<uint64_t> intercepted_parks{0};  // libc calls that parked their fiber
   std::atomic<bool> sleeping{false};
 
  private:
@@ -115,6 +126,7 @@ class carrier {
   void loop();
   void run(fiber_control* f);
   fiber_control* pop_local();
+  fiber_control* pop_bound();
   fiber_control* find_work(bool check_global_first);
   bool spin_for_work(fiber_control** out);
   void sleep_until_woken();
@@ -137,6 +149,11 @@ class carrier {
   uint32_t tick_ = 0;
   std::atomic<fiber_control*> runnext_{nullptr};  // owner writes; read by sleep checks
   run_queue runq_;
+  // Fibers bound to this carrier (push_bound), FIFO through next_global;
+  // only the owner touches the list (completions are reaped by the owner).
+  fiber_control* bound_head_ = nullptr;
+  fiber_control* bound_tail_ = nullptr;
+  bool prefer_bound_ = false;  // alternates bound and stealable work
   ring ring_;
   int wake_fd_ = -1;
   uint64_t wake_buf_ = 0;

@@ -375,6 +375,7 @@ runtime_stats runtime_impl::stats() const {
     s.steals += c->steals.load(std::memory_order_relaxed);
     s.io_submitted += c->io_submitted.load(std::memory_order_relaxed);
     s.io_enter_calls += c->io_enters.load(std::memory_order_relaxed);
+    s.intercepted_parks += c->intercepted_parks.load(std::memory_order_relaxed);
   }
   s.carrier_wakeups = wakeups.load(std::memory_order_relaxed);
   s.stacks_mapped = stacks_.stacks_mapped();

@@ -1,5 +1,6 @@
 #include "runtime/util/check.h"
 
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -8,7 +9,9 @@ namespace bobbin::internal {
 
 void write_stderr(std::string_view text) noexcept {
   while (!text.empty()) {
-    ssize_t n = ::write(2, text.data(), text.size());
+    // The raw system call: this runs in signal handlers and on fibers, where
+    // the libc write() would be bobbin's interceptor (which may park).
+    long n = ::syscall(SYS_write, 2, text.data(), text.size());
     if (n <= 0) return;
     text.remove_prefix(static_cast<size_t>(n));
   }

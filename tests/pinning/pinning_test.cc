@@ -1,6 +1,8 @@
 // Pinning detection (reason, detail, symbolized stack), no false reports for
 // fibers that park, compensation by spare carriers, declared pinned regions.
 #include <gtest/gtest.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -81,9 +83,26 @@ __attribute__((noinline)) void sleep_inside_pinned_region() {
   asm volatile("" ::: "memory");
 }
 
+// A raw system call: what a statically linked library or glibc-internal
+// code does, which no interceptor sees.
+__attribute__((noinline)) void uncovered_flock(int fd) {
+  ::flock(fd, LOCK_EX);
+  asm volatile("" ::: "memory");
+}
+
+// The plain blocking calls below park the fiber unless interception is off
+// (bobbin/blocking_calls.h); these tests show what pinning looks like, so
+// most turn it off.
+bobbin::runtime_options options(unsigned carriers, bool intercept) {
+  bobbin::runtime_options o;
+  o.carriers = carriers;
+  o.intercept_blocking_calls = intercept;
+  return o;
+}
+
 template <class F>
-std::vector<bobbin::pin_event> run_and_record(recorder& rec, unsigned carriers, F&& body) {
-  auto rt = bobbin::runtime::start({.carriers = carriers}).value();
+std::vector<bobbin::pin_event> run_and_record(recorder& rec, unsigned carriers, F&& body, bool intercept = false) {
+  auto rt = bobbin::runtime::start(options(carriers, intercept)).value();
   rt->set_pin_listener(rec.listener());
   rt->spawn(std::forward<F>(body), {.name = "culprit"}).join();
   std::this_thread::sleep_for(30ms);  // let the monitor see the episode end
@@ -104,7 +123,7 @@ TEST(PinningTest, BusyLoopIsReportedAsCpuWithItsStack) {
   EXPECT_GE(ended[0].duration, 50ms);
 }
 
-TEST(PinningTest, PlainBlockingReadIsReportedAsSyscall) {
+TEST(PinningTest, PlainBlockingReadIsReportedAsSyscallWhenNotIntercepted) {
   recorder rec;
   int fds[2];
   ASSERT_EQ(::pipe(fds), 0);
@@ -123,7 +142,7 @@ TEST(PinningTest, PlainBlockingReadIsReportedAsSyscall) {
   EXPECT_TRUE(stack_mentions(e, "blocking_pipe_read")) << describe(e);
 }
 
-TEST(PinningTest, LibcSleepIsReportedAsSyscall) {
+TEST(PinningTest, LibcSleepIsReportedAsSyscallWhenNotIntercepted) {
   recorder rec;
   auto events = run_and_record(rec, 2, [] { libc_sleep_ms(80); });
   ASSERT_EQ(events.size(), 1u);
@@ -131,6 +150,49 @@ TEST(PinningTest, LibcSleepIsReportedAsSyscall) {
   EXPECT_EQ(e.reason, bobbin::pin_reason::syscall) << describe(e);
   EXPECT_NE(e.detail.find("sleep"), std::string::npos) << describe(e);
   EXPECT_TRUE(stack_mentions(e, "libc_sleep_ms")) << describe(e);
+}
+
+TEST(PinningTest, InterceptedBlockingCallsAreNotReported) {
+  recorder rec;
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  std::thread writer([&] {
+    std::this_thread::sleep_for(80ms);
+    ASSERT_EQ(::write(fds[1], "x", 1), 1);
+  });
+  auto events = run_and_record(
+      rec, 2,
+      [&] {
+        EXPECT_EQ(blocking_pipe_read(fds[0]), 1);
+        libc_sleep_ms(80);
+      },
+      /*intercept=*/true);
+  writer.join();
+  ::close(fds[0]);
+  ::close(fds[1]);
+  EXPECT_TRUE(events.empty()) << describe(events[0]);
+}
+
+TEST(PinningTest, UncoveredCallIsReportedWithInterceptionOn) {
+  recorder rec;
+  char path[] = "/tmp/bobbin-flock-XXXXXX";
+  int holder = ::mkstemp(path);
+  ASSERT_GE(holder, 0);
+  int other = ::open(path, O_RDWR);
+  ::unlink(path);
+  ASSERT_EQ(::flock(holder, LOCK_EX), 0);
+  std::thread releaser([&] {
+    std::this_thread::sleep_for(80ms);
+    ::flock(holder, LOCK_UN);
+  });
+  auto events = run_and_record(rec, 2, [&] { uncovered_flock(other); }, /*intercept=*/true);
+  releaser.join();
+  ::close(holder);
+  ::close(other);
+  ASSERT_EQ(events.size(), 1u);
+  const auto& e = events[0];
+  EXPECT_EQ(e.reason, bobbin::pin_reason::syscall) << describe(e);
+  EXPECT_TRUE(stack_mentions(e, "uncovered_flock")) << describe(e);
 }
 
 TEST(PinningTest, ParkingInsideDeclaredRegionIsReportedAsDeclared) {
@@ -161,7 +223,7 @@ TEST(PinningTest, SparesKeepOtherFibersRunningWhileEveryCarrierIsBlocked) {
   // Two carriers, both stuck in read(2) for 600 ms. A plain thread sends a
   // message every 5 ms to a fiber parked on a channel; that fiber must keep
   // receiving them promptly, on a spare carrier.
-  auto rt = bobbin::runtime::start({.carriers = 2}).value();
+  auto rt = bobbin::runtime::start(options(2, /*intercept=*/false)).value();
   int p1[2], p2[2];
   ASSERT_EQ(::pipe(p1), 0);
   ASSERT_EQ(::pipe(p2), 0);

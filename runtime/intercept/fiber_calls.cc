@@ -1,0 +1,49 @@
+#include "runtime/intercept/fiber_calls.h"
+
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "runtime/intercept/libc.h"
+#include "runtime/util/check.h"
+
+namespace bobbin::internal {
+
+void* libc::resolve_next(const char* name) noexcept {
+  void* f = ::dlsym(RTLD_NEXT, name);
+  if (f == nullptr) {
+    write_stderr("bobbin: cannot find the libc function ");
+    fatal(name);
+  }
+  return f;
+}
+
+namespace intercept {
+
+bool enabled_for_process() noexcept {
+  static const bool enabled = [] {
+    const char* v = std::getenv("BOBBIN_INTERCEPT");
+    return v == nullptr || std::strcmp(v, "0") != 0;
+  }();
+  return enabled;
+}
+
+bool nonblocking(int fd) noexcept {
+  int fl = ::fcntl(fd, F_GETFL);
+  return fl < 0 || (fl & O_NONBLOCK) != 0;
+}
+
+deadline socket_timeout(int fd, int option) noexcept {
+  timeval tv{};
+  socklen_t len = sizeof tv;
+  if (::getsockopt(fd, SOL_SOCKET, option, &tv, &len) != 0) return deadline::never();  // ENOTSOCK
+  if (tv.tv_sec == 0 && tv.tv_usec == 0) return deadline::never();
+  return deadline(std::chrono::seconds(tv.tv_sec) + std::chrono::microseconds(tv.tv_usec));
+}
+
+}  // namespace intercept
+}  // namespace bobbin::internal

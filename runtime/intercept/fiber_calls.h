@@ -1,0 +1,74 @@
+// Not part of the bobbin API.
+//
+// What every interceptor shares: deciding whether the calling code is a
+// fiber that may park, and parking it on one io_uring operation so that it
+// resumes on the same carrier (OS thread) it parked on.
+//
+// Why the same carrier. The caller of an intercepted function is compiled
+// third-party code. glibc declares __errno_location() const, so that code
+// may compute &errno before recv() and read through it after; OpenSSL's
+// error queue and any library's thread_local behave the same way. If the
+// fiber resumed on another carrier, those addresses would name the other
+// thread's variables. A fiber parked inside an intercepted call therefore
+// never migrates (carrier::push_bound); it may migrate at any bobbin park,
+// where bobbin's own code re-reads every thread-local (runtime/DESIGN.md).
+#ifndef BOBBIN_RUNTIME_INTERCEPT_FIBER_CALLS_H_
+#define BOBBIN_RUNTIME_INTERCEPT_FIBER_CALLS_H_
+
+#include <sys/types.h>
+
+#include <cerrno>
+
+#include "bobbin/deadline.h"
+#include "bobbin/wait_reason.h"
+#include "runtime/io/io_wait.h"
+#include "runtime/sched/carrier.h"
+
+// Interceptors are exported from libbobbin.so (which is built with hidden
+// visibility) and must keep C linkage and glibc's exact names.
+#define BOBBIN_INTERPOSE extern "C" __attribute__((visibility("default")))
+
+namespace bobbin::internal::intercept {
+
+// False when BOBBIN_INTERCEPT=0 (read once, at the first intercepted call).
+bool enabled_for_process() noexcept;
+
+// The calling fiber's carrier if an intercepted call should park it: the
+// caller is a fiber, not in a pinned region, and interception is on for the
+// process and the fiber's runtime. Null means: make the plain libc call.
+inline carrier* parking_carrier() noexcept {
+  carrier* c = current_fiber_carrier();
+  if (__builtin_expect(c == nullptr, 1)) return nullptr;
+  if (!c->rt()->options().intercept_blocking_calls || !enabled_for_process()) return nullptr;
+  return c;
+}
+
+// Parks the calling fiber on one operation (`prep` fills the SQE) until it
+// completes or `d` passes; resumes on `c`. Returns the result or -errno;
+// -ETIMEDOUT when `d` passed.
+template <class Prep>
+int park_on_ring(carrier* c, Prep&& prep, wait_reason reason, deadline d = deadline::never()) {
+  c->intercepted_parks.fetch_add(1, std::memory_order_relaxed);
+  return await_sqe(c, prep, reason, d, /*stay_on_carrier=*/true);
+}
+
+// True if `fd` has O_NONBLOCK set (or fcntl fails: let the plain call
+// report the error).
+bool nonblocking(int fd) noexcept;
+
+// The socket's SO_RCVTIMEO or SO_SNDTIMEO as a deadline from now; never when
+// unset or when `fd` is not a socket.
+deadline socket_timeout(int fd, int option) noexcept;
+
+// Sets errno from a -errno result and returns -1, or returns the result.
+inline long to_libc_result(long res) noexcept {
+  if (res < 0) {
+    errno = static_cast<int>(-res);
+    return -1;
+  }
+  return res;
+}
+
+}  // namespace bobbin::internal::intercept
+
+#endif  // BOBBIN_RUNTIME_INTERCEPT_FIBER_CALLS_H_

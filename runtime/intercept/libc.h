@@ -1,0 +1,52 @@
+// Not part of the bobbin API.
+//
+// The libc functions that bobbin's interceptors stand in front of, found
+// with dlsym(RTLD_NEXT): the next definition after bobbin's in the dynamic
+// linker's search order. That is glibc's, or a sanitizer's interceptor when
+// one is loaded (the sanitizer runtime comes first in the search order, so a
+// third-party call goes sanitizer -> bobbin -> glibc and both see it).
+//
+// Resolved on first use rather than in a constructor: another library's
+// constructor may call read() before ours has run.
+#ifndef BOBBIN_RUNTIME_INTERCEPT_LIBC_H_
+#define BOBBIN_RUNTIME_INTERCEPT_LIBC_H_
+
+#include <atomic>
+
+namespace bobbin::internal::libc {
+
+void* resolve_next(const char* name) noexcept;  // fatal if absent
+
+template <class Fn>
+class next_symbol {
+ public:
+  explicit constexpr next_symbol(const char* name) : name_(name) {}
+  Fn* get() noexcept {
+    Fn* f = fn_.load(std::memory_order_relaxed);
+    if (__builtin_expect(f == nullptr, 0)) {
+      f = reinterpret_cast<Fn*>(resolve_next(name_));
+      fn_.store(f, std::memory_order_relaxed);  // every thread finds the same
+    }
+    return f;
+  }
+  template <class... Args>
+  auto operator()(Args... args) noexcept {
+    return get()(args...);
+  }
+
+ private:
+  const char* name_;
+  std::atomic<Fn*> fn_{nullptr};
+};
+
+}  // namespace bobbin::internal::libc
+
+// Declares `libc::name`, callable like the function it stands for.
+// (glibc's attributes, such as warn_unused_result, do not carry over to the
+// template argument; that is fine.)
+#define BOBBIN_NEXT_SYMBOL(name)                                             \
+  _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wignored-attributes\"") \
+  inline ::bobbin::internal::libc::next_symbol<decltype(::name)> name{#name}; \
+  _Pragma("GCC diagnostic pop")
+
+#endif  // BOBBIN_RUNTIME_INTERCEPT_LIBC_H_

@@ -1,0 +1,80 @@
+// Interceptors for the remaining blocking calls: fsync and fdatasync (an
+// IORING_OP_FSYNC), and name resolution. glibc's resolver (getaddrinfo,
+// getnameinfo) reads files and talks to DNS servers through glibc-internal
+// calls that no interposer sees, so on a fiber the whole call runs on the
+// runtime's blocking pool (bobbin/offload.h) while the fiber parks.
+// The interceptors must define glibc's own names: no fortify wrappers and no
+// pread -> pread64 redirection (meson builds with _FILE_OFFSET_BITS=64).
+#undef _FORTIFY_SOURCE
+#undef _FILE_OFFSET_BITS
+#include <liburing.h>
+#include <netdb.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "bobbin/offload.h"
+#include "runtime/intercept/fiber_calls.h"
+#include "runtime/intercept/libc.h"
+
+namespace bobbin::internal::intercept {
+namespace real {
+BOBBIN_NEXT_SYMBOL(fsync)
+BOBBIN_NEXT_SYMBOL(fdatasync)
+BOBBIN_NEXT_SYMBOL(getaddrinfo)
+BOBBIN_NEXT_SYMBOL(getnameinfo)
+}  // namespace real
+
+namespace {
+
+int fiber_fsync(carrier* c, int fd, unsigned flags) {
+  int res = park_on_ring(c, [&](io_uring_sqe* sqe) { io_uring_prep_fsync(sqe, fd, flags); }, wait_reason::libc_fsync);
+  return static_cast<int>(to_libc_result(res));
+}
+
+// Runs `fn` on the blocking pool and carries errno back (EAI_SYSTEM leaves
+// its reason there).
+template <class F>
+int resolve_offloaded(F&& fn) {
+  int saved_errno = 0;
+  int r = offload_on(nullptr, [&] {
+    int rr = fn();
+    saved_errno = errno;
+    return rr;
+  });
+  errno = saved_errno;
+  return r;
+}
+
+}  // namespace
+}  // namespace bobbin::internal::intercept
+
+using bobbin::internal::carrier;
+using namespace bobbin::internal::intercept;  // NOLINT: the interceptors below are its whole point
+
+BOBBIN_INTERPOSE int fsync(int fd) {
+  carrier* c = parking_carrier();
+  if (c == nullptr) return real::fsync(fd);
+  return fiber_fsync(c, fd, 0);
+}
+
+BOBBIN_INTERPOSE int fdatasync(int fd) {
+  carrier* c = parking_carrier();
+  if (c == nullptr) return real::fdatasync(fd);
+  return fiber_fsync(c, fd, IORING_FSYNC_DATASYNC);
+}
+
+BOBBIN_INTERPOSE int getaddrinfo(const char* node, const char* service, const addrinfo* hints, addrinfo** res) {
+  carrier* c = parking_carrier();
+  if (c == nullptr) return real::getaddrinfo(node, service, hints, res);
+  c->intercepted_parks.fetch_add(1, std::memory_order_relaxed);
+  return resolve_offloaded([&] { return real::getaddrinfo(node, service, hints, res); });
+}
+
+BOBBIN_INTERPOSE int getnameinfo(const sockaddr* addr, socklen_t addrlen, char* host, socklen_t hostlen, char* serv,
+                                 socklen_t servlen, int flags) {
+  carrier* c = parking_carrier();
+  if (c == nullptr) return real::getnameinfo(addr, addrlen, host, hostlen, serv, servlen, flags);
+  c->intercepted_parks.fetch_add(1, std::memory_order_relaxed);
+  return resolve_offloaded([&] { return real::getnameinfo(addr, addrlen, host, hostlen, serv, servlen, flags); });
+}

@@ -1,0 +1,85 @@
+// Interceptors for sleeping: nanosleep, clock_nanosleep, usleep, sleep.
+// std::this_thread::sleep_for and sleep_until reach nanosleep or
+// clock_nanosleep through libstdc++. glibc's usleep and sleep call its
+// internal nanosleep, which no interposer sees, so they are intercepted
+// themselves. On a fiber each is an IORING_OP_TIMEOUT; a parked fiber is not
+// interrupted by signals, so the "remaining time" out-parameters are never
+// written and EINTR never returned.
+// The interceptors must define glibc's own names: no fortify wrappers and no
+// pread -> pread64 redirection (meson builds with _FILE_OFFSET_BITS=64).
+#undef _FORTIFY_SOURCE
+#undef _FILE_OFFSET_BITS
+#include <liburing.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+
+#include "runtime/intercept/fiber_calls.h"
+#include "runtime/intercept/libc.h"
+
+namespace bobbin::internal::intercept {
+namespace real {
+BOBBIN_NEXT_SYMBOL(nanosleep)
+BOBBIN_NEXT_SYMBOL(clock_nanosleep)
+BOBBIN_NEXT_SYMBOL(usleep)
+BOBBIN_NEXT_SYMBOL(sleep)
+}  // namespace real
+
+namespace {
+
+bool valid(const timespec* t) { return t->tv_sec >= 0 && t->tv_nsec >= 0 && t->tv_nsec < 1000000000; }
+
+// Parks until the timeout described by `ts` and `flags` (IORING_TIMEOUT_*)
+// fires.
+void park_for_timeout(carrier* c, __kernel_timespec ts, unsigned flags) {
+  park_on_ring(c, [&](io_uring_sqe* sqe) { io_uring_prep_timeout(sqe, &ts, 0, flags); }, wait_reason::libc_sleep);
+}
+
+void park_for(carrier* c, std::chrono::nanoseconds d) {
+  if (d <= d.zero()) return;
+  park_for_timeout(c, __kernel_timespec{d.count() / 1000000000, d.count() % 1000000000}, 0);
+}
+
+}  // namespace
+}  // namespace bobbin::internal::intercept
+
+using bobbin::internal::carrier;
+using namespace bobbin::internal::intercept;  // NOLINT: the interceptors below are its whole point
+
+BOBBIN_INTERPOSE int nanosleep(const timespec* req, timespec* rem) {
+  carrier* c = parking_carrier();
+  if (c == nullptr || req == nullptr || !valid(req)) return real::nanosleep(req, rem);
+  park_for_timeout(c, __kernel_timespec{req->tv_sec, req->tv_nsec}, 0);
+  return 0;
+}
+
+BOBBIN_INTERPOSE int clock_nanosleep(clockid_t clock, int flags, const timespec* req, timespec* rem) {
+  carrier* c = parking_carrier();
+  unsigned clock_flag;
+  switch (clock) {
+    case CLOCK_MONOTONIC: clock_flag = 0; break;
+    case CLOCK_REALTIME: clock_flag = IORING_TIMEOUT_REALTIME; break;
+    case CLOCK_BOOTTIME: clock_flag = IORING_TIMEOUT_BOOTTIME; break;
+    default: c = nullptr;  // CPU-time clocks: the kernel's rules, on the carrier
+  }
+  if (c == nullptr || req == nullptr || !valid(req)) return real::clock_nanosleep(clock, flags, req, rem);
+  const unsigned abs = (flags & TIMER_ABSTIME) ? IORING_TIMEOUT_ABS : 0;
+  park_for_timeout(c, __kernel_timespec{req->tv_sec, req->tv_nsec}, clock_flag | abs);
+  return 0;
+}
+
+BOBBIN_INTERPOSE int usleep(useconds_t us) {
+  carrier* c = parking_carrier();
+  if (c == nullptr) return real::usleep(us);
+  park_for(c, std::chrono::microseconds(us));
+  return 0;
+}
+
+BOBBIN_INTERPOSE unsigned int sleep(unsigned int seconds) {
+  carrier* c = parking_carrier();
+  if (c == nullptr) return real::sleep(seconds);
+  park_for(c, std::chrono::seconds(seconds));
+  return 0;
+}
