@@ -4,6 +4,7 @@
 #ifndef BOBBIN_BOBBIN_H_
 #define BOBBIN_BOBBIN_H_
 
+#include "bobbin/blocking_calls.h"
 #include "bobbin/deadline.h"
 #include "bobbin/fiber.h"
 #include "bobbin/fs/file.h"

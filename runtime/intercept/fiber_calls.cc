@@ -1,5 +1,7 @@
 #include "runtime/intercept/fiber_calls.h"
 
+#include "bobbin/blocking_calls.h"
+
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <sys/socket.h>
@@ -47,3 +49,7 @@ deadline socket_timeout(int fd, int option) noexcept {
 
 }  // namespace intercept
 }  // namespace bobbin::internal
+
+namespace bobbin {
+bool blocking_calls_intercepted() noexcept { return internal::intercept::enabled_for_process(); }
+}  // namespace bobbin

@@ -1,0 +1,69 @@
+// bobbin/blocking_calls.h
+//
+// Unmodified blocking code parks the fiber. A program that links bobbin gets
+// bobbin's definitions of the blocking libc functions ahead of glibc's (the
+// dynamic linker resolves every library's `recv` to the first definition in
+// its search order), so libpq, libcurl, hiredis, libstdc++ and your own code
+// that call them on a fiber park that fiber instead of blocking its carrier,
+// exactly as the JDK's blocking calls park a virtual thread:
+//
+//   bobbin::run([] {
+//     for (int i = 0; i < 200; i++)
+//       bobbin::spawn([] { PGconn* c = PQconnectdb(...); PQexec(c, "SELECT ..."); });  // parks
+//   });
+//
+// Covered: read, write, readv, writev, pread, pwrite, preadv, pwritev (and
+// the 64 forms), recv, recvfrom, recvmsg, send, sendto, sendmsg, accept,
+// accept4, connect, poll, ppoll, select, pselect, epoll_wait, epoll_pwait,
+// epoll_pwait2, nanosleep, clock_nanosleep, usleep, sleep, fsync, fdatasync,
+// getaddrinfo and getnameinfo (run on the blocking pool), and the
+// _FORTIFY_SOURCE entry points (__read_chk, __recv_chk, __recvfrom_chk,
+// __pread_chk, __pread64_chk, __poll_chk, __ppoll_chk).
+// Not covered, so they still block the carrier and show in the pinning
+// report (bobbin/pinning.h): glibc-internal calls (stdio's reads, the
+// resolver's own sockets: hence getaddrinfo on the pool), raw syscall(2)s and
+// statically linked libraries, open/openat, flock, waitpid, splice,
+// sendfile, std::mutex and other futex waits. close() is not rerouted:
+// io_uring operations hold their own reference to the file, as a thread
+// blocked in a system call does, so closing an fd has the kernel's meaning.
+//
+// Semantics are the kernel's: a call first tries without blocking (the
+// plain call's cost); if it would block and the fd is O_NONBLOCK it returns
+// EAGAIN as the plain call does; otherwise the fiber parks on the same
+// operation on its carrier's io_uring ring, bounded by SO_RCVTIMEO /
+// SO_SNDTIMEO (expiry gives EAGAIN). A blocking write returns when all of it
+// is written. poll/select/epoll park on one IORING_OP_POLL_ADD per fd and
+// compute their result with the plain call, so revents are the kernel's.
+// Differences, all documented in README "Blocking libraries": a parked fiber
+// is not interrupted by signals (no EINTR; sleep's remaining time is never
+// written), and a signal mask passed to ppoll/pselect/epoll_pwait applies
+// only to the non-blocking attempts.
+//
+// errno and thread-locals: a fiber parked inside an intercepted call
+// resumes on the carrier (OS thread) it parked on, so code that holds
+// &errno or another thread-local across the call stays correct.
+//
+// Turning it off: runtime_options::intercept_blocking_calls = false for one
+// runtime, BOBBIN_INTERCEPT=0 for the process. Off a fiber, or inside a
+// pinned_scope, every intercepted function is the plain libc call behind one
+// branch. For a binary that does not link bobbin itself but loads it (a
+// plugin host), LD_PRELOAD=libbobbin.so puts the definitions first.
+//
+// Cost on a fiber: a call that does not block costs the plain call; one that
+// parks costs one fcntl(F_GETFL) (and one getsockopt for the timeout) more
+// than bobbin's own I/O API. See perf/RESULTS.md.
+#ifndef BOBBIN_BLOCKING_CALLS_H_
+#define BOBBIN_BLOCKING_CALLS_H_
+
+#include "bobbin/config.h"
+
+namespace bobbin {
+
+// True unless BOBBIN_INTERCEPT=0 turned interception off for the process.
+// Whether a given call parks also depends on its runtime's option and on
+// the caller being an unpinned fiber.
+BOBBIN_API bool blocking_calls_intercepted() noexcept;
+
+}  // namespace bobbin
+
+#endif  // BOBBIN_BLOCKING_CALLS_H_
