@@ -8,6 +8,8 @@
 //                              (file::open_beneath: no "..", absolute paths
 //                              or symlinks out; those get 403)
 //   POST /echo                 the request body back (Content-Length bodies)
+//   GET|HEAD /sleep?ms=N       answers after N ms (0..10000): a slow backend
+//                              for clients' tests and benchmarks
 // Anything else: 404, or 405 with Allow for a known path and wrong method.
 //
 // Connection handling: keep-alive and pipelining (responses to a batch of
@@ -24,12 +26,14 @@
 #include <sys/stat.h>
 
 #include <atomic>
+#include <charconv>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
 #include <string_view>
 
+#include "absl/strings/str_cat.h"
 #include "bobbin/bobbin.h"
 #include "examples/common/server.h"
 #include "examples/http/request_parser.h"
@@ -72,6 +76,21 @@ std::string_view request_path(std::string_view target) {
     target = slash == std::string_view::npos ? std::string_view("/") : target.substr(slash);
   }
   return target.substr(0, target.find('?'));
+}
+
+// The value of `name` in the target's query string, or empty.
+std::string_view query_param(std::string_view target, std::string_view name) {
+  size_t q = target.find('?');
+  if (q == std::string_view::npos) return {};
+  std::string_view rest = target.substr(q + 1);
+  while (!rest.empty()) {
+    std::string_view pair = rest.substr(0, rest.find('&'));
+    rest = pair.size() < rest.size() ? rest.substr(pair.size() + 1) : std::string_view();
+    if (pair.starts_with(name) && pair.size() > name.size() && pair[name.size()] == '=') {
+      return pair.substr(name.size() + 1);
+    }
+  }
+  return {};
 }
 
 // Serves a file under the root. Returns false if the connection must close
@@ -157,6 +176,25 @@ bool handle(server& srv, examples::connection& c, const http::request& req, bool
       return true;
     }
     return serve_static(srv, c, path.substr(8), head_only, keep_alive, out);
+  }
+  if (path == "/sleep") {
+    // A slow backend for clients' tests and benchmarks: answers after ?ms=N
+    // (0 to 10,000) milliseconds, during which the fiber is parked.
+    if (!get_or_head) {
+      append_error(srv, out, 405, false, keep_alive, "Allow: GET, HEAD\r\n");
+      return true;
+    }
+    std::string_view ms_text = query_param(req.target, "ms");
+    int ms = 0;
+    auto [end, ec] = std::from_chars(ms_text.data(), ms_text.data() + ms_text.size(), ms);
+    if (ms_text.empty() || ec != std::errc() || end != ms_text.data() + ms_text.size() || ms < 0 || ms > 10000) {
+      append_error(srv, out, 400, head_only, keep_alive);
+      return true;
+    }
+    bobbin::this_fiber::sleep_for(std::chrono::milliseconds(ms));
+    http::append_response(out, 200, "text/plain; charset=utf-8", absl::StrCat("slept ", ms, " ms\n"), keep_alive,
+                          head_only);
+    return true;
   }
   if (path == "/echo") {
     if (req.method != "POST") {

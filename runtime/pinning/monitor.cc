@@ -9,6 +9,11 @@
 // measured from the first such sample, so it is under-reported by at most one
 // interval.
 //
+// A carrier that is runnable but not running (preempted by the OS) is not
+// pinned by its fiber: "on the CPU" is reported only once the carrier thread
+// has used the threshold's worth of CPU time in the episode (its thread CPU
+// clock), so an oversubscribed machine does not blame innocent fibers.
+//
 // Why it is pinned, from the kernel's view of the carrier thread:
 //   /proc/self/task/<tid>/stat says R (running) or S/D (blocked);
 //   /proc/self/task/<tid>/syscall names the system call and gives the stack
@@ -123,6 +128,7 @@ void pin_monitor::sample(carrier* c, watch& w, std::chrono::steady_clock::time_p
     w.tick = tick;
     w.fiber = f;
     w.since = now;
+    w.cpu_since_ns = f != nullptr ? c->cpu_time_ns() : -1;
     return;
   }
   if (w.reported || now - w.since < threshold_) return;
@@ -130,6 +136,13 @@ void pin_monitor::sample(carrier* c, watch& w, std::chrono::steady_clock::time_p
   // Pinned for longer than the threshold: find out why.
   thread_syscall_state ks = read_thread_state(c->tid());
   const bool kernel_blocked = ks.state != 'R' && ks.nr >= 0 && ks.nr != 426;  // not io_uring_enter
+  if (!kernel_blocked && w.cpu_since_ns >= 0) {
+    // On the CPU only counts once the thread has used the threshold's worth
+    // of CPU: a carrier the OS preempted (an oversubscribed machine, other
+    // processes) is not held by its fiber.
+    const int64_t used = c->cpu_time_ns() - w.cpu_since_ns;
+    if (used >= 0 && used < std::chrono::duration_cast<std::chrono::nanoseconds>(threshold_).count()) return;
+  }
   pin_event e;
   if (!describe(c, f, kernel_blocked, ks.nr, ks.sp, e)) return;  // it moved on meanwhile
   e.duration = now - w.since;

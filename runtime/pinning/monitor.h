@@ -40,6 +40,7 @@ class pin_monitor {
     uint64_t tick = ~uint64_t{0};
     fiber_control* fiber = nullptr;
     std::chrono::steady_clock::time_point since;
+    int64_t cpu_since_ns = -1;  // the carrier thread's CPU time at `since`
     bool reported = false;
     carrier* spare = nullptr;  // brought online for this episode
     pin_event event;           // what was reported, for the end event

@@ -81,11 +81,18 @@ absl::Status carrier::start() {
   return absl::OkStatus();
 }
 
+int64_t carrier::cpu_time_ns() const {
+  timespec ts;
+  if (!has_cpu_clock_ || clock_gettime(cpu_clock_, &ts) != 0) return -1;
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
 void carrier::join() {
   if (thread_.joinable()) thread_.join();
 }
 
 void carrier::thread_main() {
+  has_cpu_clock_ = pthread_getcpuclockid(pthread_self(), &cpu_clock_) == 0;
   tid_.store(static_cast<pid_t>(::syscall(SYS_gettid)), std::memory_order_release);
   {
     char name[16];

@@ -67,6 +67,8 @@ class carrier {
   // mount, so the fiber's fields written before it was queued are visible.
   fiber_control* current_acquire() const { return current_.load(std::memory_order_acquire); }
   pid_t tid() const { return tid_.load(std::memory_order_acquire); }
+  // CPU time this carrier thread has used, in ns (-1 if unknown). Any thread.
+  int64_t cpu_time_ns() const;
 
   // --- called on this carrier's thread only ---
   // Makes `f` runnable here; `next` puts it in the runnext slot so it runs
@@ -140,6 +142,8 @@ class carrier {
   const unsigned index_;
   std::thread thread_;
   std::atomic<pid_t> tid_{0};
+  clockid_t cpu_clock_{};  // written before started_ is published
+  bool has_cpu_clock_ = false;
   absl::Status start_status_;
   std::atomic<int> started_{0};
 

@@ -1,0 +1,277 @@
+// Real client libraries nobody here wrote, called unmodified from fibers:
+// libpq against PostgreSQL, hiredis against redis-server, libcurl against
+// bobbin's example HTTP server, plus getaddrinfo, usleep and
+// std::this_thread::sleep_for. For each: 200 fibers on 2 carriers make the
+// plain blocking call in a loop, every reply is checked, no pinning is
+// reported, and a bystander fiber that sleeps 5 ms in a loop stays on time.
+//
+// Links libbobbin.so, as a user's program does. The servers are started by
+// run_with_servers.py, which names them in BOBBIN_TEST_PG,
+// BOBBIN_TEST_REDIS_SOCKET and BOBBIN_TEST_HTTP_URL.
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <hiredis/hiredis.h>
+#include <libpq-fe.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bobbin/bobbin.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+using clock_type = std::chrono::steady_clock;
+
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+
+constexpr int kFibers = 200;
+constexpr auto kDuration = 3s;
+
+std::string env(const char* name) {
+  const char* v = std::getenv(name);
+  if (v == nullptr) {
+    ADD_FAILURE() << name << " is not set: run this test through tests/clients/run_with_servers.py";
+    return {};
+  }
+  return v;
+}
+
+struct outcome {
+  long ok = 0;
+  long bad = 0;
+  double bystander_p99_ms = 0;
+  double bystander_max_ms = 0;
+  uint64_t pin_events = 0;
+  uint64_t syscall_pin_events = 0;
+  uint64_t intercepted_parks = 0;
+  std::vector<std::string> pin_reports;
+};
+
+// Runs `client(i, keep_going)` on kFibers fibers of a 2-carrier runtime for
+// kDuration; each returns {ok, bad} counts. A bystander fiber sleeps 5 ms in
+// a loop and records how late it wakes.
+outcome run_clients(const std::function<std::pair<long, long>(int, const std::function<bool()>&)>& client) {
+  outcome out;
+  bobbin::runtime_options o;
+  o.carriers = 2;
+  auto rt = bobbin::runtime::start(o).value();
+  std::mutex reports_mu;
+  rt->set_pin_listener([&](const bobbin::pin_event& e) {
+    if (e.ended) return;
+    std::lock_guard l(reports_mu);
+    out.pin_reports.push_back(bobbin::format_pin_event(e, true));
+    if (e.reason == bobbin::pin_reason::syscall) out.syscall_pin_events++;
+  });
+  std::atomic<bool> stop{false};
+  auto bystander = rt->spawn([&] {
+    std::vector<double> late;
+    while (!stop.load(std::memory_order_relaxed)) {
+      auto t = clock_type::now();
+      bobbin::this_fiber::sleep_for(5ms);
+      late.push_back(std::chrono::duration<double, std::milli>(clock_type::now() - t - 5ms).count());
+    }
+    return late;
+  });
+  std::vector<bobbin::fiber<std::pair<long, long>>> fs;
+  auto keep_going = [&] { return !stop.load(std::memory_order_relaxed); };
+  for (int i = 0; i < kFibers; i++) fs.push_back(rt->spawn([&, i] { return client(i, keep_going); }));
+  std::this_thread::sleep_for(kDuration);
+  stop = true;
+  for (auto& f : fs) {
+    auto [ok, bad] = f.join();
+    out.ok += ok;
+    out.bad += bad;
+  }
+  std::vector<double> late = bystander.join();
+  std::sort(late.begin(), late.end());
+  if (!late.empty()) {
+    out.bystander_p99_ms = late[late.size() * 99 / 100];
+    out.bystander_max_ms = late.back();
+  }
+  auto s = rt->stats();
+  out.pin_events = s.pin_events;
+  out.intercepted_parks = s.intercepted_parks;
+  std::printf("  %ld replies checked, %ld bad, bystander p99 %.2f ms (max %.2f), %llu pin events, "
+              "%llu parks in intercepted calls\n",
+              out.ok, out.bad, out.bystander_p99_ms, out.bystander_max_ms,
+              static_cast<unsigned long long>(out.pin_events), static_cast<unsigned long long>(out.intercepted_parks));
+  return out;
+}
+
+// What every client test asserts. Under the sanitizers everything runs
+// several times slower: a fiber may hold its carrier past the 20 ms CPU
+// threshold on its own, so only pins by blocking system calls (what
+// interception is for) count there, and the bystander gets a wider bound.
+void expect_no_pinning(const outcome& o, long min_ok) {
+  EXPECT_GE(o.ok, min_ok);
+  EXPECT_EQ(o.bad, 0);
+  if (kSanitized) {
+    EXPECT_EQ(o.syscall_pin_events, 0u) << (o.pin_reports.empty() ? "" : o.pin_reports[0]);
+    EXPECT_LT(o.bystander_p99_ms, 100.0);
+  } else {
+    EXPECT_EQ(o.pin_events, 0u) << (o.pin_reports.empty() ? "" : o.pin_reports[0]);
+    EXPECT_LT(o.bystander_p99_ms, 10.0);
+  }
+  EXPECT_GT(o.intercepted_parks, 0u);
+}
+
+TEST(BlockingClientsTest, LibpqQueriesPark) {
+  const std::string conninfo = env("BOBBIN_TEST_PG");
+  ASSERT_FALSE(conninfo.empty());
+  outcome o = run_clients([&](int i, const std::function<bool()>& keep_going) -> std::pair<long, long> {
+    long ok = 0, bad = 0;
+    PGconn* conn = PQconnectdb(conninfo.c_str());
+    if (PQstatus(conn) != CONNECTION_OK) {
+      std::fprintf(stderr, "fiber %d: %s", i, PQerrorMessage(conn));
+      PQfinish(conn);
+      return {0, 1};
+    }
+    for (long n = 0; keep_going(); n++) {
+      // ~20 ms in the server; the reply names this fiber and round.
+      std::string sql = "SELECT pg_sleep(0.02), '" + std::to_string(i) + ":" + std::to_string(n) + "'";
+      PGresult* r = PQexec(conn, sql.c_str());
+      const bool good = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+                        std::string(PQgetvalue(r, 0, 1)) == std::to_string(i) + ":" + std::to_string(n);
+      (good ? ok : bad)++;
+      PQclear(r);
+    }
+    PQfinish(conn);
+    return {ok, bad};
+  });
+  // 200 fibers x 3 s / 20 ms = 30,000 at best; the carriers never starve.
+  expect_no_pinning(o, kSanitized ? 2000 : 10000);
+}
+
+TEST(BlockingClientsTest, HiredisCommandsPark) {
+  const std::string sock = env("BOBBIN_TEST_REDIS_SOCKET");
+  ASSERT_FALSE(sock.empty());
+  outcome o = run_clients([&](int i, const std::function<bool()>& keep_going) -> std::pair<long, long> {
+    long ok = 0, bad = 0;
+    redisContext* c = redisConnectUnix(sock.c_str());
+    if (c == nullptr || c->err) {
+      if (c) redisFree(c);
+      return {0, 1};
+    }
+    // hiredis sets SO_RCVTIMEO/SO_SNDTIMEO on its socket.
+    timeval tv{10, 0};
+    redisSetTimeout(c, tv);
+    const std::string key = "k" + std::to_string(i);
+    for (long n = 0; keep_going(); n++) {
+      const std::string value = std::to_string(n);
+      auto* set = static_cast<redisReply*>(redisCommand(c, "SET %s %s", key.c_str(), value.c_str()));
+      auto* get = static_cast<redisReply*>(redisCommand(c, "GET %s", key.c_str()));
+      // BLPOP on an empty list waits 20 ms in the server, then answers nil.
+      auto* blpop = static_cast<redisReply*>(redisCommand(c, "BLPOP empty:%d 0.02", i));
+      const bool good = set && set->type == REDIS_REPLY_STATUS && get && get->type == REDIS_REPLY_STRING &&
+                        value == std::string(get->str, get->len) && blpop &&
+                        (blpop->type == REDIS_REPLY_NIL || (blpop->type == REDIS_REPLY_ARRAY && blpop->elements == 0));
+      (good ? ok : bad)++;
+      if (set) freeReplyObject(set);
+      if (get) freeReplyObject(get);
+      if (blpop) freeReplyObject(blpop);
+      if (c->err) break;
+    }
+    redisFree(c);
+    return {ok, bad};
+  });
+  expect_no_pinning(o, kSanitized ? 2000 : 10000);
+}
+
+size_t append_body(char* data, size_t size, size_t n, void* out) {
+  static_cast<std::string*>(out)->append(data, size * n);
+  return size * n;
+}
+
+TEST(BlockingClientsTest, LibcurlEasyRequestsPark) {
+  const std::string base = env("BOBBIN_TEST_HTTP_URL");
+  ASSERT_FALSE(base.empty());
+  curl_global_init(CURL_GLOBAL_DEFAULT);
+  outcome o = run_clients([&](int, const std::function<bool()>& keep_going) -> std::pair<long, long> {
+    long ok = 0, bad = 0;
+    CURL* h = curl_easy_init();
+    std::string body;
+    const std::string url = base + "/sleep?ms=20";
+    curl_easy_setopt(h, CURLOPT_URL, url.c_str());
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, append_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &body);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT, 30L);
+    while (keep_going()) {
+      body.clear();
+      CURLcode rc = curl_easy_perform(h);
+      long status = 0;
+      curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+      const bool good = rc == CURLE_OK && status == 200 && body == "slept 20 ms\n";
+      (good ? ok : bad)++;
+    }
+    curl_easy_cleanup(h);
+    return {ok, bad};
+  });
+  curl_global_cleanup();
+  expect_no_pinning(o, kSanitized ? 2000 : 10000);
+}
+
+TEST(BlockingClientsTest, GetaddrinfoParks) {
+  outcome o = run_clients([](int, const std::function<bool()>& keep_going) -> std::pair<long, long> {
+    long ok = 0, bad = 0;
+    while (keep_going()) {
+      addrinfo hints{};
+      hints.ai_family = AF_INET;
+      hints.ai_socktype = SOCK_STREAM;
+      addrinfo* res = nullptr;
+      const bool good = getaddrinfo("localhost", "5432", &hints, &res) == 0 && res != nullptr &&
+                        reinterpret_cast<sockaddr_in*>(res->ai_addr)->sin_addr.s_addr == htonl(INADDR_LOOPBACK) &&
+                        ntohs(reinterpret_cast<sockaddr_in*>(res->ai_addr)->sin_port) == 5432;
+      if (res) freeaddrinfo(res);
+      (good ? ok : bad)++;
+    }
+    return {ok, bad};
+  });
+  expect_no_pinning(o, 1000);
+}
+
+TEST(BlockingClientsTest, UsleepParks) {
+  outcome o = run_clients([](int, const std::function<bool()>& keep_going) -> std::pair<long, long> {
+    long ok = 0, bad = 0;
+    while (keep_going()) {
+      auto t = clock_type::now();
+      usleep(20000);
+      (clock_type::now() - t >= 20ms ? ok : bad)++;
+    }
+    return {ok, bad};
+  });
+  expect_no_pinning(o, kSanitized ? 5000 : 20000);
+}
+
+TEST(BlockingClientsTest, StdSleepForParks) {
+  outcome o = run_clients([](int, const std::function<bool()>& keep_going) -> std::pair<long, long> {
+    long ok = 0, bad = 0;
+    while (keep_going()) {
+      auto t = clock_type::now();
+      std::this_thread::sleep_for(20ms);
+      (clock_type::now() - t >= 20ms ? ok : bad)++;
+    }
+    return {ok, bad};
+  });
+  expect_no_pinning(o, kSanitized ? 5000 : 20000);
+}
+
+}  // namespace
