@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 
@@ -39,7 +40,20 @@ bool nonblocking(int fd) noexcept {
   return fl < 0 || (fl & O_NONBLOCK) != 0;
 }
 
+namespace {
+// Set once any socket in the process gets a send or receive timeout.
+std::atomic<bool> g_socket_timeouts_used{false};
+}  // namespace
+
+void note_socket_option(int level, int name) noexcept {
+  if (level != SOL_SOCKET) return;
+  if (name == SO_RCVTIMEO_OLD || name == SO_SNDTIMEO_OLD || name == SO_RCVTIMEO_NEW || name == SO_SNDTIMEO_NEW) {
+    g_socket_timeouts_used.store(true, std::memory_order_relaxed);
+  }
+}
+
 deadline socket_timeout(int fd, int option) noexcept {
+  if (!g_socket_timeouts_used.load(std::memory_order_relaxed)) return deadline::never();
   timeval tv{};
   socklen_t len = sizeof tv;
   if (::getsockopt(fd, SOL_SOCKET, option, &tv, &len) != 0) return deadline::never();  // ENOTSOCK

@@ -57,8 +57,13 @@ int park_on_ring(carrier* c, Prep&& prep, wait_reason reason, deadline d = deadl
 bool nonblocking(int fd) noexcept;
 
 // The socket's SO_RCVTIMEO or SO_SNDTIMEO as a deadline from now; never when
-// unset or when `fd` is not a socket.
+// unset or when `fd` is not a socket. Costs a getsockopt only once some code
+// in the process has set one of them (setsockopt is intercepted to know).
 deadline socket_timeout(int fd, int option) noexcept;
+
+// Called by the setsockopt interceptor: remembers that socket timeouts are
+// in use somewhere in the process.
+void note_socket_option(int level, int name) noexcept;
 
 // Sets errno from a -errno result and returns -1, or returns the result.
 inline long to_libc_result(long res) noexcept {

@@ -49,6 +49,7 @@ BOBBIN_NEXT_SYMBOL(sendmsg)
 BOBBIN_NEXT_SYMBOL(accept)
 BOBBIN_NEXT_SYMBOL(accept4)
 BOBBIN_NEXT_SYMBOL(connect)
+BOBBIN_NEXT_SYMBOL(setsockopt)
 }  // namespace real
 
 namespace {
@@ -350,4 +351,11 @@ BOBBIN_INTERPOSE int connect(int fd, const sockaddr* addr, socklen_t len) {
   // A connect cut short by SO_SNDTIMEO goes on in the background: EINPROGRESS.
   if (res == -ETIMEDOUT && !d.is_never() && d.expired()) res = -EINPROGRESS;
   return static_cast<int>(to_libc_result(res));
+}
+
+// Not a blocking call: intercepted only to learn whether any socket has a
+// send or receive timeout (fiber_calls.h, socket_timeout), on any thread.
+BOBBIN_INTERPOSE int setsockopt(int fd, int level, int name, const void* value, socklen_t len) {
+  note_socket_option(level, name);
+  return real::setsockopt(fd, level, name, value, len);
 }

@@ -1,0 +1,273 @@
+// One cell of the blocking-libraries comparison (compare_blocking.py runs
+// them all): N callers making one real client's blocking call in a loop for
+// a fixed time, every reply checked, run one of four ways:
+//   intercept  fibers on 2 carriers, the naive blocking code (bobbin's
+//              interceptors park the fiber)
+//   pinned     the same with runtime_options::intercept_blocking_calls off:
+//              each call blocks its carrier (what bobbin did before)
+//   offload    interception off, every call wrapped in bobbin::offload (the
+//              run_in_executor workaround)
+//   threads    N plain OS threads (8 MiB default stacks), the naive code
+// Beside the callers a bystander (a fiber, or a thread for `threads`)
+// sleeps 5 ms in a loop and records how late it wakes.
+//
+// Prints one JSON object: calls/s, bad replies, bystander p99, pin events,
+// and the process's resident memory at the end of the run (VmRSS).
+//
+//   blocking_bench --client pq|redis|curl --mode intercept|pinned|offload|threads
+//                  [--callers 200] [--seconds 3]
+// The servers are named by BOBBIN_TEST_PG, BOBBIN_TEST_REDIS_SOCKET and
+// BOBBIN_TEST_HTTP_URL (tests/clients/servers.py starts them).
+#include <curl/curl.h>
+#include <hiredis/hiredis.h>
+#include <libpq-fe.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bobbin/bobbin.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+using clock_type = std::chrono::steady_clock;
+
+const char* need_env(const char* name) {
+  const char* v = std::getenv(name);
+  if (v == nullptr) {
+    std::fprintf(stderr, "blocking_bench: %s is not set\n", name);
+    std::exit(2);
+  }
+  return v;
+}
+
+// One caller's connection and its call. call() returns whether the reply
+// was right.
+class caller {
+ public:
+  virtual ~caller() = default;
+  virtual bool connect() = 0;
+  virtual bool call(long n) = 0;
+};
+
+class pq_caller final : public caller {
+ public:
+  explicit pq_caller(int id) : id_(id) {}
+  ~pq_caller() override {
+    if (conn_) PQfinish(conn_);
+  }
+  bool connect() override {
+    conn_ = PQconnectdb(need_env("BOBBIN_TEST_PG"));
+    return PQstatus(conn_) == CONNECTION_OK;
+  }
+  bool call(long n) override {
+    const std::string tag = std::to_string(id_) + ":" + std::to_string(n);
+    const std::string sql = "SELECT pg_sleep(0.02), '" + tag + "'";
+    PGresult* r = PQexec(conn_, sql.c_str());
+    bool ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && tag == PQgetvalue(r, 0, 1);
+    PQclear(r);
+    return ok;
+  }
+
+ private:
+  int id_;
+  PGconn* conn_ = nullptr;
+};
+
+class redis_caller final : public caller {
+ public:
+  explicit redis_caller(int id) : key_("bench:" + std::to_string(id)) {}
+  ~redis_caller() override {
+    if (c_) redisFree(c_);
+  }
+  bool connect() override {
+    c_ = redisConnectUnix(need_env("BOBBIN_TEST_REDIS_SOCKET"));
+    return c_ != nullptr && c_->err == 0;
+  }
+  bool call(long n) override {
+    const std::string v = std::to_string(n);
+    auto* set = static_cast<redisReply*>(redisCommand(c_, "SET %s %s", key_.c_str(), v.c_str()));
+    auto* get = static_cast<redisReply*>(redisCommand(c_, "GET %s", key_.c_str()));
+    bool ok = set && set->type == REDIS_REPLY_STATUS && get && get->type == REDIS_REPLY_STRING &&
+              v == std::string(get->str, get->len);
+    if (set) freeReplyObject(set);
+    if (get) freeReplyObject(get);
+    return ok;
+  }
+
+ private:
+  std::string key_;
+  redisContext* c_ = nullptr;
+};
+
+size_t append_body(char* data, size_t size, size_t n, void* out) {
+  static_cast<std::string*>(out)->append(data, size * n);
+  return size * n;
+}
+
+class curl_caller final : public caller {
+ public:
+  ~curl_caller() override {
+    if (h_) curl_easy_cleanup(h_);
+  }
+  bool connect() override {
+    h_ = curl_easy_init();
+    url_ = std::string(need_env("BOBBIN_TEST_HTTP_URL")) + "/sleep?ms=20";
+    curl_easy_setopt(h_, CURLOPT_URL, url_.c_str());
+    curl_easy_setopt(h_, CURLOPT_WRITEFUNCTION, append_body);
+    curl_easy_setopt(h_, CURLOPT_WRITEDATA, &body_);
+    curl_easy_setopt(h_, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h_, CURLOPT_TIMEOUT, 30L);
+    return h_ != nullptr;
+  }
+  bool call(long) override {
+    body_.clear();
+    long status = 0;
+    CURLcode rc = curl_easy_perform(h_);
+    curl_easy_getinfo(h_, CURLINFO_RESPONSE_CODE, &status);
+    return rc == CURLE_OK && status == 200 && body_ == "slept 20 ms\n";
+  }
+
+ private:
+  CURL* h_ = nullptr;
+  std::string url_;
+  std::string body_;
+};
+
+std::unique_ptr<caller> make_caller(const std::string& client, int id) {
+  if (client == "pq") return std::make_unique<pq_caller>(id);
+  if (client == "redis") return std::make_unique<redis_caller>(id);
+  if (client == "curl") return std::make_unique<curl_caller>();
+  std::fprintf(stderr, "blocking_bench: unknown --client %s\n", client.c_str());
+  std::exit(2);
+}
+
+long rss_kb() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::strtol(line.c_str() + 6, nullptr, 10);
+  }
+  return -1;
+}
+
+struct tally {
+  std::atomic<long> ok{0}, bad{0}, connect_failures{0};
+};
+
+// The loop every caller runs, whatever runs it.
+template <class Call>
+void caller_loop(const std::string& client, int id, const std::atomic<bool>& stop, tally& t, Call&& wrap) {
+  auto c = make_caller(client, id);
+  if (!wrap([&] { return c->connect(); })) {
+    t.connect_failures++;
+    return;
+  }
+  for (long n = 0; !stop.load(std::memory_order_relaxed); n++) {
+    (wrap([&] { return c->call(n); }) ? t.ok : t.bad)++;
+  }
+  wrap([&] {
+    c.reset();
+    return true;
+  });
+}
+
+std::vector<double> bystander_loop(const std::atomic<bool>& stop, bool fiber) {
+  std::vector<double> late;
+  while (!stop.load(std::memory_order_relaxed)) {
+    auto t = clock_type::now();
+    if (fiber) bobbin::this_fiber::sleep_for(5ms);
+    else std::this_thread::sleep_for(5ms);
+    late.push_back(std::chrono::duration<double, std::milli>(clock_type::now() - t - 5ms).count());
+  }
+  return late;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string client, mode;
+  int callers = 200;
+  double seconds = 3;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string a = argv[i];
+    if (a == "--client") client = argv[i + 1];
+    else if (a == "--mode") mode = argv[i + 1];
+    else if (a == "--callers") callers = std::atoi(argv[i + 1]);
+    else if (a == "--seconds") seconds = std::atof(argv[i + 1]);
+  }
+  if (client.empty() || mode.empty()) {
+    std::fprintf(stderr, "usage: blocking_bench --client pq|redis|curl --mode intercept|pinned|offload|threads\n");
+    return 2;
+  }
+  curl_global_init(CURL_GLOBAL_DEFAULT);
+  tally t;
+  std::atomic<bool> stop{false};
+  std::vector<double> late;
+  uint64_t pin_events = 0, parks = 0;
+  long rss = 0;
+  auto run_for = std::chrono::duration<double>(seconds);
+  const auto start = clock_type::now();
+  double elapsed = 0;
+  if (mode == "threads") {
+    std::vector<std::thread> ts;
+    std::thread bystander([&] { late = bystander_loop(stop, false); });
+    for (int i = 0; i < callers; i++) {
+      ts.emplace_back([&, i] { caller_loop(client, i, stop, t, [](auto&& f) { return f(); }); });
+    }
+    std::this_thread::sleep_for(run_for);
+    rss = rss_kb();
+    stop = true;
+    elapsed = std::chrono::duration<double>(clock_type::now() - start).count();
+    for (auto& th : ts) th.join();
+    bystander.join();
+  } else if (mode == "intercept" || mode == "pinned" || mode == "offload") {
+    bobbin::runtime_options o;
+    o.carriers = 2;
+    o.intercept_blocking_calls = mode == "intercept";
+    auto rt = bobbin::runtime::start(o).value();
+    auto bystander = rt->spawn([&] { return bystander_loop(stop, true); });
+    std::vector<bobbin::fiber<void>> fs;
+    for (int i = 0; i < callers; i++) {
+      fs.push_back(rt->spawn([&, i] {
+        if (mode == "offload") {
+          caller_loop(client, i, stop, t, [](auto&& f) { return bobbin::offload(f); });
+        } else {
+          caller_loop(client, i, stop, t, [](auto&& f) { return f(); });
+        }
+      }));
+    }
+    std::this_thread::sleep_for(run_for);
+    rss = rss_kb();
+    stop = true;
+    elapsed = std::chrono::duration<double>(clock_type::now() - start).count();
+    for (auto& f : fs) f.join();
+    late = bystander.join();
+    auto s = rt->stats();
+    pin_events = s.pin_events;
+    parks = s.intercepted_parks;
+  } else {
+    std::fprintf(stderr, "blocking_bench: unknown --mode %s\n", mode.c_str());
+    return 2;
+  }
+  std::sort(late.begin(), late.end());
+  const double p99 = late.empty() ? -1 : late[late.size() * 99 / 100];
+  std::printf(
+      "{\"client\": \"%s\", \"mode\": \"%s\", \"callers\": %d, \"seconds\": %.2f, \"calls_per_s\": %.1f, "
+      "\"bad\": %ld, \"connect_failures\": %ld, \"bystander_p99_ms\": %.2f, \"pin_events\": %llu, "
+      "\"intercepted_parks\": %llu, \"rss_kb\": %ld}\n",
+      client.c_str(), mode.c_str(), callers, elapsed, static_cast<double>(t.ok.load()) / elapsed, t.bad.load(),
+      t.connect_failures.load(), p99, static_cast<unsigned long long>(pin_events),
+      static_cast<unsigned long long>(parks), rss);
+  curl_global_cleanup();
+  return t.bad.load() == 0 && t.connect_failures.load() == 0 ? 0 : 1;
+}
