@@ -274,4 +274,89 @@ TEST(BlockingClientsTest, StdSleepForParks) {
   expect_no_pinning(o, kSanitized ? 5000 : 20000);
 }
 
+// Stack high-water of a real client's calls on a fiber. The fiber runs on
+// a fresh runtime with 1 MiB stacks, whose untouched pages read as zeros, so
+// the lowest non-zero word below the fiber's first frame marks how deep the
+// calls went.
+__attribute__((noinline)) size_t deepest_use(const char* top, size_t stack_size) {
+  const char* low = top - (stack_size - 16 * 1024);  // clear of the guard page
+  for (auto* p = reinterpret_cast<const uint64_t*>(low); reinterpret_cast<const char*>(p) < top; p++) {
+    if (*p != 0) return static_cast<size_t>(top - reinterpret_cast<const char*>(p));
+  }
+  return 0;
+}
+
+size_t stack_high_water(const std::function<bool()>& calls) {
+  constexpr size_t kStack = 1 << 20;
+  bobbin::runtime_options o;
+  o.carriers = 1;
+  o.stack_size = kStack;
+  auto rt = bobbin::runtime::start(o).value();
+  return rt->spawn([&] {
+      volatile char marker = 0;
+      const char* top = const_cast<const char*>(&marker);
+      EXPECT_TRUE(calls());
+      return deepest_use(top, kStack);
+    }).join();
+}
+
+TEST(BlockingClientsTest, StackHighWaterFitsTheDefaultStack) {
+  if (kSanitized) GTEST_SKIP() << "sanitizer frames are several times larger (their stacks are too)";
+  const std::string conninfo = env("BOBBIN_TEST_PG"), sock = env("BOBBIN_TEST_REDIS_SOCKET"),
+                    base = env("BOBBIN_TEST_HTTP_URL");
+  struct probe {
+    const char* what;
+    std::function<bool()> calls;
+  };
+  std::vector<probe> probes = {
+      {"libpq PQconnectdb + PQexec + PQfinish",
+       [&] {
+         PGconn* c = PQconnectdb(conninfo.c_str());
+         PGresult* r = PQexec(c, "SELECT pg_sleep(0.001), 'x'");
+         bool ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+         PQclear(r);
+         PQfinish(c);
+         return ok;
+       }},
+      {"hiredis redisConnectUnix + SET + GET",
+       [&] {
+         redisContext* c = redisConnectUnix(sock.c_str());
+         auto* a = static_cast<redisReply*>(redisCommand(c, "SET hw 1"));
+         auto* b = static_cast<redisReply*>(redisCommand(c, "GET hw"));
+         bool ok = a && b && b->type == REDIS_REPLY_STRING;
+         if (a) freeReplyObject(a);
+         if (b) freeReplyObject(b);
+         redisFree(c);
+         return ok;
+       }},
+      {"libcurl easy GET (new handle, connect, request, cleanup)",
+       [&] {
+         CURL* h = curl_easy_init();
+         std::string body;
+         const std::string url = base + "/sleep?ms=1";
+         curl_easy_setopt(h, CURLOPT_URL, url.c_str());
+         curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, append_body);
+         curl_easy_setopt(h, CURLOPT_WRITEDATA, &body);
+         curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+         bool ok = curl_easy_perform(h) == CURLE_OK && body == "slept 1 ms\n";
+         curl_easy_cleanup(h);
+         return ok;
+       }},
+      {"getaddrinfo(\"localhost\") (the lookup itself runs on the blocking pool)",
+       [] {
+         addrinfo* res = nullptr;
+         bool ok = getaddrinfo("localhost", "80", nullptr, &res) == 0;
+         if (res) freeaddrinfo(res);
+         return ok;
+       }},
+  };
+  for (auto& p : probes) {
+    size_t used = stack_high_water(p.calls);
+    std::printf("  stack high-water: %6zu bytes  %s\n", used, p.what);
+    // The default stack is 64 KiB: keep a quarter of it spare.
+    EXPECT_LT(used, 48u * 1024) << p.what;
+    EXPECT_GT(used, 0u) << p.what;
+  }
+}
+
 }  // namespace
