@@ -102,6 +102,15 @@ class connection_registry {
   // false if connections were still open after `drain` and had to be cut.
   bool stop_and_drain(std::chrono::milliseconds drain);
 
+  // For a server that accepts on its own (a thread per connection): counts
+  // one connection about to be served, as accept_loop() does before it
+  // spawns; the connection's guard undoes it, and stop_and_drain() waits
+  // for it.
+  void count_connection() {
+    accepted_.fetch_add(1);
+    fibers_.add(1);
+  }
+
   uint64_t accepted() const { return accepted_.load(); }
   uint64_t refused() const { return refused_.load(); }
 

@@ -86,7 +86,9 @@ void append_head(std::string& out, int status, std::string_view content_type, ui
     out += content_type;
     out += "\r\n";
   }
-  if (!keep_alive) out += "Connection: close\r\n";
+  // keep-alive is said explicitly: an HTTP/1.0 client (ApacheBench -k, for
+  // one) keeps the connection only if the response says so (RFC 9112 9.3).
+  out += keep_alive ? "Connection: keep-alive\r\n" : "Connection: close\r\n";
   out += extra_headers;
   out += "\r\n";
 }

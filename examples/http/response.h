@@ -19,7 +19,7 @@ const char* reason_phrase(int status);
 std::string_view content_type_for(std::string_view path);
 
 // Appends a status line and the standard fields (Date, Server,
-// Content-Length, Connection: close when !keep_alive). `extra_headers` is
+// Content-Length, Connection: keep-alive or close). `extra_headers` is
 // inserted verbatim and must end each field with CRLF.
 void append_head(std::string& out, int status, std::string_view content_type, uint64_t content_length,
                  bool keep_alive, std::string_view extra_headers = {});

@@ -51,6 +51,30 @@ try:
     lines = out.decode().split()
     check("keep-alive reuses the connection", lines == ["200", "1", "200", "0"], out)
 
+    # HTTP/1.0 keep-alive (RFC 9112 9.3): the response must say so, or the
+    # client waits for a close. ApacheBench -k speaks exactly this.
+    s10 = socket.create_connection(("127.0.0.1", port), timeout=3)
+    s10.sendall(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    got = b""
+    while b"Hello from bobbin\n" not in got:
+        chunk = s10.recv(4096)
+        if not chunk:
+            break
+        got += chunk
+    s10.sendall(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")  # same connection, still open
+    second = s10.recv(4096)
+    s10.close()
+    check("HTTP/1.0 keep-alive answered with Connection: keep-alive",
+          b"Connection: keep-alive\r\n" in got and second.startswith(b"HTTP/1.1 200"), got + second)
+    ab = subprocess.run(["ab", "-q", "-k", "-c", "10", "-n", "200", "-s", "10", base + "/"], capture_output=True,
+                        text=True, timeout=60).stdout
+    check("ab -k: 200 keep-alive requests, none failed",
+          "Failed requests:        0" in ab and "Keep-Alive requests:    200" in ab, ab[-600:])
+    rc, out = curl("-o", "/dev/null", "-w", "%{http_code}", base + "/sleep?ms=30")
+    check("GET /sleep?ms=30", out == b"200", out)
+    rc, out = curl("-o", "/dev/null", "-w", "%{http_code}", base + "/sleep?ms=-1")
+    check("GET /sleep?ms=-1 is 400", out == b"400", out)
+
     rc, out = curl("-i", base + "/static/index.html")
     check("static html", b"200 OK" in out and b"Content-Type: text/html" in out and out.endswith(b"<title>bobbin</title>\n"), out[:300])
     rc, out = curl("-i", base + "/static/docs/notes.txt")
