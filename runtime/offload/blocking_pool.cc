@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "bobbin/this_fiber.h"
 #include "runtime/sched/carrier.h"
 #include "runtime/sched/scheduler.h"
 #include "runtime/util/check.h"
@@ -13,8 +14,25 @@ namespace {
 constexpr auto kIdleExit = std::chrono::seconds(10);
 }
 
+std::unique_lock<std::mutex> blocking_pool::lock_from_caller() {
+  std::unique_lock l(mu_, std::defer_lock);
+  if (current_fiber_carrier() == nullptr) {
+    l.lock();
+    return l;
+  }
+  // A fiber must not wait for this lock in the kernel: pool threads take it
+  // too, and one the OS preempts while holding it (64 of them on 2 cores)
+  // would hold the carrier, and every fiber queued on it, for a time slice
+  // or more. Spin briefly, then let the carrier run others between tries.
+  for (int i = 0; !l.try_lock(); i++) {
+    if (i < 32) __builtin_ia32_pause();
+    else this_fiber::yield();
+  }
+  return l;
+}
+
 bool blocking_pool::submit(offload_task* t) {
-  std::unique_lock l(mu_);
+  std::unique_lock l = lock_from_caller();
   if (stopping_) return false;
   t->next = nullptr;
   if (tail_) tail_->next = t; else head_ = t;

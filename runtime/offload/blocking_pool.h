@@ -42,6 +42,8 @@ class blocking_pool {
  private:
   void worker();
   static void complete(offload_task* t);
+  // Takes mu_ for submit(): on a fiber without blocking the carrier.
+  std::unique_lock<std::mutex> lock_from_caller();
 
   const unsigned max_threads_;
   mutable std::mutex mu_;

@@ -83,6 +83,10 @@ outcome run_clients(const std::function<std::pair<long, long>(int, const std::fu
   std::atomic<bool> stop{false};
   auto bystander = rt->spawn([&] {
     std::vector<double> late;
+    // Allocated up front: under load the allocator's lock is contended by
+    // the offload pool's threads, and a futex wait in push_back would be the
+    // bystander pinning its own carrier.
+    late.reserve(4096);
     while (!stop.load(std::memory_order_relaxed)) {
       auto t = clock_type::now();
       bobbin::this_fiber::sleep_for(5ms);
