@@ -28,11 +28,17 @@ void* libc::resolve_next(const char* name) noexcept {
 namespace intercept {
 
 bool enabled_for_process() noexcept {
-  static const bool enabled = [] {
+  // An atomic rather than a function-local static: its guard would be taken
+  // inside sanitizer interceptors, where TSan does not see the guard's
+  // synchronization. Threads that race here compute the same answer.
+  static std::atomic<int> state{0};  // 0 unknown, 1 on, 2 off
+  int s = state.load(std::memory_order_relaxed);
+  if (__builtin_expect(s == 0, 0)) {
     const char* v = std::getenv("BOBBIN_INTERCEPT");
-    return v == nullptr || std::strcmp(v, "0") != 0;
-  }();
-  return enabled;
+    s = v == nullptr || std::strcmp(v, "0") != 0 ? 1 : 2;
+    state.store(s, std::memory_order_relaxed);
+  }
+  return s == 1;
 }
 
 bool nonblocking(int fd) noexcept {

@@ -67,7 +67,7 @@ int await_sqe(carrier* c, Prep&& prep, wait_reason reason, deadline d, bool stay
   self->reason.store(reason, std::memory_order_relaxed);
   self->state.store(fiber_state::parked, std::memory_order_relaxed);
   switch_action a{&self->ctx, switch_action::none, self, nullptr};
-  c->switch_away(self, &a);
+  c->switch_away(self, &a, /*via_scheduler=*/stay_on_carrier);
   if ((w.res == -ECANCELED || w.res == -EINTR) && !d.is_never() && d.expired()) return -ETIMEDOUT;
   return w.res;
 }

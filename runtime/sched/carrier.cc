@@ -44,6 +44,11 @@ __attribute__((noinline)) void set_current_carrier(carrier* c) noexcept {
   tls_carrier = c;
 }
 
+fiber_control* current_fiber_or_null() noexcept {
+  carrier* c = current_carrier();
+  return c != nullptr ? c->current() : nullptr;
+}
+
 carrier* current_fiber_carrier() noexcept {
   carrier* c = current_carrier();
   if (c == nullptr || c->current() == nullptr) return nullptr;
@@ -241,9 +246,11 @@ void carrier::run(fiber_control* f) {
   complete_switch(t);
 }
 
-void carrier::switch_away(fiber_control* from, switch_action* action) {
+void carrier::switch_away(fiber_control* from, switch_action* action, bool via_scheduler) {
   fiber_control* next = nullptr;
-  if (++tick_ % kPollInterval != 0) next = pop_local();
+  if (++tick_ % kPollInterval != 0 && !(kSanitizerSeesOnlyTheLoop && via_scheduler)) {
+    next = pop_local(/*allow_bound=*/!kSanitizerSeesOnlyTheLoop);
+  }
   const bool ending = action->what == switch_action::exit;
   if (next != nullptr) {
     current_.store(next, std::memory_order_release);
@@ -329,11 +336,12 @@ fiber_control* carrier::pop_bound() {
   return f;
 }
 
-fiber_control* carrier::pop_local() {
+fiber_control* carrier::pop_local(bool allow_bound) {
   if (runnext_.load(std::memory_order_relaxed) != nullptr) {
     fiber_control* f = runnext_.exchange(nullptr, std::memory_order_acq_rel);
     if (f) return f;
   }
+  if (!allow_bound) return runq_.pop();
   // Bound fibers and the run queue take turns, so a stream of completions
   // for one kind cannot starve the other.
   prefer_bound_ = !prefer_bound_;

@@ -26,6 +26,21 @@ namespace bobbin::internal {
 
 class runtime_impl;
 
+// ThreadSanitizer intercepts the blocking libc calls too, and its
+// interceptor for one (read, poll, usleep, ...) is still on the stack of a
+// fiber that parks inside bobbin's. While it is, TSan ignores that fiber's
+// atomic operations and interceptors (its "blocking call" mode), so the
+// scheduler's synchronization done on such a fiber would be invisible to it
+// and it would report races that are not there. Under TSan, therefore, a
+// fiber parking in an intercepted call switches to the scheduler loop (which
+// then picks the next fiber), and bound fibers are resumed only from the
+// loop, whose post-switch action is empty. Other builds switch directly.
+#if BOBBIN_TSAN
+inline constexpr bool kSanitizerSeesOnlyTheLoop = true;
+#else
+inline constexpr bool kSanitizerSeesOnlyTheLoop = false;
+#endif
+
 // What the context that arrives after a switch must do for the one that left.
 // Lives on the leaving fiber's stack: read it fully before acting on it.
 struct switch_action {
@@ -81,8 +96,10 @@ class carrier {
   void push_bound(fiber_control* f);
   // Leaves the running fiber `from` for the next runnable one (or this
   // carrier's scheduler loop), after which `action` is carried out. Returns
-  // when `from` is resumed, possibly on another carrier.
-  void switch_away(fiber_control* from, switch_action* action);
+  // when `from` is resumed, possibly on another carrier. `via_scheduler`:
+  // the caller is parking inside an intercepted libc call (see
+  // kSanitizerSeesOnlyTheLoop).
+  void switch_away(fiber_control* from, switch_action* action, bool via_scheduler = false);
   // A free SQE, submitting or reaping first when the queue is full.
   io_uring_sqe* get_sqe();
   // Same, for `n` SQEs that must go in one submission (linked chains).
@@ -127,7 +144,7 @@ class carrier {
   void thread_main();
   void loop();
   void run(fiber_control* f);
-  fiber_control* pop_local();
+  fiber_control* pop_local(bool allow_bound = true);
   fiber_control* pop_bound();
   fiber_control* find_work(bool check_global_first);
   bool spin_for_work(fiber_control** out);

@@ -41,6 +41,11 @@
 //   61st scheduling decision looks at the global queue first so it cannot
 //   starve. A fiber that yields goes to the back of the local queue, behind
 //   everything runnable, so a yielding loop never starves its neighbours.
+//   Fibers that parked inside an intercepted libc call (runtime/intercept)
+//   are readied onto their carrier's private bound list instead: they must
+//   resume on the OS thread they parked on (their caller may hold &errno),
+//   so no other carrier may steal them. The bound list and the run queue
+//   take turns in pop_local(), so neither starves the other.
 //
 // Sleeping and waking carriers (the spinning protocol, after Go's)
 //   A carrier that finds no work spins for a few microseconds (counted in
