@@ -61,10 +61,13 @@ int timeout_to_eagain(int res, const deadline& d) {
   return res == -ETIMEDOUT && !d.is_never() && d.expired() ? -EAGAIN : res;
 }
 
+// The fiber_* helpers are kept out of line so that each interceptor's path
+// off a fiber is a thread-local load, a branch and a tail call to libc.
+
 // Reads into `iov` as a blocking read(2)/pread(2)/readv(2) would. `plain`
 // makes the plain call (for O_NONBLOCK fds).
 template <class Plain>
-ssize_t fiber_read(carrier* c, int fd, const iovec* iov, int iovcnt, off_t offset, Plain&& plain) {
+__attribute__((noinline)) ssize_t fiber_read(carrier* c, int fd, const iovec* iov, int iovcnt, off_t offset, Plain&& plain) {
   ssize_t r = ::preadv2(fd, iov, iovcnt, offset, RWF_NOWAIT);
   if (r >= 0) return r;
   const int err = errno;
@@ -125,7 +128,7 @@ ssize_t finish_write(carrier* c, const iovec* iov, int iovcnt, size_t done, size
 }
 
 template <class Plain>
-ssize_t fiber_write(carrier* c, int fd, const iovec* iov, int iovcnt, off_t offset, Plain&& plain) {
+__attribute__((noinline)) ssize_t fiber_write(carrier* c, int fd, const iovec* iov, int iovcnt, off_t offset, Plain&& plain) {
   const size_t total = total_length(iov, iovcnt);
   ssize_t r = ::pwritev2(fd, iov, iovcnt, offset, RWF_NOWAIT);
   if (r >= 0 && static_cast<size_t>(r) == total) return r;
@@ -144,7 +147,7 @@ ssize_t fiber_write(carrier* c, int fd, const iovec* iov, int iovcnt, off_t offs
 // recv, recvfrom, recvmsg: `attempt(flags)` is the plain call with those
 // flags; `prep` fills the SQE of the same receive.
 template <class Attempt, class Prep>
-ssize_t fiber_receive(carrier* c, int fd, int flags, Attempt&& attempt, Prep&& prep) {
+__attribute__((noinline)) ssize_t fiber_receive(carrier* c, int fd, int flags, Attempt&& attempt, Prep&& prep) {
   if (flags & MSG_DONTWAIT) return attempt(flags);
   // MSG_WAITALL wants all of it: a first non-blocking part would break that.
   if (!(flags & MSG_WAITALL)) {
@@ -158,7 +161,7 @@ ssize_t fiber_receive(carrier* c, int fd, int flags, Attempt&& attempt, Prep&& p
 }
 
 // sendmsg with the semantics of a blocking socket: all of it, or an error.
-ssize_t fiber_sendmsg(carrier* c, int fd, const msghdr* msg, int flags) {
+__attribute__((noinline)) ssize_t fiber_sendmsg(carrier* c, int fd, const msghdr* msg, int flags) {
   if (flags & MSG_DONTWAIT) return real::sendmsg(fd, msg, flags);
   const size_t total = total_length(msg->msg_iov, static_cast<int>(msg->msg_iovlen));
   ssize_t r = real::sendmsg(fd, msg, flags | MSG_DONTWAIT);
@@ -180,7 +183,7 @@ ssize_t fiber_sendmsg(carrier* c, int fd, const msghdr* msg, int flags) {
                       });
 }
 
-ssize_t fiber_send(carrier* c, int fd, const void* buf, size_t len, int flags, const sockaddr* to, socklen_t tolen) {
+__attribute__((noinline)) ssize_t fiber_send(carrier* c, int fd, const void* buf, size_t len, int flags, const sockaddr* to, socklen_t tolen) {
   iovec iov{const_cast<void*>(buf), len};
   msghdr m{};
   m.msg_name = const_cast<sockaddr*>(to);
@@ -196,20 +199,30 @@ ssize_t fiber_send(carrier* c, int fd, const void* buf, size_t len, int flags, c
 using bobbin::internal::carrier;
 using namespace bobbin::internal::intercept;  // NOLINT: the interceptors below are its whole point
 
-BOBBIN_INTERPOSE ssize_t read(int fd, void* buf, size_t n) {
+__attribute__((noinline)) static ssize_t read_on_carrier(int fd, void* buf, size_t n) {
   carrier* c = parking_carrier();
   if (c == nullptr) return real::read(fd, buf, n);
   iovec iov{buf, n};
   return fiber_read(c, fd, &iov, 1, kAtPosition, [&] { return real::read(fd, buf, n); });
 }
 
-BOBBIN_INTERPOSE ssize_t readv(int fd, const iovec* iov, int iovcnt) {
+BOBBIN_INTERPOSE ssize_t read(int fd, void* buf, size_t n) {
+  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) return real::read(fd, buf, n);
+  return read_on_carrier(fd, buf, n);
+}
+
+__attribute__((noinline)) static ssize_t readv_on_carrier(int fd, const iovec* iov, int iovcnt) {
   carrier* c = parking_carrier();
   if (c == nullptr) return real::readv(fd, iov, iovcnt);
   return fiber_read(c, fd, iov, iovcnt, kAtPosition, [&] { return real::readv(fd, iov, iovcnt); });
 }
 
-BOBBIN_INTERPOSE ssize_t pread(int fd, void* buf, size_t n, off_t offset) {
+BOBBIN_INTERPOSE ssize_t readv(int fd, const iovec* iov, int iovcnt) {
+  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) return real::readv(fd, iov, iovcnt);
+  return readv_on_carrier(fd, iov, iovcnt);
+}
+
+__attribute__((noinline)) static ssize_t pread_on_carrier(int fd, void* buf, size_t n, off_t offset) {
   carrier* c = parking_carrier();
   if (c == nullptr) return real::pread(fd, buf, n, offset);
   if (offset < 0) return real::pread(fd, buf, n, offset);  // EINVAL, as the kernel says it
@@ -217,53 +230,93 @@ BOBBIN_INTERPOSE ssize_t pread(int fd, void* buf, size_t n, off_t offset) {
   return fiber_read(c, fd, &iov, 1, offset, [&] { return real::pread(fd, buf, n, offset); });
 }
 
-BOBBIN_INTERPOSE ssize_t pread64(int fd, void* buf, size_t n, off64_t offset) {
+BOBBIN_INTERPOSE ssize_t pread(int fd, void* buf, size_t n, off_t offset) {
+  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) return real::pread(fd, buf, n, offset);
+  return pread_on_carrier(fd, buf, n, offset);
+}
+
+__attribute__((noinline)) static ssize_t pread64_on_carrier(int fd, void* buf, size_t n, off64_t offset) {
   carrier* c = parking_carrier();
   if (c == nullptr || offset < 0) return real::pread64(fd, buf, n, offset);
   iovec iov{buf, n};
   return fiber_read(c, fd, &iov, 1, offset, [&] { return real::pread64(fd, buf, n, offset); });
 }
 
-BOBBIN_INTERPOSE ssize_t preadv(int fd, const iovec* iov, int iovcnt, off_t offset) {
+BOBBIN_INTERPOSE ssize_t pread64(int fd, void* buf, size_t n, off64_t offset) {
+  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) return real::pread64(fd, buf, n, offset);
+  return pread64_on_carrier(fd, buf, n, offset);
+}
+
+__attribute__((noinline)) static ssize_t preadv_on_carrier(int fd, const iovec* iov, int iovcnt, off_t offset) {
   carrier* c = parking_carrier();
   if (c == nullptr || offset < 0) return real::preadv(fd, iov, iovcnt, offset);
   return fiber_read(c, fd, iov, iovcnt, offset, [&] { return real::preadv(fd, iov, iovcnt, offset); });
 }
 
-BOBBIN_INTERPOSE ssize_t write(int fd, const void* buf, size_t n) {
+BOBBIN_INTERPOSE ssize_t preadv(int fd, const iovec* iov, int iovcnt, off_t offset) {
+  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) return real::preadv(fd, iov, iovcnt, offset);
+  return preadv_on_carrier(fd, iov, iovcnt, offset);
+}
+
+__attribute__((noinline)) static ssize_t write_on_carrier(int fd, const void* buf, size_t n) {
   carrier* c = parking_carrier();
   if (c == nullptr) return real::write(fd, buf, n);
   iovec iov{const_cast<void*>(buf), n};
   return fiber_write(c, fd, &iov, 1, kAtPosition, [&] { return real::write(fd, buf, n); });
 }
 
-BOBBIN_INTERPOSE ssize_t writev(int fd, const iovec* iov, int iovcnt) {
+BOBBIN_INTERPOSE ssize_t write(int fd, const void* buf, size_t n) {
+  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) return real::write(fd, buf, n);
+  return write_on_carrier(fd, buf, n);
+}
+
+__attribute__((noinline)) static ssize_t writev_on_carrier(int fd, const iovec* iov, int iovcnt) {
   carrier* c = parking_carrier();
   if (c == nullptr) return real::writev(fd, iov, iovcnt);
   return fiber_write(c, fd, iov, iovcnt, kAtPosition, [&] { return real::writev(fd, iov, iovcnt); });
 }
 
-BOBBIN_INTERPOSE ssize_t pwrite(int fd, const void* buf, size_t n, off_t offset) {
+BOBBIN_INTERPOSE ssize_t writev(int fd, const iovec* iov, int iovcnt) {
+  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) return real::writev(fd, iov, iovcnt);
+  return writev_on_carrier(fd, iov, iovcnt);
+}
+
+__attribute__((noinline)) static ssize_t pwrite_on_carrier(int fd, const void* buf, size_t n, off_t offset) {
   carrier* c = parking_carrier();
   if (c == nullptr || offset < 0) return real::pwrite(fd, buf, n, offset);
   iovec iov{const_cast<void*>(buf), n};
   return fiber_write(c, fd, &iov, 1, offset, [&] { return real::pwrite(fd, buf, n, offset); });
 }
 
-BOBBIN_INTERPOSE ssize_t pwrite64(int fd, const void* buf, size_t n, off64_t offset) {
+BOBBIN_INTERPOSE ssize_t pwrite(int fd, const void* buf, size_t n, off_t offset) {
+  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) return real::pwrite(fd, buf, n, offset);
+  return pwrite_on_carrier(fd, buf, n, offset);
+}
+
+__attribute__((noinline)) static ssize_t pwrite64_on_carrier(int fd, const void* buf, size_t n, off64_t offset) {
   carrier* c = parking_carrier();
   if (c == nullptr || offset < 0) return real::pwrite64(fd, buf, n, offset);
   iovec iov{const_cast<void*>(buf), n};
   return fiber_write(c, fd, &iov, 1, offset, [&] { return real::pwrite64(fd, buf, n, offset); });
 }
 
-BOBBIN_INTERPOSE ssize_t pwritev(int fd, const iovec* iov, int iovcnt, off_t offset) {
+BOBBIN_INTERPOSE ssize_t pwrite64(int fd, const void* buf, size_t n, off64_t offset) {
+  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) return real::pwrite64(fd, buf, n, offset);
+  return pwrite64_on_carrier(fd, buf, n, offset);
+}
+
+__attribute__((noinline)) static ssize_t pwritev_on_carrier(int fd, const iovec* iov, int iovcnt, off_t offset) {
   carrier* c = parking_carrier();
   if (c == nullptr || offset < 0) return real::pwritev(fd, iov, iovcnt, offset);
   return fiber_write(c, fd, iov, iovcnt, offset, [&] { return real::pwritev(fd, iov, iovcnt, offset); });
 }
 
-BOBBIN_INTERPOSE ssize_t recv(int fd, void* buf, size_t n, int flags) {
+BOBBIN_INTERPOSE ssize_t pwritev(int fd, const iovec* iov, int iovcnt, off_t offset) {
+  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) return real::pwritev(fd, iov, iovcnt, offset);
+  return pwritev_on_carrier(fd, iov, iovcnt, offset);
+}
+
+__attribute__((noinline)) static ssize_t recv_on_carrier(int fd, void* buf, size_t n, int flags) {
   carrier* c = parking_carrier();
   if (c == nullptr) return real::recv(fd, buf, n, flags);
   return fiber_receive(
@@ -271,7 +324,12 @@ BOBBIN_INTERPOSE ssize_t recv(int fd, void* buf, size_t n, int flags) {
       [&](io_uring_sqe* sqe) { io_uring_prep_recv(sqe, fd, buf, n, flags); });
 }
 
-BOBBIN_INTERPOSE ssize_t recvfrom(int fd, void* buf, size_t n, int flags, sockaddr* from, socklen_t* fromlen) {
+BOBBIN_INTERPOSE ssize_t recv(int fd, void* buf, size_t n, int flags) {
+  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) return real::recv(fd, buf, n, flags);
+  return recv_on_carrier(fd, buf, n, flags);
+}
+
+__attribute__((noinline)) static ssize_t recvfrom_on_carrier(int fd, void* buf, size_t n, int flags, sockaddr* from, socklen_t* fromlen) {
   carrier* c = parking_carrier();
   if (c == nullptr) return real::recvfrom(fd, buf, n, flags, from, fromlen);
   iovec iov{buf, n};
@@ -294,7 +352,12 @@ BOBBIN_INTERPOSE ssize_t recvfrom(int fd, void* buf, size_t n, int flags, sockad
   return r;
 }
 
-BOBBIN_INTERPOSE ssize_t recvmsg(int fd, msghdr* msg, int flags) {
+BOBBIN_INTERPOSE ssize_t recvfrom(int fd, void* buf, size_t n, int flags, sockaddr* from, socklen_t* fromlen) {
+  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) return real::recvfrom(fd, buf, n, flags, from, fromlen);
+  return recvfrom_on_carrier(fd, buf, n, flags, from, fromlen);
+}
+
+__attribute__((noinline)) static ssize_t recvmsg_on_carrier(int fd, msghdr* msg, int flags) {
   carrier* c = parking_carrier();
   if (c == nullptr) return real::recvmsg(fd, msg, flags);
   return fiber_receive(
@@ -302,26 +365,46 @@ BOBBIN_INTERPOSE ssize_t recvmsg(int fd, msghdr* msg, int flags) {
       [&](io_uring_sqe* sqe) { io_uring_prep_recvmsg(sqe, fd, msg, static_cast<unsigned>(flags)); });
 }
 
-BOBBIN_INTERPOSE ssize_t send(int fd, const void* buf, size_t n, int flags) {
+BOBBIN_INTERPOSE ssize_t recvmsg(int fd, msghdr* msg, int flags) {
+  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) return real::recvmsg(fd, msg, flags);
+  return recvmsg_on_carrier(fd, msg, flags);
+}
+
+__attribute__((noinline)) static ssize_t send_on_carrier(int fd, const void* buf, size_t n, int flags) {
   carrier* c = parking_carrier();
   if (c == nullptr) return real::send(fd, buf, n, flags);
   return fiber_send(c, fd, buf, n, flags, nullptr, 0);
 }
 
-BOBBIN_INTERPOSE ssize_t sendto(int fd, const void* buf, size_t n, int flags, const sockaddr* to, socklen_t tolen) {
+BOBBIN_INTERPOSE ssize_t send(int fd, const void* buf, size_t n, int flags) {
+  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) return real::send(fd, buf, n, flags);
+  return send_on_carrier(fd, buf, n, flags);
+}
+
+__attribute__((noinline)) static ssize_t sendto_on_carrier(int fd, const void* buf, size_t n, int flags, const sockaddr* to, socklen_t tolen) {
   carrier* c = parking_carrier();
   if (c == nullptr) return real::sendto(fd, buf, n, flags, to, tolen);
   return fiber_send(c, fd, buf, n, flags, to, tolen);
 }
 
-BOBBIN_INTERPOSE ssize_t sendmsg(int fd, const msghdr* msg, int flags) {
+BOBBIN_INTERPOSE ssize_t sendto(int fd, const void* buf, size_t n, int flags, const sockaddr* to, socklen_t tolen) {
+  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) return real::sendto(fd, buf, n, flags, to, tolen);
+  return sendto_on_carrier(fd, buf, n, flags, to, tolen);
+}
+
+__attribute__((noinline)) static ssize_t sendmsg_on_carrier(int fd, const msghdr* msg, int flags) {
   carrier* c = parking_carrier();
   if (c == nullptr) return real::sendmsg(fd, msg, flags);
   return fiber_sendmsg(c, fd, msg, flags);
 }
 
+BOBBIN_INTERPOSE ssize_t sendmsg(int fd, const msghdr* msg, int flags) {
+  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) return real::sendmsg(fd, msg, flags);
+  return sendmsg_on_carrier(fd, msg, flags);
+}
+
 namespace {
-int fiber_accept(carrier* c, int fd, sockaddr* addr, socklen_t* len, int flags) {
+__attribute__((noinline)) int fiber_accept(carrier* c, int fd, sockaddr* addr, socklen_t* len, int flags) {
   if (nonblocking(fd)) return real::accept4(fd, addr, len, flags);
   const bobbin::deadline d = socket_timeout(fd, SO_RCVTIMEO);
   int res = park_on_ring(c, [&](io_uring_sqe* sqe) { io_uring_prep_accept(sqe, fd, addr, len, flags); },
@@ -330,19 +413,29 @@ int fiber_accept(carrier* c, int fd, sockaddr* addr, socklen_t* len, int flags) 
 }
 }  // namespace
 
-BOBBIN_INTERPOSE int accept(int fd, sockaddr* addr, socklen_t* len) {
+__attribute__((noinline)) static int accept_on_carrier(int fd, sockaddr* addr, socklen_t* len) {
   carrier* c = parking_carrier();
   if (c == nullptr) return real::accept(fd, addr, len);
   return fiber_accept(c, fd, addr, len, 0);
 }
 
-BOBBIN_INTERPOSE int accept4(int fd, sockaddr* addr, socklen_t* len, int flags) {
+BOBBIN_INTERPOSE int accept(int fd, sockaddr* addr, socklen_t* len) {
+  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) return real::accept(fd, addr, len);
+  return accept_on_carrier(fd, addr, len);
+}
+
+__attribute__((noinline)) static int accept4_on_carrier(int fd, sockaddr* addr, socklen_t* len, int flags) {
   carrier* c = parking_carrier();
   if (c == nullptr) return real::accept4(fd, addr, len, flags);
   return fiber_accept(c, fd, addr, len, flags);
 }
 
-BOBBIN_INTERPOSE int connect(int fd, const sockaddr* addr, socklen_t len) {
+BOBBIN_INTERPOSE int accept4(int fd, sockaddr* addr, socklen_t* len, int flags) {
+  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) return real::accept4(fd, addr, len, flags);
+  return accept4_on_carrier(fd, addr, len, flags);
+}
+
+__attribute__((noinline)) static int connect_on_carrier(int fd, const sockaddr* addr, socklen_t len) {
   carrier* c = parking_carrier();
   if (c == nullptr || nonblocking(fd)) return real::connect(fd, addr, len);
   const bobbin::deadline d = socket_timeout(fd, SO_SNDTIMEO);
@@ -351,6 +444,11 @@ BOBBIN_INTERPOSE int connect(int fd, const sockaddr* addr, socklen_t len) {
   // A connect cut short by SO_SNDTIMEO goes on in the background: EINPROGRESS.
   if (res == -ETIMEDOUT && !d.is_never() && d.expired()) res = -EINPROGRESS;
   return static_cast<int>(to_libc_result(res));
+}
+
+BOBBIN_INTERPOSE int connect(int fd, const sockaddr* addr, socklen_t len) {
+  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) return real::connect(fd, addr, len);
+  return connect_on_carrier(fd, addr, len);
 }
 
 // Not a blocking call: intercepted only to learn whether any socket has a

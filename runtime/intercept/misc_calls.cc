@@ -52,29 +52,50 @@ int resolve_offloaded(F&& fn) {
 using bobbin::internal::carrier;
 using namespace bobbin::internal::intercept;  // NOLINT: the interceptors below are its whole point
 
-BOBBIN_INTERPOSE int fsync(int fd) {
+__attribute__((noinline)) static int fsync_on_carrier(int fd) {
   carrier* c = parking_carrier();
   if (c == nullptr) return real::fsync(fd);
   return fiber_fsync(c, fd, 0);
 }
 
-BOBBIN_INTERPOSE int fdatasync(int fd) {
+BOBBIN_INTERPOSE int fsync(int fd) {
+  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) return real::fsync(fd);
+  return fsync_on_carrier(fd);
+}
+
+__attribute__((noinline)) static int fdatasync_on_carrier(int fd) {
   carrier* c = parking_carrier();
   if (c == nullptr) return real::fdatasync(fd);
   return fiber_fsync(c, fd, IORING_FSYNC_DATASYNC);
 }
 
-BOBBIN_INTERPOSE int getaddrinfo(const char* node, const char* service, const addrinfo* hints, addrinfo** res) {
+BOBBIN_INTERPOSE int fdatasync(int fd) {
+  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) return real::fdatasync(fd);
+  return fdatasync_on_carrier(fd);
+}
+
+__attribute__((noinline)) static int getaddrinfo_on_carrier(const char* node, const char* service, const addrinfo* hints, addrinfo** res) {
   carrier* c = parking_carrier();
   if (c == nullptr) return real::getaddrinfo(node, service, hints, res);
   c->intercepted_parks.fetch_add(1, std::memory_order_relaxed);
   return resolve_offloaded([&] { return real::getaddrinfo(node, service, hints, res); });
 }
 
-BOBBIN_INTERPOSE int getnameinfo(const sockaddr* addr, socklen_t addrlen, char* host, socklen_t hostlen, char* serv,
+BOBBIN_INTERPOSE int getaddrinfo(const char* node, const char* service, const addrinfo* hints, addrinfo** res) {
+  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) return real::getaddrinfo(node, service, hints, res);
+  return getaddrinfo_on_carrier(node, service, hints, res);
+}
+
+__attribute__((noinline)) static int getnameinfo_on_carrier(const sockaddr* addr, socklen_t addrlen, char* host, socklen_t hostlen, char* serv,
                                  socklen_t servlen, int flags) {
   carrier* c = parking_carrier();
   if (c == nullptr) return real::getnameinfo(addr, addrlen, host, hostlen, serv, servlen, flags);
   c->intercepted_parks.fetch_add(1, std::memory_order_relaxed);
   return resolve_offloaded([&] { return real::getnameinfo(addr, addrlen, host, hostlen, serv, servlen, flags); });
+}
+
+BOBBIN_INTERPOSE int getnameinfo(const sockaddr* addr, socklen_t addrlen, char* host, socklen_t hostlen, char* serv,
+                                 socklen_t servlen, int flags) {
+  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) return real::getnameinfo(addr, addrlen, host, hostlen, serv, servlen, flags);
+  return getnameinfo_on_carrier(addr, addrlen, host, hostlen, serv, servlen, flags);
 }

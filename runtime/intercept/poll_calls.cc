@@ -113,7 +113,7 @@ deadline from_timespec(const timespec* t) {
 
 // poll/ppoll on a fiber: `now()` is the plain call with a zero timeout.
 template <class Now>
-int fiber_poll(carrier* c, pollfd* fds, nfds_t n, deadline d, Now&& now) {
+__attribute__((noinline)) int fiber_poll(carrier* c, pollfd* fds, nfds_t n, deadline d, Now&& now) {
   for (;;) {
     int r = now();
     if (r != 0 || d.expired()) return r;
@@ -123,7 +123,7 @@ int fiber_poll(carrier* c, pollfd* fds, nfds_t n, deadline d, Now&& now) {
 
 // select/pselect on a fiber. The sets are in/out: keep the caller's input.
 template <class Now>
-int fiber_select(carrier* c, int nfds, fd_set* rd, fd_set* wr, fd_set* ex, deadline d, Now&& now) {
+__attribute__((noinline)) int fiber_select(carrier* c, int nfds, fd_set* rd, fd_set* wr, fd_set* ex, deadline d, Now&& now) {
   fd_set in_rd, in_wr, in_ex;
   if (rd) in_rd = *rd;
   if (wr) in_wr = *wr;
@@ -147,7 +147,7 @@ int fiber_select(carrier* c, int nfds, fd_set* rd, fd_set* wr, fd_set* ex, deadl
 }
 
 template <class Now>
-int fiber_epoll_wait(carrier* c, int epfd, deadline d, Now&& now) {
+__attribute__((noinline)) int fiber_epoll_wait(carrier* c, int epfd, deadline d, Now&& now) {
   for (;;) {
     int r = now();
     if (r != 0 || d.expired()) return r;
@@ -162,13 +162,18 @@ int fiber_epoll_wait(carrier* c, int epfd, deadline d, Now&& now) {
 using bobbin::internal::carrier;
 using namespace bobbin::internal::intercept;  // NOLINT: the interceptors below are its whole point
 
-BOBBIN_INTERPOSE int poll(pollfd* fds, nfds_t n, int timeout_ms) {
+__attribute__((noinline)) static int poll_on_carrier(pollfd* fds, nfds_t n, int timeout_ms) {
   carrier* c = parking_carrier();
   if (c == nullptr || timeout_ms == 0) return real::poll(fds, n, timeout_ms);
   return fiber_poll(c, fds, n, from_ms(timeout_ms), [&] { return real::poll(fds, n, 0); });
 }
 
-BOBBIN_INTERPOSE int ppoll(pollfd* fds, nfds_t n, const timespec* timeout, const sigset_t* mask) {
+BOBBIN_INTERPOSE int poll(pollfd* fds, nfds_t n, int timeout_ms) {
+  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) return real::poll(fds, n, timeout_ms);
+  return poll_on_carrier(fds, n, timeout_ms);
+}
+
+__attribute__((noinline)) static int ppoll_on_carrier(pollfd* fds, nfds_t n, const timespec* timeout, const sigset_t* mask) {
   carrier* c = parking_carrier();
   if (c == nullptr || (timeout != nullptr && timeout->tv_sec == 0 && timeout->tv_nsec == 0)) {
     return real::ppoll(fds, n, timeout, mask);
@@ -181,7 +186,12 @@ BOBBIN_INTERPOSE int ppoll(pollfd* fds, nfds_t n, const timespec* timeout, const
   return fiber_poll(c, fds, n, from_timespec(timeout), [&] { return real::ppoll(fds, n, &zero, mask); });
 }
 
-BOBBIN_INTERPOSE int select(int nfds, fd_set* rd, fd_set* wr, fd_set* ex, timeval* timeout) {
+BOBBIN_INTERPOSE int ppoll(pollfd* fds, nfds_t n, const timespec* timeout, const sigset_t* mask) {
+  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) return real::ppoll(fds, n, timeout, mask);
+  return ppoll_on_carrier(fds, n, timeout, mask);
+}
+
+__attribute__((noinline)) static int select_on_carrier(int nfds, fd_set* rd, fd_set* wr, fd_set* ex, timeval* timeout) {
   carrier* c = parking_carrier();
   if (c == nullptr || (timeout != nullptr && timeout->tv_sec == 0 && timeout->tv_usec == 0)) {
     return real::select(nfds, rd, wr, ex, timeout);
@@ -207,7 +217,12 @@ BOBBIN_INTERPOSE int select(int nfds, fd_set* rd, fd_set* wr, fd_set* ex, timeva
   return r;
 }
 
-BOBBIN_INTERPOSE int pselect(int nfds, fd_set* rd, fd_set* wr, fd_set* ex, const timespec* timeout,
+BOBBIN_INTERPOSE int select(int nfds, fd_set* rd, fd_set* wr, fd_set* ex, timeval* timeout) {
+  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) return real::select(nfds, rd, wr, ex, timeout);
+  return select_on_carrier(nfds, rd, wr, ex, timeout);
+}
+
+__attribute__((noinline)) static int pselect_on_carrier(int nfds, fd_set* rd, fd_set* wr, fd_set* ex, const timespec* timeout,
                              const sigset_t* mask) {
   carrier* c = parking_carrier();
   if (c == nullptr || (timeout != nullptr && timeout->tv_sec == 0 && timeout->tv_nsec == 0)) {
@@ -222,20 +237,36 @@ BOBBIN_INTERPOSE int pselect(int nfds, fd_set* rd, fd_set* wr, fd_set* ex, const
                       [&] { return real::pselect(nfds, rd, wr, ex, &zero, mask); });
 }
 
-BOBBIN_INTERPOSE int epoll_wait(int epfd, epoll_event* events, int max, int timeout_ms) {
+BOBBIN_INTERPOSE int pselect(int nfds, fd_set* rd, fd_set* wr, fd_set* ex, const timespec* timeout,
+                             const sigset_t* mask) {
+  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) return real::pselect(nfds, rd, wr, ex, timeout, mask);
+  return pselect_on_carrier(nfds, rd, wr, ex, timeout, mask);
+}
+
+__attribute__((noinline)) static int epoll_wait_on_carrier(int epfd, epoll_event* events, int max, int timeout_ms) {
   carrier* c = parking_carrier();
   if (c == nullptr || timeout_ms == 0) return real::epoll_wait(epfd, events, max, timeout_ms);
   return fiber_epoll_wait(c, epfd, from_ms(timeout_ms), [&] { return real::epoll_wait(epfd, events, max, 0); });
 }
 
-BOBBIN_INTERPOSE int epoll_pwait(int epfd, epoll_event* events, int max, int timeout_ms, const sigset_t* mask) {
+BOBBIN_INTERPOSE int epoll_wait(int epfd, epoll_event* events, int max, int timeout_ms) {
+  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) return real::epoll_wait(epfd, events, max, timeout_ms);
+  return epoll_wait_on_carrier(epfd, events, max, timeout_ms);
+}
+
+__attribute__((noinline)) static int epoll_pwait_on_carrier(int epfd, epoll_event* events, int max, int timeout_ms, const sigset_t* mask) {
   carrier* c = parking_carrier();
   if (c == nullptr || timeout_ms == 0) return real::epoll_pwait(epfd, events, max, timeout_ms, mask);
   return fiber_epoll_wait(c, epfd, from_ms(timeout_ms),
                           [&] { return real::epoll_pwait(epfd, events, max, 0, mask); });
 }
 
-BOBBIN_INTERPOSE int epoll_pwait2(int epfd, epoll_event* events, int max, const timespec* timeout,
+BOBBIN_INTERPOSE int epoll_pwait(int epfd, epoll_event* events, int max, int timeout_ms, const sigset_t* mask) {
+  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) return real::epoll_pwait(epfd, events, max, timeout_ms, mask);
+  return epoll_pwait_on_carrier(epfd, events, max, timeout_ms, mask);
+}
+
+__attribute__((noinline)) static int epoll_pwait2_on_carrier(int epfd, epoll_event* events, int max, const timespec* timeout,
                                   const sigset_t* mask) {
   carrier* c = parking_carrier();
   if (c == nullptr || (timeout != nullptr && timeout->tv_sec == 0 && timeout->tv_nsec == 0)) {
@@ -244,4 +275,10 @@ BOBBIN_INTERPOSE int epoll_pwait2(int epfd, epoll_event* events, int max, const 
   const timespec zero{};
   return fiber_epoll_wait(c, epfd, from_timespec(timeout),
                           [&] { return real::epoll_pwait2(epfd, events, max, &zero, mask); });
+}
+
+BOBBIN_INTERPOSE int epoll_pwait2(int epfd, epoll_event* events, int max, const timespec* timeout,
+                                  const sigset_t* mask) {
+  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) return real::epoll_pwait2(epfd, events, max, timeout, mask);
+  return epoll_pwait2_on_carrier(epfd, events, max, timeout, mask);
 }

@@ -48,14 +48,19 @@ void park_for(carrier* c, std::chrono::nanoseconds d) {
 using bobbin::internal::carrier;
 using namespace bobbin::internal::intercept;  // NOLINT: the interceptors below are its whole point
 
-BOBBIN_INTERPOSE int nanosleep(const timespec* req, timespec* rem) {
+__attribute__((noinline)) static int nanosleep_on_carrier(const timespec* req, timespec* rem) {
   carrier* c = parking_carrier();
   if (c == nullptr || req == nullptr || !valid(req)) return real::nanosleep(req, rem);
   park_for_timeout(c, __kernel_timespec{req->tv_sec, req->tv_nsec}, 0);
   return 0;
 }
 
-BOBBIN_INTERPOSE int clock_nanosleep(clockid_t clock, int flags, const timespec* req, timespec* rem) {
+BOBBIN_INTERPOSE int nanosleep(const timespec* req, timespec* rem) {
+  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) return real::nanosleep(req, rem);
+  return nanosleep_on_carrier(req, rem);
+}
+
+__attribute__((noinline)) static int clock_nanosleep_on_carrier(clockid_t clock, int flags, const timespec* req, timespec* rem) {
   carrier* c = parking_carrier();
   unsigned clock_flag;
   switch (clock) {
@@ -70,16 +75,31 @@ BOBBIN_INTERPOSE int clock_nanosleep(clockid_t clock, int flags, const timespec*
   return 0;
 }
 
-BOBBIN_INTERPOSE int usleep(useconds_t us) {
+BOBBIN_INTERPOSE int clock_nanosleep(clockid_t clock, int flags, const timespec* req, timespec* rem) {
+  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) return real::clock_nanosleep(clock, flags, req, rem);
+  return clock_nanosleep_on_carrier(clock, flags, req, rem);
+}
+
+__attribute__((noinline)) static int usleep_on_carrier(useconds_t us) {
   carrier* c = parking_carrier();
   if (c == nullptr) return real::usleep(us);
   park_for(c, std::chrono::microseconds(us));
   return 0;
 }
 
-BOBBIN_INTERPOSE unsigned int sleep(unsigned int seconds) {
+BOBBIN_INTERPOSE int usleep(useconds_t us) {
+  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) return real::usleep(us);
+  return usleep_on_carrier(us);
+}
+
+__attribute__((noinline)) static unsigned int sleep_on_carrier(unsigned int seconds) {
   carrier* c = parking_carrier();
   if (c == nullptr) return real::sleep(seconds);
   park_for(c, std::chrono::seconds(seconds));
   return 0;
+}
+
+BOBBIN_INTERPOSE unsigned int sleep(unsigned int seconds) {
+  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) return real::sleep(seconds);
+  return sleep_on_carrier(seconds);
 }

@@ -19,11 +19,12 @@
 
 namespace bobbin::internal {
 
-namespace {
 // initial-exec: libbobbin.so is loaded at program start (or preloaded), so
 // its TLS can live in the static block, read with one %fs-relative load
 // instead of a __tls_get_addr call. Every intercepted libc call reads it.
-__attribute__((tls_model("initial-exec"))) thread_local carrier* tls_carrier = nullptr;
+__thread carrier* tls_carrier __attribute__((tls_model("initial-exec"))) = nullptr;
+
+namespace {
 
 // How often a run of direct fiber-to-fiber switches detours through the loop
 // to submit, reap and look at the global queue (Go uses 61 for the latter).

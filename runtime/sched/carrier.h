@@ -187,6 +187,11 @@ class carrier {
   std::atomic<bool> has_remote_{false};
 };
 
+// The calling thread's carrier. Read it through current_carrier(); only the
+// interceptors' first check (runtime/intercept/fiber_calls.h) reads it
+// directly, once, at entry, before anything can switch.
+extern __thread carrier* tls_carrier __attribute__((tls_model("initial-exec")));
+
 // The carrier running the calling thread, or null off a carrier. Never
 // inlined and never cached: a fiber may resume on another thread after any
 // park, so a thread-local address must be re-read after every switch.
