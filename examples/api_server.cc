@@ -15,8 +15,8 @@
 //
 // Database connections: a pool of --pool N (default 32) PGconn, lent to one
 // request at a time; a request waits (parks, on a fiber) for a free one.
-// Built from bobbin::mutex and condition_variable, which work on fibers and
-// on plain threads alike.
+// Built from bobbin::mutex and condition_variable on fibers, and from
+// std::mutex and std::condition_variable with --threads.
 //
 // Run:  build/examples/api_server --conninfo "host=/tmp/pg dbname=postgres" \
 //         [--port 8080] [--carriers 2] [--pool 32] [--threads]
@@ -29,7 +29,9 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -48,6 +50,9 @@ constexpr auto kIdleTimeout = 60s;
 constexpr auto kRequestTimeout = 15s;
 
 // A fixed set of PostgreSQL connections lent out one request at a time.
+// Mutex and CondVar are bobbin's for the fiber server and the standard
+// library's for the thread-per-connection one, each server's natural choice.
+template <class Mutex, class CondVar>
 class pg_pool {
  public:
   class lease {
@@ -100,18 +105,36 @@ class pg_pool {
     cv_.notify_one();
   }
 
-  bobbin::mutex mu_;
-  bobbin::condition_variable cv_;
+  Mutex mu_;
+  CondVar cv_;
   std::vector<PGconn*> free_;
   std::vector<PGconn*> all_;
 };
 
+using fiber_pool = pg_pool<bobbin::mutex, bobbin::condition_variable>;
+using thread_pool = pg_pool<std::mutex, std::condition_variable>;
+
+// One pool or the other is opened, by the mode.
 struct server {
-  pg_pool pool;
+  fiber_pool fibers_pool;
+  thread_pool threads_pool;
+  bool threads = false;
   examples::connection_registry connections;
   http::request_limits limits;
   std::atomic<uint64_t> requests{0}, not_found{0}, db_errors{0};
 };
+
+// Runs fn(PGconn*) with a connection borrowed from this server's pool.
+template <class F>
+void with_connection(server& srv, F&& fn) {
+  if (srv.threads) {
+    auto lease = srv.threads_pool.borrow();
+    fn(lease.get());
+  } else {
+    auto lease = srv.fibers_pool.borrow();
+    fn(lease.get());
+  }
+}
 
 void append_json_string(std::string& out, std::string_view s) {
   out += '"';
@@ -144,32 +167,32 @@ void get_user(server& srv, std::string_view id_text, bool keep_alive, bool head_
   }
   const std::string param = std::to_string(id);
   const char* values[] = {param.c_str()};
-  pg_pool::lease conn = srv.pool.borrow();
-  // Plain libpq: on a fiber, its send/recv/poll park the fiber.
-  PGresult* r = PQexecParams(conn.get(), "SELECT id, name, email FROM api_users WHERE id = $1", 1, nullptr,
-                             values, nullptr, nullptr, 0);
-  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-    srv.db_errors.fetch_add(1, std::memory_order_relaxed);
-    std::string body = "{\"error\":";
-    append_json_string(body, PQerrorMessage(conn.get()));
-    body += '}';
+  int status = 200;
+  std::string body;
+  with_connection(srv, [&](PGconn* conn) {
+    // Plain libpq: on a fiber, its send/recv/poll park the fiber.
+    PGresult* r = PQexecParams(conn, "SELECT id, name, email FROM api_users WHERE id = $1", 1, nullptr, values,
+                               nullptr, nullptr, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+      srv.db_errors.fetch_add(1, std::memory_order_relaxed);
+      status = 503;
+      body = "{\"error\":";
+      append_json_string(body, PQerrorMessage(conn));
+      body += '}';
+    } else if (PQntuples(r) == 0) {
+      srv.not_found.fetch_add(1, std::memory_order_relaxed);
+      status = 404;
+      body = "{\"error\":\"no such user\"}";
+    } else {
+      body = absl::StrCat("{\"id\":", PQgetvalue(r, 0, 0), ",\"name\":");
+      append_json_string(body, PQgetvalue(r, 0, 1));
+      body += ",\"email\":";
+      append_json_string(body, PQgetvalue(r, 0, 2));
+      body += '}';
+    }
     PQclear(r);
-    append_json(out, 503, body, keep_alive, head_only);
-    return;
-  }
-  if (PQntuples(r) == 0) {
-    PQclear(r);
-    srv.not_found.fetch_add(1, std::memory_order_relaxed);
-    append_json(out, 404, "{\"error\":\"no such user\"}", keep_alive, head_only);
-    return;
-  }
-  std::string body = absl::StrCat("{\"id\":", PQgetvalue(r, 0, 0), ",\"name\":");
-  append_json_string(body, PQgetvalue(r, 0, 1));
-  body += ",\"email\":";
-  append_json_string(body, PQgetvalue(r, 0, 2));
-  body += '}';
-  PQclear(r);
-  append_json(out, 200, body, keep_alive, head_only);
+  });
+  append_json(out, status, body, keep_alive, head_only);
 }
 
 void handle(server& srv, const http::request& req, bool keep_alive, std::string& out) {
@@ -181,7 +204,7 @@ void handle(server& srv, const http::request& req, bool keep_alive, std::string&
   }
   if (path.starts_with("/users/")) return get_user(srv, path.substr(7), keep_alive, head_only, out);
   if (path == "/health") {
-    append_json(out, 200, absl::StrCat("{\"ok\":true,\"pool\":", srv.pool.size(), "}"), keep_alive, head_only);
+    append_json(out, 200, absl::StrCat("{\"ok\":true,\"pool\":", srv.threads ? srv.threads_pool.size() : srv.fibers_pool.size(), "}"), keep_alive, head_only);
     return;
   }
   srv.not_found.fetch_add(1, std::memory_order_relaxed);
@@ -261,8 +284,11 @@ int main(int argc, char** argv) {
   }
   examples::raise_fd_limit();
   server srv;
+  srv.threads = threads;
   std::string error;
-  if (!srv.pool.open(conninfo, pool_size, error) || !create_table(srv.pool.borrow().get(), error)) {
+  bool opened = threads ? srv.threads_pool.open(conninfo, pool_size, error) : srv.fibers_pool.open(conninfo, pool_size, error);
+  if (opened) with_connection(srv, [&](PGconn* c) { opened = create_table(c, error); });
+  if (!opened) {
     std::fprintf(stderr, "api_server: PostgreSQL: %s", error.c_str());
     return 1;
   }
