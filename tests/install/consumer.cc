@@ -1,9 +1,13 @@
 // Built outside the tree against an installed bobbin, with nothing but
 // `pkg-config --cflags --libs bobbin` (scripts/test does it). 100,000 fibers
 // each sleep, lock a shared mutex, and exchange a message with a server
-// fiber over channels.
+// fiber over channels. Then 1,000 fibers on 2 carriers call the plain libc
+// usleep(): linked through pkg-config and nothing else, the calls park the
+// fibers (bobbin/blocking_calls.h), so they take about one sleep, not 500.
 #include <bobbin/bobbin.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <memory>
 #include <vector>
@@ -43,5 +47,18 @@ int main() {
     return locked_sum;
   });
   std::printf("consumer: %ld fibers slept, locked and exchanged a message\n", total);
-  return total == kFibers ? 0 : 1;
+  if (total != kFibers) return 1;
+
+  bobbin::runtime_options two;
+  two.carriers = 2;
+  auto rt = bobbin::runtime::start(two).value();
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<bobbin::fiber<void>> sleepers;
+  for (int i = 0; i < 1000; i++) sleepers.push_back(rt->spawn([] { usleep(20000); }));
+  for (auto& f : sleepers) f.join();
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  const auto parks = rt->stats().intercepted_parks;
+  std::printf("consumer: 1000 fibers in plain usleep(20 ms) took %.0f ms on 2 carriers (%llu parked)\n", ms,
+              static_cast<unsigned long long>(parks));
+  return parks >= 1000 && ms < 2000 ? 0 : 1;
 }
