@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Runs the micro-benchmarks (Google Benchmark, repeated, medians) and the
-memory probe, compares bobbin with each peer measured in the same run, checks
-the targets of issue 5, and writes the "micro" section of perf/RESULTS.md.
+"""Runs the micro-benchmarks (Google Benchmark, repeated, medians), the Go
+peers (perf/go, built with Debian's golang-go) and the memory probe, compares
+bobbin with each peer measured in the same run, checks the targets of issues
+5 and 10, and writes the "micro" section of perf/RESULTS.md.
 
   perf/micro/report.py --build build-release [--repetitions 5] [--quick]
 """
@@ -48,6 +49,26 @@ def run_bench(binary):
     return ns_per_item
 
 
+def run_go():
+    """perf/go, built with the Go toolchain from Debian; {} if there is none."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    src = os.path.join(os.path.dirname(here), "go")
+    exe = os.path.join(os.path.abspath(args.build), "perf", "gobench")
+    env = dict(os.environ, GOFLAGS="-mod=mod", GO111MODULE="on")
+    try:
+        subprocess.run(["go", "build", "-o", exe, "."], cwd=src, env=env, check=True, capture_output=True,
+                       text=True, timeout=600)
+    except (OSError, subprocess.CalledProcessError) as e:
+        print(f"perf/go not built ({e}); Go figures are n/a", file=sys.stderr)
+        return {}
+    argv = [exe, "-reps", str(reps)] + (["-quick"] if args.quick else [])
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
+    if out.returncode != 0:
+        print(f"gobench failed: {out.stderr}", file=sys.stderr)
+        return {}
+    return json.loads(out.stdout)
+
+
 def memory(kind, n):
     out = subprocess.run([os.path.join(args.build, "perf", "memory_bench"), kind, str(n)], capture_output=True,
                          text=True, timeout=900)
@@ -69,10 +90,16 @@ else:
     for b in ["switch_bench", "park_bench", "spawn_bench"]:
         print(f"running {b}", file=sys.stderr, flush=True)
         results.update(run_bench(b))
+    print("running perf/go", file=sys.stderr, flush=True)
+    go = run_go()
+    go_memory = go.pop("go_memory/goroutines:1000000", None)
+    results.update(go)
     mem = {}
     for kind, n in [("bobbin", 100000), ("threads", 10000)] + ([] if args.quick else [("bobbin", 1000000)]):
         print(f"memory {kind} {n}", file=sys.stderr, flush=True)
         mem[(kind, n)] = memory(kind, n)
+    if go_memory is not None:
+        mem[("go", 1000000)] = go_memory
     run_date = datetime.date.today().isoformat()
     with open(args.raw, "w") as f:
         json.dump({"date": run_date, "repetitions": reps, "ns_per_item": results,
@@ -113,9 +140,15 @@ ratio_row("spawn + join", "spawn_join_bobbin", "spawn_join_std_thread", "faster"
 ratio_row("spawn + join", "spawn_join_bobbin", "spawn_join_boost_fiber", "faster", 0)
 ratio_row("skynet 100K, per fiber, 1 carrier", "skynet_bobbin/leaves:100000/carriers:1", "skynet_boost_fiber/leaves:100000", "faster", 10.0)
 ratio_row("skynet 1M (bobbin) vs 100K (Boost.Fiber), per fiber", "skynet_bobbin/leaves:1000000/carriers:1", "skynet_boost_fiber/leaves:100000", "faster", 10.0)
+# Go at GOMAXPROCS=1 (2 for the mutex), perf/go, the targets of issue 10.
+ratio_row("yield round trip vs Go's Gosched ping-pong", "bobbin_yield", "go_gosched/procs:1", "faster", 0)
+ratio_row("channel round trip, 1 carrier, vs Go unbuffered", "bobbin_channel/carriers:1", "go_chan/procs:1", "faster", 2.0)
+ratio_row("spawn + join vs Go", "spawn_join_bobbin", "go_spawn_join/procs:1", "faster", 0)
+ratio_row("skynet 1M, per fiber, 1 carrier vs Go", "skynet_bobbin/leaves:1000000/carriers:1", "go_skynet/leaves:1000000/procs:1", "faster", 2.0)
+ratio_row("mutex, 16 contenders on 2 carriers, per lock, vs Go sync.Mutex", "bobbin_mutex_handoff/fibers:16", "go_mutex/goroutines:16/procs:2", "within", 1.0)
 ratio_row("skynet 1M, per fiber, 2 carriers vs 1", "skynet_bobbin/leaves:1000000/carriers:2", "skynet_bobbin/leaves:1000000/carriers:1", "faster", 0)
 
-lines = ["## Micro-benchmarks (issue 5)\n",
+lines = ["## Micro-benchmarks (issues 5 and 10)\n",
          f"- Command: `{args.command}` (Google Benchmark, {reps} repetitions, medians; "
          "each row's bobbin and peer figures come from the same run)",
          f"- Date: {run_date}",
@@ -133,7 +166,9 @@ lines.append("Resident memory per parked unit (`perf/memory_bench`):\n")
 lines.append("| what | N | bytes each | target |")
 lines.append("|---|---:|---:|---|")
 for (kind, n), v in mem.items():
-    what = "bobbin fiber parked on a channel (64 KiB stack)" if kind == "bobbin" else "OS thread blocked on a semaphore (8 MiB stack)"
+    what = {"bobbin": "bobbin fiber parked on a channel (64 KiB stack)",
+            "threads": "OS thread blocked on a semaphore (8 MiB stack)",
+            "go": "goroutine parked on a channel (Go 1.19, perf/go)"}[kind]
     tgt = ""
     if kind == "bobbin" and n == 1000000:
         tgt = "≤ 4,608: met" if v is not None and v <= 4608 else f"≤ 4,608: missed ({v:,.0f})" if v else "n/a"

@@ -1,0 +1,3 @@
+module bobbin/perf/go
+
+go 1.19
