@@ -60,6 +60,7 @@ SERVERS = [
     ("asio_uring", "Asio coroutines, io_uring backend", "asio_uring_echo"),
     ("asio_epoll", "Asio coroutines, epoll backend", "asio_epoll_echo"),
     ("threads", "thread per connection", "thread_echo"),
+    ("go", "Go, goroutine per connection (net)", "go_echo"),
 ]
 # bobbin on 1 carrier against each peer, in messages per second (issue 5).
 TARGETS = {"uring_raw": 0.9, "uring_coro": 1.0, "asio_uring": 1.0, "asio_epoll": 1.5, "threads": 1.0}
@@ -81,9 +82,20 @@ def run_cell(exe, threads, conns, port):
     return result
 
 
+def build_go_peer():
+    """perf/go/echo, built with Debian's golang-go (scripts/bootstrap --bench)."""
+    if shutil.which("go") is None:
+        print("compare_echo: go not found; the Go peer is skipped", file=sys.stderr)
+        return
+    env = dict(os.environ, GOFLAGS="-mod=mod", GO111MODULE="on")
+    subprocess.run(["go", "build", "-o", os.path.abspath(os.path.join(args.build, "perf", "go_echo")), "./echo"],
+                   cwd=os.path.join(PERF, "go"), env=env, check=True, timeout=600)
+
+
 def measure():
     if shutil.which("taskset") is None:
         sys.exit("compare_echo: taskset not found (util-linux)")
+    build_go_peer()
     available = []
     for key, label, exe in SERVERS:
         path = os.path.join(args.build, "perf", exe)

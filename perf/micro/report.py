@@ -56,7 +56,7 @@ def run_go():
     exe = os.path.join(os.path.abspath(args.build), "perf", "gobench")
     env = dict(os.environ, GOFLAGS="-mod=mod", GO111MODULE="on")
     try:
-        subprocess.run(["go", "build", "-o", exe, "."], cwd=src, env=env, check=True, capture_output=True,
+        subprocess.run(["go", "build", "-o", exe, "./micro"], cwd=src, env=env, check=True, capture_output=True,
                        text=True, timeout=600)
     except (OSError, subprocess.CalledProcessError) as e:
         print(f"perf/go not built ({e}); Go figures are n/a", file=sys.stderr)

@@ -1,4 +1,4 @@
-// Go beside bobbin in perf/: the micro-benchmarks of perf/micro, written the
+// Go beside bobbin in perf/ (perf/go/micro): the micro-benchmarks of perf/micro, written the
 // way a Go programmer would, so perf/micro/report.py can set each bobbin
 // figure beside Go's from the same run. Each benchmark runs -reps times and
 // the median time per item is printed, as JSON: {"name": ns, ...}.
