@@ -189,7 +189,7 @@ def verdict(ratio, target):
 
 
 def render(data):
-    lines = ["## Echo servers: the same protocol six ways (issue 5)\n",
+    lines = ["## Echo servers: the same protocol seven ways (issues 5 and 10)\n",
              f"- Command: `{data['command']}` ("
              + (f"{data['rounds']} interleaved rounds" if data["rounds"] > 1 else "1 round")
              + f" of {data['seconds']:g} s per cell after a warm-up, median shown)",
