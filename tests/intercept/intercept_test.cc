@@ -18,6 +18,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -55,7 +56,25 @@ struct socket_pair {
   }
 };
 
-TEST(InterceptTest, ProcessWideSwitchIsOnByDefault) { EXPECT_TRUE(bobbin::blocking_calls_intercepted()); }
+bool env_turns_it_off() {
+  const char* v = std::getenv("BOBBIN_INTERCEPT");
+  return v != nullptr && std::strcmp(v, "0") == 0;
+}
+
+TEST(InterceptTest, ProcessWideSwitchIsOnByDefault) {
+  if (env_turns_it_off()) GTEST_SKIP() << "run with BOBBIN_INTERCEPT=0 (the intercept_off test)";
+  EXPECT_TRUE(bobbin::blocking_calls_intercepted());
+}
+
+// tests/meson.build runs this binary a second time with BOBBIN_INTERCEPT=0
+// and only this test.
+TEST(InterceptTest, EnvironmentTurnsItOffForTheProcess) {
+  if (!env_turns_it_off()) GTEST_SKIP() << "only meaningful with BOBBIN_INTERCEPT=0";
+  EXPECT_FALSE(bobbin::blocking_calls_intercepted());
+  auto rt = bobbin::runtime::start({.carriers = 1}).value();
+  rt->spawn([] { ::usleep(1000); }).join();
+  EXPECT_EQ(rt->stats().intercepted_parks, 0u);
+}
 
 TEST(InterceptTest, ManyFibersInUsleepShareTwoCarriers) {
   // 200 fibers each sleeping 50 ms with the libc call: together ~50 ms, not
