@@ -50,8 +50,10 @@
 // plugin host), LD_PRELOAD=libbobbin.so puts the definitions first.
 //
 // Cost on a fiber: a call that does not block costs the plain call; one that
-// parks costs one fcntl(F_GETFL) (and one getsockopt for the timeout) more
-// than bobbin's own I/O API. See perf/RESULTS.md.
+// parks costs two system calls more than bobbin's own I/O API (the
+// non-blocking attempt and an fcntl(F_GETFL); a getsockopt too once some
+// socket in the process has a timeout). A name lookup parks on the
+// blocking pool (wait reason "offload"). See perf/RESULTS.md.
 #ifndef BOBBIN_BLOCKING_CALLS_H_
 #define BOBBIN_BLOCKING_CALLS_H_
 

@@ -41,7 +41,6 @@ enum class wait_reason : uint8_t {
   libc_poll,
   libc_sleep,
   libc_fsync,
-  libc_resolve,
   count_,  // not a reason: the number of reasons
 };
 

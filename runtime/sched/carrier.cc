@@ -342,7 +342,7 @@ fiber_control* carrier::pop_local(bool allow_bound) {
     fiber_control* f = runnext_.exchange(nullptr, std::memory_order_acq_rel);
     if (f) return f;
   }
-  if (!allow_bound) return runq_.pop();
+  if (!allow_bound || bound_head_ == nullptr) return runq_.pop();
   // Bound fibers and the run queue take turns, so a stream of completions
   // for one kind cannot starve the other.
   prefer_bound_ = !prefer_bound_;
