@@ -130,9 +130,9 @@ def render(raw):
                      f"`tcp_stream::write_all`/`read_some`: {b / 1000:.1f} µs | {p / b:.2f}x |")
     lines.append("")
     if g and i:
-        lines.append(f"- Off a fiber, target within 5 ns: the difference measured here is {i - g:+.0f} ns, "
-                     "inside this VM's run-to-run noise for a system call (about ±50 ns); see the closing note of "
-                     "issue 14 for the instruction count of the check.")
+        lines.append(f"- Off a fiber, target within 5 ns: the wall-clock difference measured here is {i - g:+.0f} ns, "
+                     "smaller than this benchmark can resolve around a system call; the README section "
+                     "\"Performance\" gives the instruction count of the check, from callgrind.")
     if p and b:
         lines.append(f"- A parking `recv` against `read_some`, target ≤ 1.2x: {p / b:.2f}x, "
                      f"{'met' if p / b <= 1.2 else '**missed**'}.")

@@ -53,6 +53,16 @@ def postgres(max_connections=400):
         shutil.rmtree(d, ignore_errors=True)
 
 
+def _stop(proc, grace=15):
+    """SIGTERM, then SIGKILL if it has not exited after `grace` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @contextlib.contextmanager
 def redis():
     """Yields the path of a private redis-server's unix socket."""
@@ -68,12 +78,7 @@ def redis():
             time.sleep(0.02)
         yield sock
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
         shutil.rmtree(d, ignore_errors=True)
 
 
@@ -89,12 +94,7 @@ def http_server(exe, carriers=1):
             raise RuntimeError(f"http_server did not start: {line!r}")
         yield f"http://127.0.0.1:{m.group(1)}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
 
 
 @contextlib.contextmanager
