@@ -145,7 +145,7 @@ ratio_row("yield round trip vs Go's Gosched ping-pong", "bobbin_yield", "go_gosc
 ratio_row("channel round trip, 1 carrier, vs Go unbuffered", "bobbin_channel/carriers:1", "go_chan/procs:1", "faster", 2.0)
 ratio_row("spawn + join vs Go", "spawn_join_bobbin", "go_spawn_join/procs:1", "faster", 0)
 ratio_row("skynet 1M, per fiber, 1 carrier vs Go", "skynet_bobbin/leaves:1000000/carriers:1", "go_skynet/leaves:1000000/procs:1", "faster", 2.0)
-ratio_row("mutex, 16 contenders on 2 carriers, per lock, vs Go sync.Mutex", "bobbin_mutex_handoff/fibers:16", "go_mutex/goroutines:16/procs:2", "within", 1.0)
+ratio_row("mutex, 16 contenders on 2 carriers, per lock, vs Go sync.Mutex", "bobbin_mutex_contended/fibers:16", "go_mutex/goroutines:16/procs:2", "within", 1.0)
 ratio_row("skynet 1M, per fiber, 2 carriers vs 1", "skynet_bobbin/leaves:1000000/carriers:2", "skynet_bobbin/leaves:1000000/carriers:1", "faster", 0)
 
 lines = ["## Micro-benchmarks (issues 5 and 10)\n",

@@ -16,6 +16,11 @@ inline constexpr bool kUnderTsan = true;
 #else
 inline constexpr bool kUnderTsan = false;
 #endif
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+inline constexpr bool kUnderSanitizer = true;
+#else
+inline constexpr bool kUnderSanitizer = false;
+#endif
 // Creating a fiber under TSan also costs milliseconds, hence a low cap.
 inline constexpr int max_live_fibers(int wanted) { return kUnderTsan && wanted > 2000 ? 2000 : wanted; }
 

@@ -81,6 +81,15 @@ class waiter_list {
     tail_ = w;
     w->linked = true;
   }
+  // For a waiter that was woken and lost the race (bobbin::mutex): it goes
+  // back to the head, keeping its place in line.
+  void push_front(waiter* w) noexcept {
+    w->prev = nullptr;
+    w->next = head_;
+    if (head_) head_->prev = w; else tail_ = w;
+    head_ = w;
+    w->linked = true;
+  }
   waiter* pop_front() noexcept {
     waiter* w = head_;
     if (w) remove(w);
