@@ -52,7 +52,7 @@ inline carrier* parking_carrier() noexcept {
 // -ETIMEDOUT when `d` passed.
 template <class Prep>
 int park_on_ring(carrier* c, Prep&& prep, wait_reason reason, deadline d = deadline::never()) {
-  c->intercepted_parks.fetch_add(1, std::memory_order_relaxed);
+  bump(c->intercepted_parks);
   return await_sqe(c, prep, reason, d, /*stay_on_carrier=*/true);
 }
 

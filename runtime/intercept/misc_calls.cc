@@ -77,7 +77,7 @@ BOBBIN_INTERPOSE int fdatasync(int fd) {
 __attribute__((noinline)) static int getaddrinfo_on_carrier(const char* node, const char* service, const addrinfo* hints, addrinfo** res) {
   carrier* c = parking_carrier();
   if (c == nullptr) return real::getaddrinfo(node, service, hints, res);
-  c->intercepted_parks.fetch_add(1, std::memory_order_relaxed);
+  bobbin::internal::bump(c->intercepted_parks);
   return resolve_offloaded([&] { return real::getaddrinfo(node, service, hints, res); });
 }
 
@@ -90,7 +90,7 @@ __attribute__((noinline)) static int getnameinfo_on_carrier(const sockaddr* addr
                                  socklen_t servlen, int flags) {
   carrier* c = parking_carrier();
   if (c == nullptr) return real::getnameinfo(addr, addrlen, host, hostlen, serv, servlen, flags);
-  c->intercepted_parks.fetch_add(1, std::memory_order_relaxed);
+  bobbin::internal::bump(c->intercepted_parks);
   return resolve_offloaded([&] { return real::getnameinfo(addr, addrlen, host, hostlen, serv, servlen, flags); });
 }
 

@@ -95,7 +95,7 @@ void wait_for_any(carrier* c, const pollfd* fds, size_t n, deadline d) {
     io_uring_prep_timeout(sqe, &ts, 0, IORING_TIMEOUT_ABS);
     io_uring_sqe_set_data(sqe, &g.c);
   }
-  c->intercepted_parks.fetch_add(1, std::memory_order_relaxed);
+  bump(c->intercepted_parks);
   self->reason.store(wait_reason::libc_poll, std::memory_order_relaxed);
   self->state.store(fiber_state::parked, std::memory_order_relaxed);
   switch_action a{&self->ctx, switch_action::none, self, nullptr};

@@ -241,7 +241,7 @@ void carrier::run(fiber_control* f) {
   current_.store(f, std::memory_order_release);
   f->state.store(fiber_state::running, std::memory_order_relaxed);
   f->carrier.store(static_cast<int>(index_), std::memory_order_relaxed);
-  switches.fetch_add(1, std::memory_order_relaxed);
+  bump(switches);
   switch_action a{&sched_ctx_, switch_action::none, nullptr, nullptr};
   ctx::transfer_t t = switch_context(sched_ctx_, f->ctx, &a);
   complete_switch(t);
@@ -257,7 +257,7 @@ void carrier::switch_away(fiber_control* from, switch_action* action, bool via_s
     current_.store(next, std::memory_order_release);
     next->state.store(fiber_state::running, std::memory_order_relaxed);
     next->carrier.store(static_cast<int>(index_), std::memory_order_relaxed);
-    switches.fetch_add(1, std::memory_order_relaxed);
+    bump(switches);
     ctx::transfer_t t = switch_context(from->ctx, next->ctx, action, ending);
     complete_switch(t);
   } else {
@@ -379,7 +379,7 @@ fiber_control* carrier::find_work(bool check_global_first) {
     if (victim.runq_.empty() && !victim.blocked.load(std::memory_order_relaxed)) continue;
     uint32_t got = victim.steal_into(*this);
     if (got != 0) {
-      steals.fetch_add(got, std::memory_order_relaxed);
+      bump(steals, got);
       return pop_local();
     }
   }
@@ -442,8 +442,8 @@ void carrier::poll_io(bool wait) {
   if (wait || ring_.needs_enter()) {
     unsigned pending = ring_.pending_sqes();
     int r = ring_.enter(wait);
-    io_enters.fetch_add(1, std::memory_order_relaxed);
-    if (r >= 0) io_submitted.fetch_add(pending, std::memory_order_relaxed);
+    bump(io_enters);
+    if (r >= 0) bump(io_submitted, pending);
     // EINTR (a signal, e.g. a profiler's) and EBUSY (CQ overflow: reaping
     // below makes room) are retried on the next loop iteration.
     BOBBIN_CHECK(r >= 0 || r == -EINTR || r == -EBUSY || r == -EAGAIN || r == -ETIME,
@@ -471,8 +471,8 @@ io_uring_sqe* carrier::get_sqe() {
     // moves fibers to this carrier's queue.
     unsigned pending = ring_.pending_sqes();
     int r = io_uring_submit(ring_.raw());
-    io_enters.fetch_add(1, std::memory_order_relaxed);
-    if (r > 0) io_submitted.fetch_add(pending, std::memory_order_relaxed);
+    bump(io_enters);
+    if (r > 0) bump(io_submitted, pending);
     if (r == -EBUSY || r == -EAGAIN) poll_io(false);
   }
 }
@@ -480,7 +480,7 @@ io_uring_sqe* carrier::get_sqe() {
 void carrier::reserve_sqes(unsigned n) {
   while (ring_.sq_space_left() < n) {
     int r = io_uring_submit(ring_.raw());
-    io_enters.fetch_add(1, std::memory_order_relaxed);
+    bump(io_enters);
     if (r == -EBUSY || r == -EAGAIN) poll_io(false);
   }
 }
