@@ -38,7 +38,14 @@ void yield() noexcept {
   }
   internal::fiber_control* self = c->current();
   self->reason.store(wait_reason::yield, std::memory_order_relaxed);
-  internal::switch_action a{&self->ctx, internal::switch_action::requeue, self, nullptr};
+  // A yield says "let others run". When others wait here while a carrier
+  // sleeps, go to the global queue and wake that carrier (as Go's Gosched
+  // goes to the global queue), so fibers that compute and yield spread
+  // over the carriers, which otherwise wake only for long or old queues
+  // (carrier::wants_help). Otherwise stay, behind this carrier's queue.
+  const bool share = c->has_local_work() && self->rt->num_idle.load(std::memory_order_relaxed) > 0;
+  internal::switch_action a{&self->ctx, share ? internal::switch_action::requeue_shared : internal::switch_action::requeue,
+                            self, nullptr};
   c->switch_away(self, &a);
 }
 

@@ -57,7 +57,9 @@ struct runtime_options {
   unsigned ring_entries = 4096;        // submission queue depth of each carrier's ring
   stack_guard_policy guard_policy = stack_guard_policy::best_effort;
   // Pinning (bobbin/pinning.h): how long a carrier may run one fiber without
-  // parking before it is reported; zero turns detection and compensation off.
+  // parking before it is reported; zero turns detection and compensation off
+  // (the monitor thread still runs, every 5 ms, to wake an idle carrier for
+  // fibers queued behind one that holds its carrier).
   std::chrono::milliseconds pin_threshold{20};
   // Spare carriers the monitor may bring online while carriers are blocked
   // (compensation); -1: as many as there are carriers.
@@ -80,6 +82,7 @@ struct runtime_stats {
   uint64_t context_switches = 0;
   uint64_t steals = 0;             // fibers taken from another carrier's run queue
   uint64_t carrier_wakeups = 0;    // eventfd writes that woke a sleeping carrier
+  uint64_t backlog_wakeups = 0;    // of those, by the monitor: fibers queued behind one that ran on
   uint64_t io_submitted = 0;       // SQEs handed to the kernel
   uint64_t io_enter_calls = 0;     // io_uring_enter system calls
   uint64_t stacks_mapped = 0;      // stacks ever mmap'd (the rest were reused)

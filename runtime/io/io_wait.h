@@ -30,9 +30,10 @@ struct io_wait {
     auto* w = reinterpret_cast<io_wait*>(c);
     w->res = res;
     w->flags = flags;
-    // Completions run on the ring's own carrier, which is `home` when set.
+    // Completions run on the ring's own carrier (`home` when set), inside
+    // its poll_io(), which wakes an idle carrier once for the whole batch.
     if (w->home != nullptr) w->home->push_bound(w->fiber);
-    else w->fiber->rt->ready(w->fiber, /*next=*/false);
+    else current_carrier()->ready_from_completion(w->fiber);
   }
 };
 

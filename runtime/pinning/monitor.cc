@@ -34,6 +34,14 @@
 // done. A carrier hogging the CPU gets no spare: nothing is waiting in the
 // kernel, and a spare would only compete with it for the same cores.
 //
+// Backlog help: a carrier wakes an idle one when its run queue grows long
+// or old (carrier::wants_help), but it checks only between fibers, so a
+// fiber that hogs the CPU would keep the fibers queued behind it waiting
+// while other carriers sleep (fibers are not preempted). Every interval the
+// monitor looks for a carrier that has run the same fiber since the last
+// look with fibers queued, and wakes an idle carrier to steal them. This
+// runs even with pin detection off.
+//
 // Reading a fiber's fields from another thread is safe only while the fiber
 // cannot be freed: the monitor publishes the fiber in
 // runtime_impl::monitor_reading, then re-checks that it is still the
@@ -66,8 +74,10 @@ constexpr int kTraceBurst = 10;  // stderr lines per second, at most
 pin_monitor::pin_monitor(runtime_impl* rt, std::chrono::milliseconds threshold, unsigned max_spares)
     : rt_(rt),
       threshold_(threshold),
-      interval_(std::clamp<std::chrono::microseconds>(threshold / 4, std::chrono::microseconds(500),
-                                                      std::chrono::microseconds(10000))),
+      interval_(threshold.count() <= 0
+                    ? std::chrono::microseconds(5000)
+                    : std::clamp<std::chrono::microseconds>(threshold / 4, std::chrono::microseconds(500),
+                                                            std::chrono::microseconds(10000))),
       max_spares_(max_spares) {
   if (const char* env = std::getenv("BOBBIN_TRACE_PINNED")) {
     if (std::strcmp(env, "full") == 0) trace_ = trace::full;
@@ -76,7 +86,6 @@ pin_monitor::pin_monitor(runtime_impl* rt, std::chrono::milliseconds threshold, 
 }
 
 void pin_monitor::start() {
-  if (threshold_.count() <= 0) return;
   thread_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "bobbin-monitor");
     run();
@@ -110,7 +119,8 @@ void pin_monitor::run() {
     for (size_t i = 0; i < all.size(); i++) {
       // Inactive spares run nothing; active ones can be pinned like any.
       if (i >= primaries && !all[i]->active.load(std::memory_order_relaxed) && !watches[i].reported) continue;
-      sample(all[i].get(), watches[i], now);
+      if (threshold_.count() > 0) sample(all[i].get(), watches[i], now);
+      help_if_backlogged(all[i].get(), watches[i]);
     }
     l.lock();
   }
@@ -118,6 +128,14 @@ void pin_monitor::run() {
   for (size_t i = 0; i < all.size(); i++) {
     if (watches[i].reported) end_episode(all[i].get(), watches[i], std::chrono::steady_clock::now());
   }
+}
+
+void pin_monitor::help_if_backlogged(carrier* c, watch& w) {
+  const uint64_t switches = c->switches.load(std::memory_order_relaxed);
+  const bool stuck = switches == w.help_switches && c->current_acquire() != nullptr && c->has_local_work();
+  w.help_switches = switches;
+  // A no-op when no carrier is idle or one is spinning (it will steal).
+  if (stuck && rt_->wake_idle_carrier()) backlog_wakeups_.fetch_add(1, std::memory_order_relaxed);
 }
 
 void pin_monitor::sample(carrier* c, watch& w, std::chrono::steady_clock::time_point now) {

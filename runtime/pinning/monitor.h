@@ -34,6 +34,7 @@ class pin_monitor {
   uint64_t pinned_ns() const { return pinned_ns_.load(std::memory_order_relaxed); }
   unsigned spares_active() const { return spares_active_.load(std::memory_order_relaxed); }
   uint64_t spare_activations() const { return spare_activations_.load(std::memory_order_relaxed); }
+  uint64_t backlog_wakeups() const { return backlog_wakeups_.load(std::memory_order_relaxed); }
 
  private:
   struct watch {
@@ -44,10 +45,12 @@ class pin_monitor {
     bool reported = false;
     carrier* spare = nullptr;  // brought online for this episode
     pin_event event;           // what was reported, for the end event
+    uint64_t help_switches = ~uint64_t{0};  // carrier::switches at the last look
   };
 
   void run();
   void sample(carrier* c, watch& w, std::chrono::steady_clock::time_point now);
+  void help_if_backlogged(carrier* c, watch& w);
   bool describe(carrier* c, fiber_control* f, bool kernel_blocked, long nr, uintptr_t sp, pin_event& e);
   void end_episode(carrier* c, watch& w, std::chrono::steady_clock::time_point now);
   void emit(const pin_event& e);
@@ -70,6 +73,7 @@ class pin_monitor {
   std::atomic<uint64_t> pinned_ns_{0};
   std::atomic<unsigned> spares_active_{0};
   std::atomic<uint64_t> spare_activations_{0};
+  std::atomic<uint64_t> backlog_wakeups_{0};
 
   // stderr rate limit: at most kTraceBurst lines per second.
   std::chrono::steady_clock::time_point window_start_{};

@@ -47,6 +47,7 @@ struct switch_action {
   enum kind : uint8_t {
     none,     // just record where the leaving context stopped
     requeue,  // the leaving fiber yielded: make it runnable
+    requeue_shared,  // same, on the global queue for an idle carrier to take
     unlock,   // the leaving fiber parked under `lock`: release it
     exit,     // the leaving fiber ended: free its stack and drop its reference
   };
@@ -96,11 +97,18 @@ class carrier {
   // Makes `f` runnable here; `next` puts it in the runnext slot so it runs
   // before the rest of the queue (hand-off locality).
   void push_local(fiber_control* f, bool next);
+  // Makes `f`, whose I/O completed, runnable: called while this carrier
+  // reaps its ring (poll_io), in completion order. Keeps the run queues
+  // first-in first-out across the local and global lanes (see poll_io).
+  void ready_from_completion(fiber_control* f);
   // Makes `f` runnable on this carrier only: it is never stolen, so it
   // resumes on this OS thread. For fibers parked inside an intercepted libc
   // call (runtime/intercept), whose caller may hold thread-local addresses
   // (errno's, compiled as a const function) across the call.
   void push_bound(fiber_control* f);
+  // Whether this carrier's queue is longer, or has waited longer, than it
+  // should handle alone: then an idle carrier is worth waking to share it.
+  bool wants_help();
   // Leaves the running fiber `from` for the next runnable one (or this
   // carrier's scheduler loop), after which `action` is carried out. Returns
   // when `from` is resumed, possibly on another carrier. `via_scheduler`:
@@ -122,6 +130,13 @@ class carrier {
   void wake();                          // eventfd write
   // Work another carrier could take (bound fibers are not).
   bool has_local_work() const { return runnext_.load(std::memory_order_relaxed) != nullptr || !runq_.empty(); }
+  // Whether a carrier out of work should take some of this one's: its queue
+  // is long or old enough that it would ask for help (wants_help), or it is
+  // blocked. A shorter queue it runs itself, and a thief would only move
+  // fibers off their warm cache and split its I/O batches. `now_us` is the
+  // asking carrier's clock (the same monotonic clock).
+  bool worth_stealing_from(uint32_t now_us) const;
+  uint32_t clock_us() const { return clock_us_; }  // this carrier's thread only
   uint32_t steal_into(carrier& thief);  // moves half of this carrier's queue to thief
 
   // --- pinning monitor (runtime/pinning/monitor.cc) ---
@@ -182,6 +197,17 @@ class carrier {
   fiber_control* bound_head_ = nullptr;
   fiber_control* bound_tail_ = nullptr;
   bool prefer_bound_ = false;  // alternates bound and stealable work
+  // A coarse microsecond clock, read once per loop turn (read_clock_us), that
+  // stamps what this carrier queues so wants_help() can age its queue.
+  uint32_t clock_us_ = 0;
+  uint32_t read_clock_us();
+  // wants_help(): when it last read this thread's CPU clock, and the value.
+  uint32_t overdue_check_us_ = 0;
+  int64_t overdue_check_cpu_ns_ = 0;
+  // While poll_io() reaps: whether readied fibers go to the global queue
+  // (it had a backlog, or the local queue filled), and the ones that do.
+  bool reaping_to_global_ = false;
+  std::vector<fiber_control*> reaped_for_global_;
   ring ring_;
   int wake_fd_ = -1;
   uint64_t wake_buf_ = 0;

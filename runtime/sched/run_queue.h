@@ -23,11 +23,13 @@ class run_queue {
   static constexpr uint32_t kCapacity = 256;
 
   // Owner only. False when full: the caller must spill with take_half().
-  bool push(fiber_control* f) noexcept {
+  // `now_us` (the owner's clock, see oldest_wait_us) stamps the entry.
+  bool push(fiber_control* f, uint32_t now_us = 0) noexcept {
     uint32_t h = head_.load(std::memory_order_acquire);
     uint32_t t = tail_.load(std::memory_order_relaxed);
     if (t - h >= kCapacity) return false;
     slots_[t % kCapacity].store(f, std::memory_order_relaxed);
+    stamps_[t % kCapacity].store(now_us, std::memory_order_relaxed);
     tail_.store(t + 1, std::memory_order_release);
     return true;
   }
@@ -65,10 +67,23 @@ class run_queue {
   }
   bool empty() const noexcept { return size() == 0; }
 
+  // How long the fiber at the head has waited by `now_us` (0 if the queue
+  // is empty). Any thread; racing a pop or steal it may read a neighbour's
+  // stamp, which is as good. Reads the queue's own stamp, never the fiber,
+  // which a thief may have taken and freed meanwhile.
+  uint32_t oldest_wait_us(uint32_t now_us) const noexcept {
+    uint32_t h = head_.load(std::memory_order_acquire);
+    uint32_t t = tail_.load(std::memory_order_acquire);
+    if (t == h) return 0;
+    const uint32_t age = now_us - stamps_[h % kCapacity].load(std::memory_order_relaxed);
+    return age > (1u << 31) ? 0 : age;  // stamped after now_us (another carrier's clock ran ahead)
+  }
+
  private:
   alignas(64) std::atomic<uint32_t> head_{0};
   alignas(64) std::atomic<uint32_t> tail_{0};
   std::atomic<fiber_control*> slots_[kCapacity] = {};
+  std::atomic<uint32_t> stamps_[kCapacity] = {};  // when each was pushed
 };
 
 }  // namespace bobbin::internal

@@ -41,6 +41,12 @@
 //   61st scheduling decision looks at the global queue first so it cannot
 //   starve. A fiber that yields goes to the back of the local queue, behind
 //   everything runnable, so a yielding loop never starves its neighbours.
+//   Fibers whose I/O completed are queued in completion order, and once the
+//   global queue holds a backlog they queue behind it (poll_io), so the two
+//   lanes stay first-in first-out together: a fiber readied earlier runs
+//   earlier. (Letting completions refill the local queue while spilled
+//   fibers waited in the global one gave 10,000 echo connections a p99.9 of
+//   6x the raw io_uring loop's.)
 //   Fibers that parked inside an intercepted libc call (runtime/intercept)
 //   are readied onto their carrier's private bound list instead: they must
 //   resume on the OS thread they parked on (their caller may hold &errno),
@@ -49,17 +55,26 @@
 //
 // Sleeping and waking carriers (the spinning protocol, after Go's)
 //   A carrier that finds no work spins for a few microseconds (counted in
-//   num_spinning), stealing and checking its ring. Then it publishes itself
-//   as idle (idle list, num_idle), re-checks every queue, and sleeps in
-//   io_uring_enter waiting for a completion: any of its own I/O, or the read
-//   of its eventfd that wake() writes to. Whoever adds work calls
-//   wake_idle_carrier(): if nobody is spinning and someone is idle, it pops
-//   one idle carrier and writes its eventfd. The two sides form a Dekker
+//   num_spinning; at most one spinner unless half the carriers are idle),
+//   stealing and checking its ring. Then it publishes itself as idle (idle
+//   list, num_idle), re-checks every queue, and sleeps in io_uring_enter
+//   waiting for a completion: any of its own I/O, or the read of its eventfd
+//   that wake() writes to. wake_idle_carrier() pops one idle carrier and
+//   writes its eventfd if nobody is spinning. The two sides form a Dekker
 //   pair: enqueue, fence, read num_idle / publish idle, fence, read queues.
 //   With both fences sequentially consistent, at least one side sees the
 //   other, so work is never stranded while a carrier sleeps. A spinning
 //   carrier that finds work wakes another if it was the last spinner, so a
 //   burst of work fans out. Idle carriers use no CPU.
+//   Who wakes: work queued where no running carrier will see it (the global
+//   queue, from a plain thread or as overflow) always wakes one. Work a
+//   carrier queues for itself wakes one only when its local queue holds
+//   more than half its capacity (carrier::wants_help): the carrier would
+//   run a shorter queue itself before a woken one got going, and each
+//   needless wake-up costs a system call on both sides, a steal that moves
+//   fibers off their warm cache, and CPU that on a busy machine other
+//   threads need. Skipping it strands nothing: a carrier never sleeps with
+//   work in its own queue.
 //
 // Timers
 //   sleep_for is an IORING_OP_TIMEOUT on the carrier's ring; deadlines on
@@ -216,7 +231,7 @@ void runtime_impl::ready(fiber_control* f, bool next) {
   carrier* here = current_carrier();
   if (here != nullptr && here->rt() == this) {
     here->push_local(f, next);
-    wake_idle_carrier();
+    if (here->wants_help()) wake_idle_carrier();
     return;
   }
   // From a plain thread (or another runtime): once `f` is queued it may run,
@@ -228,20 +243,21 @@ void runtime_impl::ready(fiber_control* f, bool next) {
   outside_calls_.fetch_sub(1, std::memory_order_acq_rel);  // last touch of *this
 }
 
-void runtime_impl::wake_idle_carrier() {
+bool runtime_impl::wake_idle_carrier() {
   std::atomic_thread_fence(std::memory_order_seq_cst);  // Dekker pair with publish_idle
-  if (num_idle.load(std::memory_order_relaxed) == 0) return;
-  if (num_spinning.load(std::memory_order_relaxed) != 0) return;
+  if (num_idle.load(std::memory_order_relaxed) == 0) return false;
+  if (num_spinning.load(std::memory_order_relaxed) != 0) return false;
   carrier* c = nullptr;
   {
     mutex_lock l(&idle_mu_);
-    if (idle_.empty()) return;
+    if (idle_.empty()) return false;
     c = idle_.back();
     idle_.pop_back();
     num_idle.fetch_sub(1, std::memory_order_relaxed);
   }
   wakeups.fetch_add(1, std::memory_order_relaxed);
   c->wake();
+  return true;
 }
 
 void runtime_impl::push_global(fiber_control* f) { push_global_batch(&f, 1); }
@@ -297,10 +313,10 @@ bool runtime_impl::retract_idle(carrier* c) {
   return true;
 }
 
-bool runtime_impl::any_work_visible() const {
+bool runtime_impl::any_work_visible(const carrier* asker) const {
   if (!global_empty() || stopping()) return true;
   for (const auto& c : carriers_) {
-    if (c->has_local_work()) return true;
+    if (c.get() == asker ? c->has_local_work() : c->worth_stealing_from(asker->clock_us())) return true;
   }
   return false;
 }
@@ -390,6 +406,7 @@ runtime_stats runtime_impl::stats() const {
     s.pinned_ns = monitor_->pinned_ns();
     s.spare_carriers_active = monitor_->spares_active();
     s.spare_activations = monitor_->spare_activations();
+    s.backlog_wakeups = monitor_->backlog_wakeups();
   }
   if (offload_pool_) s.offloaded_calls = offload_pool_->calls();
   return s;

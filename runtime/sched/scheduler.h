@@ -42,7 +42,7 @@ class runtime_impl {
 
   // Called when work was added: wake one sleeping carrier unless one is
   // already spinning (looking for work).
-  void wake_idle_carrier();
+  bool wake_idle_carrier();  // true if it woke one
 
   // Global inject queue.
   void push_global(fiber_control* f);
@@ -54,7 +54,9 @@ class runtime_impl {
   // Idle protocol (see scheduler.cc).
   void publish_idle(carrier* c);
   bool retract_idle(carrier* c);  // true if c was still listed (nobody woke it)
-  bool any_work_visible() const;
+  // Work `asker` should not sleep on: the global queue, its own queue, or
+  // another carrier's that is worth stealing from.
+  bool any_work_visible(const carrier* asker) const;
 
   // Fiber lifecycle.
   void fiber_exited(fiber_control* f);

@@ -424,10 +424,11 @@ __attribute__((noinline)) bool errno_survives_a_park(int fd) {
 }
 
 TEST(InterceptTest, AFiberParkedInACallResumesOnItsCarrier) {
-  // Completions ready many fibers at once on one carrier while the other
-  // runs dry and steals half of its queue: without the measure, about one
-  // resume in ten lands on the other carrier (seen: 93 of 1,600).
-  constexpr int kFibers = 80;
+  // Each round ends at a barrier whose last arrival readies every fiber at
+  // once on its carrier, more than it runs alone (carrier::wants_help), so
+  // the other carrier wakes and steals half of the queue: without the
+  // measure, resumes land on the other carrier.
+  constexpr int kFibers = 200;
   constexpr int kRounds = 20;
   std::vector<socket_pair> pairs(kFibers);
   for (auto& p : pairs) {
@@ -435,6 +436,8 @@ TEST(InterceptTest, AFiberParkedInACallResumesOnItsCarrier) {
     ASSERT_EQ(::setsockopt(p.a, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
   }
   std::atomic<int> wrong{0}, done{0}, migrated_elsewhere{0};
+  std::vector<std::unique_ptr<bobbin::latch>> barriers;
+  for (int round = 0; round < kRounds; round++) barriers.push_back(std::make_unique<bobbin::latch>(kFibers));
   EXPECT_GT(parks_on(2, [&] {
     std::vector<bobbin::fiber<void>> fs;
     for (int i = 0; i < kFibers; i++) {
@@ -444,9 +447,9 @@ TEST(InterceptTest, AFiberParkedInACallResumesOnItsCarrier) {
           if (!errno_survives_a_park(pairs[i].a)) wrong++;
           if (bobbin::this_fiber::carrier_index() != before) wrong++;
           done++;
-          const int at_yield = bobbin::this_fiber::carrier_index();
-          bobbin::this_fiber::sleep_for(std::chrono::microseconds(200));  // a bobbin park: may migrate
-          if (bobbin::this_fiber::carrier_index() != at_yield) migrated_elsewhere++;
+          const int at_barrier = bobbin::this_fiber::carrier_index();
+          barriers[round]->arrive_and_wait();  // a bobbin park: may migrate
+          if (bobbin::this_fiber::carrier_index() != at_barrier) migrated_elsewhere++;
         }
       }));
     }
