@@ -129,7 +129,10 @@ class carrier {
   void post(const remote_request& r);   // queued; carrier woken
   void wake();                          // eventfd write
   // Work another carrier could take (bound fibers are not).
-  bool has_local_work() const { return runnext_.load(std::memory_order_relaxed) != nullptr || !runq_.empty(); }
+  bool has_local_work() const {
+    return runnext_.load(std::memory_order_relaxed) != nullptr || !runq_.empty() ||
+           backlog_size_.load(std::memory_order_relaxed) != 0;
+  }
   // Whether a carrier out of work should take some of this one's: its queue
   // is long or old enough that it would ask for help (wants_help), or it is
   // blocked. A shorter queue it runs itself, and a thief would only move
@@ -137,7 +140,7 @@ class carrier {
   // asking carrier's clock (the same monotonic clock).
   bool worth_stealing_from(uint32_t now_us) const;
   uint32_t clock_us() const { return clock_us_; }  // this carrier's thread only
-  uint32_t steal_into(carrier& thief);  // moves half of this carrier's queue to thief
+  uint32_t steal_into(carrier& thief);  // moves half of this carrier's queue (or backlog) to thief
 
   // --- pinning monitor (runtime/pinning/monitor.cc) ---
   // Stack capture by signal: the monitor sets 1, the handler scans and sets 2.
@@ -204,10 +207,21 @@ class carrier {
   // wants_help(): when it last read this thread's CPU clock, and the value.
   uint32_t overdue_check_us_ = 0;
   int64_t overdue_check_cpu_ns_ = 0;
-  // While poll_io() reaps: whether readied fibers go to the global queue
-  // (it had a backlog, or the local queue filled), and the ones that do.
-  bool reaping_to_global_ = false;
-  std::vector<fiber_control*> reaped_for_global_;
+  // The backlog: runnable fibers beyond what the run queue holds, first in
+  // first out through next_global, run after the run queue (pop_runq refills
+  // it from here). Guarded by backlog_lock_, since thieves take from it;
+  // backlog_size_ may be read without it.
+  spin_lock backlog_lock_;
+  fiber_control* backlog_head_ = nullptr;
+  fiber_control* backlog_tail_ = nullptr;
+  std::atomic<uint32_t> backlog_size_{0};
+  void push_backlog(fiber_control* const* fs, uint32_t n);
+  uint32_t take_from_backlog(fiber_control** out, uint32_t max);
+  fiber_control* pop_runq();  // the run queue, refilled from the backlog
+  // While poll_io() reaps: whether readied fibers go to the backlog (it
+  // was not empty, or the run queue filled), and the ones that do.
+  bool reaping_to_backlog_ = false;
+  std::vector<fiber_control*> reaped_for_backlog_;
   ring ring_;
   int wake_fd_ = -1;
   uint64_t wake_buf_ = 0;

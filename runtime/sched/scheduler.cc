@@ -35,18 +35,22 @@
 //   out of the way until the loop asks for it.
 //
 // Finding work (carrier::loop)
-//   local runnext slot, then the local run queue (a Go-style 256-slot ring),
-//   then the global inject queue (fibers readied or spawned off-carrier, and
-//   local overflow), then stealing half of another carrier's queue. Every
-//   61st scheduling decision looks at the global queue first so it cannot
-//   starve. A fiber that yields goes to the back of the local queue, behind
-//   everything runnable, so a yielding loop never starves its neighbours.
-//   Fibers whose I/O completed are queued in completion order, and once the
-//   global queue holds a backlog they queue behind it (poll_io), so the two
-//   lanes stay first-in first-out together: a fiber readied earlier runs
-//   earlier. (Letting completions refill the local queue while spilled
-//   fibers waited in the global one gave 10,000 echo connections a p99.9 of
-//   6x the raw io_uring loop's.)
+//   local runnext slot, then the local run queue (a Go-style 256-slot ring)
+//   and behind it the carrier's backlog (an unbounded FIFO for what the ring
+//   cannot hold), then the global inject queue (fibers readied or spawned
+//   off-carrier), then stealing half of another carrier's queue or backlog.
+//   Every 61st scheduling decision looks at the global queue first so it
+//   cannot starve. A fiber that yields goes to the back of the local queue,
+//   behind everything runnable, so a yielding loop never starves its
+//   neighbours.
+//   Fibers whose I/O completed are queued in completion order, behind the
+//   backlog once there is one (poll_io), so the ring and the backlog stay
+//   first-in first-out together: a fiber readied earlier runs earlier.
+//   (Letting completions refill the ring while the overflow waited in the
+//   global queue gave 10,000 echo connections a p99.9 of 6x the raw
+//   io_uring loop's.) The backlog is the carrier's own rather than the
+//   global queue so that fibers stay on the carrier whose caches hold their
+//   stacks; thieves take from it only when it is worth it (below).
 //   Fibers that parked inside an intercepted libc call (runtime/intercept)
 //   are readied onto their carrier's private bound list instead: they must
 //   resume on the OS thread they parked on (their caller may hold &errno),
@@ -66,15 +70,25 @@
 //   other, so work is never stranded while a carrier sleeps. A spinning
 //   carrier that finds work wakes another if it was the last spinner, so a
 //   burst of work fans out. Idle carriers use no CPU.
-//   Who wakes: work queued where no running carrier will see it (the global
-//   queue, from a plain thread or as overflow) always wakes one. Work a
-//   carrier queues for itself wakes one only when its local queue holds
-//   more than half its capacity (carrier::wants_help): the carrier would
-//   run a shorter queue itself before a woken one got going, and each
-//   needless wake-up costs a system call on both sides, a steal that moves
-//   fibers off their warm cache, and CPU that on a busy machine other
-//   threads need. Skipping it strands nothing: a carrier never sleeps with
-//   work in its own queue.
+//   Who wakes, and whom a thief robs: work queued where no running carrier
+//   will see it (the global queue, from a plain thread) always wakes one.
+//   Work a carrier queues for itself wakes one, and may be stolen, only
+//   when its queue is long (over half the ring, or a backlog) or old (its
+//   head waited over 1 ms while the carrier had the CPU: if the OS ran
+//   something else there, another carrier would compete for the same busy
+//   cores): a shorter, younger queue the carrier runs itself before a woken
+//   one would get going, and each needless wake-up or steal costs a system
+//   call on both sides, moves fibers off their warm caches, splits the I/O
+//   batches of one ring over two, and takes CPU that on a busy machine
+//   other threads need (waking at 2 queued fibers made 2 carriers 0.6x of
+//   one at 100 echo connections on the 2-core bench box). Two cases escape
+//   those rules and are caught elsewhere: a fiber that yields while others
+//   wait goes to the global queue if a carrier is idle (as Go's Gosched
+//   does), and the monitor (runtime/pinning/monitor.cc) wakes an idle
+//   carrier when one fiber has held its carrier for a whole interval with
+//   fibers queued behind it. Skipping a wake-up strands nothing: a carrier
+//   never sleeps with work in its own queue, and a sleeping one is woken by
+//   the rules above once another's queue becomes worth stealing from.
 //
 // Timers
 //   sleep_for is an IORING_OP_TIMEOUT on the carrier's ring; deadlines on

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -81,6 +82,39 @@ TEST(SchedulerTest, BusyFibersSpreadOverAllCarriers) {
   stop = true;
   for (auto& f : fs) f.join();
   EXPECT_EQ(mask.load(), 3);
+}
+
+// More runnable fibers than the 256-slot run queue holds: the rest wait in
+// the carrier's backlog, and everything runs first in, first out. With 1,000
+// fibers yielding in turn on one carrier, each must run exactly once per
+// round. (Spilling the oldest half of a full run queue behind newer work, as
+// before, let some fibers run several times while others waited rounds.)
+TEST(SchedulerTest, RunnableFibersRunInFifoOrderBeyondTheRunQueue) {
+  bobbin::testing::run_on(1, [] {
+    constexpr int kFibers = 1000;
+    constexpr int kRounds = 12;
+    long turn = 0;  // one carrier: no data race
+    std::vector<long> worst_gap(kFibers, 0);
+    bobbin::latch started(kFibers);
+    std::vector<bobbin::fiber<>> fs;
+    for (int i = 0; i < kFibers; i++) {
+      fs.push_back(bobbin::spawn([&, i] {
+        started.arrive_and_wait();
+        long last = -1;
+        for (int round = 0; round < kRounds; round++) {
+          const long now = turn++;
+          if (round >= 2) worst_gap[i] = std::max(worst_gap[i], now - last);
+          last = now;
+          bobbin::this_fiber::yield();
+        }
+      }));
+    }
+    for (auto& f : fs) f.join();
+    for (int i = 0; i < kFibers; i++) {
+      EXPECT_EQ(worst_gap[i], kFibers) << "fiber " << i << " waited " << worst_gap[i] << " turns for one round";
+      if (worst_gap[i] != kFibers) break;
+    }
+  });
 }
 
 TEST(SchedulerTest, PerSpawnStackSize) {
