@@ -92,6 +92,6 @@ void bobbin_mutex_contended(benchmark::State& state) {
   benchmark::DoNotOptimize(shared);
   state.SetItemsProcessed(total);
 }
-BENCHMARK(bobbin_mutex_contended)->Arg(2)->Arg(16)->ArgName("fibers")->UseRealTime()->Iterations(5);
+BENCHMARK(bobbin_mutex_contended)->Arg(2)->Arg(16)->ArgName("fibers")->UseRealTime();
 
 }  // namespace

@@ -234,9 +234,14 @@ absl::Status runtime_impl::spawn(std::unique_ptr<fiber_body> body, const fiber_o
   spawned_.fetch_add(1, std::memory_order_relaxed);
   alive_.fetch_add(1, std::memory_order_relaxed);
   *out = f;
-  // A new fiber goes behind the spawner's queue, not into runnext: the
-  // spawner usually goes on spawning or serving, and should not be displaced.
-  ready(f, /*next=*/false);
+  // A new fiber goes into runnext, as Go's newproc does: it runs as soon as
+  // the spawner parks, before older queued work. A fiber that spawns
+  // children and joins them thus runs them depth first, which keeps the
+  // number of live fibers (and of cold stacks: a first-touch page fault is
+  // ~16 us on the bench VM) far lower than breadth-first order: skynet 1M
+  // took 2.8 us per fiber with new fibers at the back of a FIFO queue. A
+  // displaced runnext fiber goes to the back of the queue.
+  ready(f, /*next=*/true);
   return absl::OkStatus();
 }
 

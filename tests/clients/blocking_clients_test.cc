@@ -124,6 +124,10 @@ outcome run_clients(const std::function<std::pair<long, long>(int, const std::fu
 // several times slower: a fiber may hold its carrier past the 20 ms CPU
 // threshold on its own, so only pins by blocking system calls (what
 // interception is for) count there, and the bystander gets a wider bound.
+// The bystander's 5 ms sleep ends behind whatever its carrier already has
+// queued (run queues are first in, first out), up to 200 busy clients: its
+// p99 lateness is 4-5 ms alone and reached 10.6 ms with the rest of the
+// suite running beside it. A pinned carrier makes it 3 s.
 void expect_no_pinning(const outcome& o, long min_ok) {
   EXPECT_GE(o.ok, min_ok);
   EXPECT_EQ(o.bad, 0);
@@ -132,7 +136,7 @@ void expect_no_pinning(const outcome& o, long min_ok) {
     EXPECT_LT(o.bystander_p99_ms, 100.0);
   } else {
     EXPECT_EQ(o.pin_events, 0u) << (o.pin_reports.empty() ? "" : o.pin_reports[0]);
-    EXPECT_LT(o.bystander_p99_ms, 10.0);
+    EXPECT_LT(o.bystander_p99_ms, 25.0);
   }
   EXPECT_GT(o.intercepted_parks, 0u);
 }
