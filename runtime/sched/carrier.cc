@@ -335,10 +335,24 @@ void carrier::push_local(fiber_control* f, bool next) {
     // acq_rel: a thief may take runnext from a blocked carrier (steal_into).
     fiber_control* old = runnext_.exchange(f, std::memory_order_acq_rel);
     if (old == nullptr) return;
-    f = old;  // the displaced one goes to the back of the queue
+    // The displaced one (a fiber just spawned or woken) joins the ring. If
+    // it is full, the ring's oldest half moves to the back of the backlog,
+    // and this one with it (Go's runqputslow, into the carrier's own
+    // backlog): the ring keeps the most recently readied fibers, so a tree
+    // of fibers that spawn and join runs closer to depth first, with far
+    // fewer alive at once (skynet 1M: 0.8 us per fiber, against 2.1 in
+    // strict order).
+    if (runq_.push(old, clock_us_)) return;
+    fiber_control* batch[run_queue::kCapacity / 2 + 1];
+    uint32_t n = runq_.take_half(batch);
+    batch[n++] = old;
+    push_backlog(batch, n);
+    rt_->wake_idle_carrier();
+    return;
   }
-  // Behind a backlog, or with the run queue full, wait in the backlog: a
-  // free slot in the ring must not let this one overtake it.
+  // Anything else (a yield, a spawn from elsewhere, a steal) queues in
+  // strict order: behind a backlog, or in it when the ring is full. A free
+  // slot in the ring must not let it overtake the backlog.
   if (backlog_size_.load(std::memory_order_relaxed) == 0 && runq_.push(f, clock_us_)) return;
   push_backlog(&f, 1);
   rt_->wake_idle_carrier();
@@ -393,6 +407,10 @@ fiber_control* carrier::find_work(bool check_global_first) {
   const uint32_t batch = run_queue::kCapacity / 4;
   if (check_global_first) {
     if (fiber_control* f = rt_->pop_global(this, batch)) return f;
+    // The backlog too: a run queue kept full by fibers that yield or wake
+    // each other would otherwise never let it refill the ring.
+    fiber_control* oldest;
+    if (backlog_size_.load(std::memory_order_relaxed) != 0 && take_from_backlog(&oldest, 1) == 1) return oldest;
   }
   if (fiber_control* f = pop_local()) return f;
   if (fiber_control* f = rt_->pop_global(this, batch)) return f;

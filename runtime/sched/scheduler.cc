@@ -39,13 +39,19 @@
 //   and behind it the carrier's backlog (an unbounded FIFO for what the ring
 //   cannot hold), then the global inject queue (fibers readied or spawned
 //   off-carrier), then stealing half of another carrier's queue or backlog.
-//   Every 61st scheduling decision looks at the global queue first so it
-//   cannot starve. A fiber that yields goes to the back of the local queue,
-//   behind everything runnable, so a yielding loop never starves its
+//   Every 61st scheduling decision looks at the global queue and then the
+//   backlog first, so neither can starve. A fiber that yields goes to the
+//   back, behind everything runnable, so a yielding loop never starves its
 //   neighbours.
-//   Fibers whose I/O completed are queued in completion order, behind the
-//   backlog once there is one (poll_io), so the ring and the backlog stay
-//   first-in first-out together: a fiber readied earlier runs earlier.
+//   Fibers whose I/O completed, and fibers that yield, queue in order,
+//   behind the backlog once there is one (poll_io, push_local), so for them
+//   the ring and the backlog stay first-in first-out together: a fiber
+//   readied earlier runs earlier. A fiber just spawned or woken goes to
+//   runnext (Go's newproc and ready); the one it displaces joins the ring,
+//   and a full ring moves its oldest half to the backlog (Go's runqputslow).
+//   So the ring favours recent work, which keeps a tree of fibers that
+//   spawn and join close to depth first (skynet: 0.8 us per fiber, against
+//   2.1 us in strict order, where a million fibers are alive at once).
 //   (Letting completions refill the ring while the overflow waited in the
 //   global queue gave 10,000 echo connections a p99.9 of 6x the raw
 //   io_uring loop's.) The backlog is the carrier's own rather than the

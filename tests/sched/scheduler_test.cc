@@ -85,10 +85,12 @@ TEST(SchedulerTest, BusyFibersSpreadOverAllCarriers) {
 }
 
 // More runnable fibers than the 256-slot run queue holds: the rest wait in
-// the carrier's backlog, and everything runs first in, first out. With 1,000
-// fibers yielding in turn on one carrier, each must run exactly once per
-// round. (Spilling the oldest half of a full run queue behind newer work, as
-// before, let some fibers run several times while others waited rounds.)
+// the carrier's backlog, and yielded fibers queue in order behind it. With
+// 1,000 fibers yielding in turn on one carrier, each must run once per round,
+// give or take the few times the backlog's head runs early (one scheduling
+// decision in 61 looks at it first, so a ring kept full by fibers waking
+// each other cannot starve it). Spilling the oldest half of a full run queue
+// behind newer work, as before, let one fiber wait 1,648 turns.
 TEST(SchedulerTest, RunnableFibersRunInFifoOrderBeyondTheRunQueue) {
   bobbin::testing::run_on(1, [] {
     constexpr int kFibers = 1000;
@@ -111,8 +113,8 @@ TEST(SchedulerTest, RunnableFibersRunInFifoOrderBeyondTheRunQueue) {
     }
     for (auto& f : fs) f.join();
     for (int i = 0; i < kFibers; i++) {
-      EXPECT_EQ(worst_gap[i], kFibers) << "fiber " << i << " waited " << worst_gap[i] << " turns for one round";
-      if (worst_gap[i] != kFibers) break;
+      EXPECT_LE(worst_gap[i], kFibers + kFibers / 50) << "fiber " << i << " waited " << worst_gap[i] << " turns";
+      if (worst_gap[i] > kFibers + kFibers / 50) break;
     }
   });
 }
