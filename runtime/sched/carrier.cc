@@ -41,8 +41,10 @@ constexpr auto kSpinTime = std::chrono::microseconds(5);
 // io_uring_enter, a steal that moves fibers off their warm caches, and a
 // core that on a busy machine other threads need. Waking whenever 2 fibers
 // were queued made 2 carriers slower than 1 (the echo bench at 100
-// connections, where the load generator shares a core: 0.6x). Work that
-// overflows to the global queue always wakes one (poll_io, push_local).
+// connections, where the load generator shares a core: 0.6x). Whoever
+// queues work decides with wants_help() (ready, poll_io; a yield, in
+// this_fiber::yield);
+// push_local itself never wakes anyone.
 constexpr uint32_t kHelpQueueLength = run_queue::kCapacity / 2;
 constexpr uint32_t kHelpWaitUs = 1000;
 }  // namespace
@@ -198,17 +200,16 @@ void carrier::idle_as_inactive_spare() {
   uint32_t n = 0;
   if (fiber_control* f = runnext_.exchange(nullptr, std::memory_order_relaxed)) batch[n++] = f;
   while (fiber_control* f = runq_.pop()) batch[n++] = f;
-  while (n < run_queue::kCapacity + 1) {
-    const uint32_t got = take_from_backlog(batch + n, run_queue::kCapacity + 1 - n);
-    if (got == 0) break;
-    n += got;
-  }
-  if (n != 0) {
-    rt_->push_global_batch(batch, n);
-    rt_->wake_idle_carrier();
+  for (;;) {
+    if (n != 0) {
+      rt_->push_global_batch(batch, n);
+      rt_->wake_idle_carrier();
+    }
+    n = take_from_backlog(batch, run_queue::kCapacity + 1);  // all of it, a batch at a time
+    if (n == 0) break;
   }
   if (ring_.cq_ready() || has_remote_.load(std::memory_order_acquire) || active.load(std::memory_order_acquire) ||
-      bound_head_ != nullptr || rt_->stopping()) {
+      !bound_.empty() || rt_->stopping()) {
     return;
   }
   arm_wake_read();
@@ -300,6 +301,8 @@ void complete_switch(ctx::transfer_t t) noexcept {
     case switch_action::none:
       break;
     case switch_action::requeue:
+      // No wake-up to decide: with a carrier idle and others queued here,
+      // yield() chose requeue_shared instead.
       f->state.store(fiber_state::runnable, std::memory_order_relaxed);
       current_carrier()->push_local(f, false);
       break;
@@ -347,7 +350,6 @@ void carrier::push_local(fiber_control* f, bool next) {
     uint32_t n = runq_.take_half(batch);
     batch[n++] = old;
     push_backlog(batch, n);
-    rt_->wake_idle_carrier();
     return;
   }
   // Anything else (a yield, a spawn from elsewhere, a steal) queues in
@@ -355,31 +357,21 @@ void carrier::push_local(fiber_control* f, bool next) {
   // slot in the ring must not let it overtake the backlog.
   if (backlog_size_.load(std::memory_order_relaxed) == 0 && runq_.push(f, clock_us_)) return;
   push_backlog(&f, 1);
-  rt_->wake_idle_carrier();
 }
 
 void carrier::push_bound(fiber_control* f) {
   f->state.store(fiber_state::runnable, std::memory_order_relaxed);
-  f->next_global = nullptr;
-  if (bound_tail_ != nullptr) bound_tail_->next_global = f; else bound_head_ = f;
-  bound_tail_ = f;
+  bound_.push_back(f);
 }
 
-fiber_control* carrier::pop_bound() {
-  fiber_control* f = bound_head_;
-  if (f == nullptr) return nullptr;
-  bound_head_ = f->next_global;
-  if (bound_head_ == nullptr) bound_tail_ = nullptr;
-  f->next_global = nullptr;
-  return f;
-}
+fiber_control* carrier::pop_bound() { return bound_.pop_front(); }
 
 fiber_control* carrier::pop_local(bool allow_bound) {
   if (runnext_.load(std::memory_order_relaxed) != nullptr) {
     fiber_control* f = runnext_.exchange(nullptr, std::memory_order_acq_rel);
     if (f) return f;
   }
-  if (!allow_bound || bound_head_ == nullptr) return pop_runq();
+  if (!allow_bound || bound_.empty()) return pop_runq();
   // Bound fibers and the run queue take turns, so a stream of completions
   // for one kind cannot starve the other.
   prefer_bound_ = !prefer_bound_;
@@ -562,23 +554,14 @@ void carrier::ready_from_completion(fiber_control* f) {
 
 void carrier::push_backlog(fiber_control* const* fs, uint32_t n) {
   backlog_lock_.lock();
-  for (uint32_t i = 0; i < n; i++) {
-    fs[i]->next_global = nullptr;
-    if (backlog_tail_ != nullptr) backlog_tail_->next_global = fs[i]; else backlog_head_ = fs[i];
-    backlog_tail_ = fs[i];
-  }
+  for (uint32_t i = 0; i < n; i++) backlog_.push_back(fs[i]);
   backlog_size_.fetch_add(n, std::memory_order_release);
   backlog_lock_.unlock();
 }
 
 uint32_t carrier::take_from_backlog(fiber_control** out, uint32_t max) {
   backlog_lock_.lock();
-  uint32_t n = 0;
-  while (n < max && backlog_head_ != nullptr) {
-    out[n++] = backlog_head_;
-    backlog_head_ = backlog_head_->next_global;
-  }
-  if (backlog_head_ == nullptr) backlog_tail_ = nullptr;
+  const uint32_t n = backlog_.pop_front(out, max);
   backlog_size_.fetch_sub(n, std::memory_order_relaxed);
   backlog_lock_.unlock();
   return n;

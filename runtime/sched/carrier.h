@@ -20,6 +20,7 @@
 #include "runtime/fiber/stack_pool.h"
 #include "runtime/io/ring.h"
 #include "runtime/pinning/stack_capture.h"
+#include "runtime/sched/fiber_fifo.h"
 #include "runtime/sched/run_queue.h"
 
 namespace bobbin::internal {
@@ -95,7 +96,8 @@ class carrier {
 
   // --- called on this carrier's thread only ---
   // Makes `f` runnable here; `next` puts it in the runnext slot so it runs
-  // before the rest of the queue (hand-off locality).
+  // before the rest of the queue (hand-off locality). Wakes nobody: the
+  // caller asks wants_help().
   void push_local(fiber_control* f, bool next);
   // Makes `f`, whose I/O completed, runnable: called while this carrier
   // reaps its ring (poll_io), in completion order. Keeps the run queues
@@ -197,8 +199,7 @@ class carrier {
   run_queue runq_;
   // Fibers bound to this carrier (push_bound), FIFO through next_global;
   // only the owner touches the list (completions are reaped by the owner).
-  fiber_control* bound_head_ = nullptr;
-  fiber_control* bound_tail_ = nullptr;
+  fiber_fifo bound_;
   bool prefer_bound_ = false;  // alternates bound and stealable work
   // A coarse microsecond clock, read once per loop turn (read_clock_us), that
   // stamps what this carrier queues so wants_help() can age its queue.
@@ -212,8 +213,7 @@ class carrier {
   // it from here). Guarded by backlog_lock_, since thieves take from it;
   // backlog_size_ may be read without it.
   spin_lock backlog_lock_;
-  fiber_control* backlog_head_ = nullptr;
-  fiber_control* backlog_tail_ = nullptr;
+  fiber_fifo backlog_;
   std::atomic<uint32_t> backlog_size_{0};
   void push_backlog(fiber_control* const* fs, uint32_t n);
   uint32_t take_from_backlog(fiber_control** out, uint32_t max);

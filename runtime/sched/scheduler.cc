@@ -289,11 +289,7 @@ void runtime_impl::push_global(fiber_control* f) { push_global_batch(&f, 1); }
 
 void runtime_impl::push_global_batch(fiber_control** fs, uint32_t n) {
   mutex_lock l(&global_mu_);
-  for (uint32_t i = 0; i < n; i++) {
-    fs[i]->next_global = nullptr;
-    if (global_tail_) global_tail_->next_global = fs[i]; else global_head_ = fs[i];
-    global_tail_ = fs[i];
-  }
+  for (uint32_t i = 0; i < n; i++) global_.push_back(fs[i]);
   global_size_.fetch_add(n, std::memory_order_release);
 }
 
@@ -304,18 +300,12 @@ fiber_control* runtime_impl::pop_global(carrier* into, uint32_t batch) {
   fiber_control* first;
   {
     mutex_lock l(&global_mu_);
-    first = global_head_;
+    first = global_.pop_front();
     if (!first) return nullptr;
-    global_head_ = first->next_global;
-    batch = std::min(batch, run_queue::kCapacity);
-    while (into != nullptr && n_moved < batch && global_head_ != nullptr) {
-      moved[n_moved++] = global_head_;
-      global_head_ = global_head_->next_global;
-    }
-    if (!global_head_) global_tail_ = nullptr;
+    if (into != nullptr) n_moved = global_.pop_front(moved, std::min(batch, run_queue::kCapacity));
     global_size_.fetch_sub(1 + n_moved, std::memory_order_release);
   }
-  // Outside the lock: a full local queue spills back into the global queue.
+  // Outside the lock: a full local queue spills into the carrier's backlog.
   for (uint32_t i = 0; i < n_moved; i++) into->push_local(moved[i], false);
   return first;
 }
@@ -405,7 +395,7 @@ void runtime_impl::shutdown() {
   // Drain the global queue of fibers that never ran (already counted above).
   {
     mutex_lock l(&global_mu_);
-    global_head_ = global_tail_ = nullptr;
+    global_.clear();
     global_size_.store(0);
   }
   carriers_.clear();  // closes rings

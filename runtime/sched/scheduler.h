@@ -21,6 +21,7 @@
 #include "runtime/offload/blocking_pool.h"
 #include "runtime/pinning/monitor.h"
 #include "runtime/sched/carrier.h"
+#include "runtime/sched/fiber_fifo.h"
 
 namespace bobbin::internal {
 
@@ -90,8 +91,7 @@ class runtime_impl {
   std::atomic<bool> stopped_{false};
 
   mutable absl::Mutex global_mu_;
-  fiber_control* global_head_ ABSL_GUARDED_BY(global_mu_) = nullptr;
-  fiber_control* global_tail_ ABSL_GUARDED_BY(global_mu_) = nullptr;
+  fiber_fifo global_ ABSL_GUARDED_BY(global_mu_);
   std::atomic<uint32_t> global_size_{0};
 
   absl::Mutex idle_mu_;
