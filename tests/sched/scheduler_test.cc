@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <memory>
 #include <set>
 #include <thread>
 #include <vector>
@@ -61,6 +62,84 @@ TEST(SchedulerTest, PlainThreadWakesAFiberInASleepingRuntime) {
   }
   ch.close();
   EXPECT_EQ(f.join(), 5050);
+}
+
+// No lost wake-up while carriers keep falling asleep and waking. Pairs of
+// fibers ping-pong through unbuffered channels with short sleeps between
+// rounds, so both carriers go idle (spin, then sleep in io_uring_enter) and
+// are woken by the other carrier, by timers and by a plain thread, tens of
+// thousands of times in 10 s. Every hand-off carries a 2 s deadline: a wake-up
+// that is lost shows up as a timed-out send or receive, not as a hang.
+TEST(SchedulerTest, NoLostWakeUpWhileCarriersSleepAndWake) {
+  auto rt = bobbin::runtime::start({.carriers = 2}).value();
+  constexpr int kPairs = 4;
+  const auto run_for = 10s;
+  const auto stop_at = std::chrono::steady_clock::now() + run_for;
+  std::atomic<bool> stop{false};
+  std::atomic<long> round_trips{0}, lost{0};
+  std::vector<std::unique_ptr<bobbin::channel<int>>> pings, pongs;
+  for (int i = 0; i < kPairs + 1; i++) {
+    pings.push_back(std::make_unique<bobbin::channel<int>>(0));
+    pongs.push_back(std::make_unique<bobbin::channel<int>>(0));
+  }
+  std::vector<bobbin::fiber<>> answerers, askers;
+  for (int p = 0; p < kPairs + 1; p++) {
+    // The answering side of every pair, the plain thread's included.
+    answerers.push_back(rt->spawn([&, p] {
+      int v = 0;
+      while (pings[p]->receive(v, 2s) == bobbin::channel_status::ok) {
+        if (pongs[p]->send(v + 1, 2s) != bobbin::channel_status::ok) {
+          lost++;
+          return;
+        }
+      }
+      if (!stop.load()) lost++;  // a timeout before the end is a lost wake-up
+    }));
+  }
+  for (int p = 0; p < kPairs; p++) {
+    askers.push_back(rt->spawn([&, p] {
+      unsigned seed = 12345u + p;
+      for (int i = 0; !stop.load(); i++) {
+        seed = seed * 1103515245u + 12345u;
+        const unsigned pause = (seed >> 16) % 4;  // none, yield, 50 us, 200 us
+        if (pause == 1) bobbin::this_fiber::yield();
+        if (pause == 2) bobbin::this_fiber::sleep_for(50us);
+        if (pause == 3) bobbin::this_fiber::sleep_for(200us);
+        int back = 0;
+        if (pings[p]->send(i, 2s) != bobbin::channel_status::ok || pongs[p]->receive(back, 2s) != bobbin::channel_status::ok ||
+            back != i + 1) {
+          lost++;
+          return;
+        }
+        round_trips++;
+      }
+    }));
+  }
+  // A plain thread wakes a fiber whose carrier has gone to sleep.
+  std::thread outsider([&] {
+    for (int i = 0; std::chrono::steady_clock::now() < stop_at; i++) {
+      std::this_thread::sleep_for(std::chrono::microseconds(100 + 300 * (i % 3)));
+      int back = 0;
+      if (pings[kPairs]->send(i, 2s) != bobbin::channel_status::ok ||
+          pongs[kPairs]->receive(back, 2s) != bobbin::channel_status::ok || back != i + 1) {
+        lost++;
+        break;
+      }
+      round_trips++;
+    }
+  });
+  while (std::chrono::steady_clock::now() < stop_at && lost.load() == 0) std::this_thread::sleep_for(10ms);
+  stop = true;
+  outsider.join();
+  for (auto& f : askers) f.join();
+  for (auto& ch : pings) ch->close();
+  for (auto& f : answerers) f.join();
+  EXPECT_EQ(lost.load(), 0) << "a hand-off waited more than 2 s: a wake-up was lost";
+  EXPECT_GT(round_trips.load(), 1000);
+  const auto stats = rt->stats();
+  // The point is carriers that sleep and are woken: make sure they did.
+  EXPECT_GT(stats.carrier_wakeups, 100u);
+  std::printf("%ld round trips, %llu carrier wake-ups\n", round_trips.load(), (unsigned long long)stats.carrier_wakeups);
 }
 
 TEST(SchedulerTest, BusyFibersSpreadOverAllCarriers) {
