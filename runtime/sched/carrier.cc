@@ -255,6 +255,16 @@ void carrier::drain_at_shutdown() {
     if (everyone_stopped) break;
     std::this_thread::yield();
   }
+  // Since Linux 6.13 an enter runs at most 20 deferred completions (task
+  // work) and leaves the rest without flagging them, and under a steady
+  // load of timed waits the removed timeouts' completions pile up there
+  // (measured: ~90,000 per second of a 32-fiber channel stress). Ask for
+  // them until none come, so that the records they own are freed.
+  for (;;) {
+    io_uring_get_events(ring_.raw());
+    if (!ring_.cq_ready()) break;
+    poll_io(false);
+  }
 }
 
 void carrier::run(fiber_control* f) {
