@@ -1,5 +1,6 @@
 #include "bobbin/runtime.h"
 
+#include "runtime/inspect/fiber_dump.h"
 #include "runtime/sched/scheduler.h"
 
 namespace bobbin {
@@ -19,7 +20,7 @@ runtime::~runtime() {
 void runtime::shutdown() { impl_->shutdown(); }
 unsigned runtime::carriers() const noexcept { return impl_->options().carriers; }
 runtime_stats runtime::stats() const noexcept { return impl_->stats(); }
-std::string runtime::dump_fibers() const { return impl_->dump(); }
+std::string runtime::dump(dump_format format) const { return internal::dump_runtime(*impl_, format); }
 void runtime::set_pin_listener(pin_listener listener) { impl_->set_pin_listener(std::move(listener)); }
 
 }  // namespace bobbin

@@ -32,6 +32,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <source_location>
 #include <string_view>
 #include <system_error>
 #include <type_traits>
@@ -94,7 +95,8 @@ class fiber {
  private:
   template <class F>
   friend absl::StatusOr<fiber<std::invoke_result_t<std::decay_t<F>&>>> try_spawn_on(internal::runtime_impl*, F&&,
-                                                                                    const fiber_options&);
+                                                                                    const fiber_options&,
+                                                                                    const std::source_location&);
   internal::fiber_control* control_ = nullptr;
   internal::result_body<T>* body_ = nullptr;
 };
@@ -102,12 +104,13 @@ class fiber {
 // Internal: spawn on a given runtime (null: the calling fiber's runtime).
 template <class F>
 absl::StatusOr<fiber<std::invoke_result_t<std::decay_t<F>&>>> try_spawn_on(internal::runtime_impl* rt, F&& fn,
-                                                                           const fiber_options& options) {
+                                                                           const fiber_options& options,
+                                                                           const std::source_location& where) {
   using R = std::invoke_result_t<std::decay_t<F>&>;
   auto body = std::make_unique<internal::typed_body<F, R>>(std::forward<F>(fn));
   auto* typed = body.get();
   internal::fiber_control* control = nullptr;
-  absl::Status status = internal::spawn_fiber(rt, std::move(body), options, &control);
+  absl::Status status = internal::spawn_fiber(rt, std::move(body), options, where, &control);
   if (!status.ok()) return status;
   fiber<R> f;
   f.control_ = control;
@@ -119,8 +122,9 @@ absl::StatusOr<fiber<std::invoke_result_t<std::decay_t<F>&>>> try_spawn_on(inter
 // std::system_error (resource_unavailable_try_again) when no stack can be had.
 template <class F>
 fiber<std::invoke_result_t<std::decay_t<F>&>> spawn_on(internal::runtime_impl* rt, F&& fn,
-                                                       const fiber_options& options) {
-  auto f = try_spawn_on(rt, std::forward<F>(fn), options);
+                                                       const fiber_options& options,
+                                                       const std::source_location& where) {
+  auto f = try_spawn_on(rt, std::forward<F>(fn), options, where);
   if (!f.ok()) throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again),
                                        std::string(f.status().message()));
   return std::move(*f);
@@ -130,15 +134,17 @@ fiber<std::invoke_result_t<std::decay_t<F>&>> spawn_on(internal::runtime_impl* r
 // a fiber; from a plain thread use runtime::spawn. Throws std::system_error
 // (resource_unavailable_try_again) when no stack can be had.
 template <class F>
-fiber<std::invoke_result_t<std::decay_t<F>&>> spawn(F&& fn, const fiber_options& options = {}) {
-  return spawn_on(nullptr, std::forward<F>(fn), options);
+fiber<std::invoke_result_t<std::decay_t<F>&>> spawn(F&& fn, const fiber_options& options = {},
+                                                    std::source_location where = std::source_location::current()) {
+  return spawn_on(nullptr, std::forward<F>(fn), options, where);
 }
 
 // As spawn(), but reports a stack shortage as absl::ResourceExhaustedError,
 // for accept loops that shed load instead of unwinding.
 template <class F>
-absl::StatusOr<fiber<std::invoke_result_t<std::decay_t<F>&>>> try_spawn(F&& fn, const fiber_options& options = {}) {
-  return try_spawn_on(nullptr, std::forward<F>(fn), options);
+absl::StatusOr<fiber<std::invoke_result_t<std::decay_t<F>&>>> try_spawn(
+    F&& fn, const fiber_options& options = {}, std::source_location where = std::source_location::current()) {
+  return try_spawn_on(nullptr, std::forward<F>(fn), options, where);
 }
 
 }  // namespace bobbin

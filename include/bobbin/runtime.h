@@ -50,6 +50,12 @@ enum class stack_guard_policy {
   required,     // fail spawn with ResourceExhausted instead of an unguarded stack
 };
 
+// The format of a fiber dump (runtime::dump()).
+enum class dump_format {
+  text,  // grouped by identical stacks, with a count per group (like Go's SIGQUIT traceback)
+  json,  // one object on one line: {"fibers": [{"id", "name", "state", "wait_reason", "carrier", "stack": [...]}, ...]}
+};
+
 struct runtime_options {
   unsigned carriers = 0;               // 0: one per hardware thread
   std::size_t stack_size = 64 * 1024;  // usable bytes per fiber stack (rounded up to pages)
@@ -109,8 +115,9 @@ class BOBBIN_API runtime {
   // Starts a fiber from any thread or fiber. Throws std::system_error
   // (resource_unavailable_try_again) when no stack can be had.
   template <class F>
-  fiber<std::invoke_result_t<std::decay_t<F>&>> spawn(F&& fn, const fiber_options& options = {}) {
-    return spawn_on(impl_, std::forward<F>(fn), options);
+  fiber<std::invoke_result_t<std::decay_t<F>&>> spawn(F&& fn, const fiber_options& options = {},
+                                                      std::source_location where = std::source_location::current()) {
+    return spawn_on(impl_, std::forward<F>(fn), options, where);
   }
 
   // Stops the carriers and joins them. Fibers still alive are abandoned.
@@ -130,8 +137,27 @@ class BOBBIN_API runtime {
 
   unsigned carriers() const noexcept;
   runtime_stats stats() const noexcept;
-  // One line per live fiber: id, name, state, wait reason, carrier.
-  std::string dump_fibers() const;
+  // What every live fiber is doing: id, name, state, wait reason, how long
+  // it has been parked, carrier, parent, spawn site (file:line of the spawn
+  // call) and, for every fiber not running on a CPU, its symbolized stack,
+  // taken from its saved context without resuming it. Callable from any
+  // thread or fiber, while the runtime runs.
+  //
+  // Cost: the carriers do not mount fibers while the stacks are walked (a
+  // few microseconds per fiber; fibers already running go on); a dump of
+  // 10,000 parked fibers takes tens of milliseconds. Nothing is added to the
+  // switch path but one load of a flag.
+  //
+  // Also from outside the process, with environment variables read when a
+  // runtime starts:
+  //   BOBBIN_DUMP_SIGNAL=SIGQUIT (or another name or number): that signal
+  //     writes a dump of every runtime without stopping the process
+  //   BOBBIN_DUMP_FILE=path: append dumps there instead of to stderr
+  //   BOBBIN_DUMP_FORMAT=text|json (text by default)
+  //   BOBBIN_DUMP_AT_EXIT=1: write a dump when a runtime shuts down
+  std::string dump(dump_format format = dump_format::text) const;
+  // The text dump (kept for existing callers).
+  std::string dump_fibers() const { return dump(dump_format::text); }
 
  private:
   explicit runtime(internal::runtime_impl* impl) : impl_(impl) {}

@@ -23,6 +23,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <source_location>
 #include <string>
 
 #include "bobbin/internal/fiber_body.h"
@@ -34,6 +35,16 @@
 namespace bobbin::internal {
 
 enum class fiber_state : uint8_t { runnable, running, parked, done };
+
+inline const char* state_name(fiber_state s) {
+  switch (s) {
+    case fiber_state::runnable: return "runnable";
+    case fiber_state::running: return "running";
+    case fiber_state::parked: return "parked";
+    case fiber_state::done: return "done";
+  }
+  return "?";
+}
 
 struct fiber_control {
   exec_context ctx;
@@ -49,6 +60,15 @@ struct fiber_control {
   std::atomic<int> pin_depth{0};
   std::atomic<const char*> pin_why{nullptr};
   std::unique_ptr<fiber_body> body;
+
+  // For fiber dumps (runtime/inspect): where and by whom it was spawned,
+  // whether it has run yet (a fiber that has not has no frames to walk),
+  // and when it last parked, on its carrier's coarse clock (one store on
+  // the park path, beside the wait reason).
+  std::source_location spawned_at;
+  uint64_t parent_id = 0;  // 0: spawned by a plain thread
+  std::atomic<bool> started{false};
+  std::atomic<uint64_t> parked_at_ms{0};
 
   fiber_control* next_global = nullptr;  // link in the global inject queue
 

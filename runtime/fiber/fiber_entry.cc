@@ -62,6 +62,7 @@ void fiber_entry(ctx::transfer_t t) noexcept {
   finish_first_switch();
   complete_switch(t);
   fiber_control* self = current_carrier()->current();
+  self->started.store(true, std::memory_order_relaxed);
   try {
     self->body->run();
   } catch (...) {
@@ -75,13 +76,13 @@ void release_ref(fiber_control* f) noexcept {
 }
 
 absl::Status spawn_fiber(runtime_impl* rt, std::unique_ptr<fiber_body> body, const fiber_options& options,
-                         fiber_control** out) {
+                         const std::source_location& where, fiber_control** out) {
   if (rt == nullptr) {
     carrier* c = current_carrier();
     BOBBIN_CHECK(c != nullptr, "bobbin: bobbin::spawn() called off a fiber; use runtime::spawn() from a thread");
     rt = c->rt();
   }
-  return rt->spawn(std::move(body), options, out);
+  return rt->spawn(std::move(body), options, where, out);
 }
 
 fiber_body* join_fiber(fiber_control* f) {

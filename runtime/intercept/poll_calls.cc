@@ -97,6 +97,7 @@ void wait_for_any(carrier* c, const pollfd* fds, size_t n, deadline d) {
   }
   bump(c->intercepted_parks);
   self->reason.store(wait_reason::libc_poll, std::memory_order_relaxed);
+  self->parked_at_ms.store(c->clock_ms(), std::memory_order_relaxed);
   self->state.store(fiber_state::parked, std::memory_order_relaxed);
   switch_action a{&self->ctx, switch_action::none, self, nullptr};
   c->switch_away(self, &a, /*via_scheduler=*/true);

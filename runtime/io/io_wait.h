@@ -66,6 +66,7 @@ int await_sqe(carrier* c, Prep&& prep, wait_reason reason, deadline d, bool stay
     io_uring_sqe_set_data64(t, 0);
   }
   self->reason.store(reason, std::memory_order_relaxed);
+  self->parked_at_ms.store(c->clock_ms(), std::memory_order_relaxed);
   self->state.store(fiber_state::parked, std::memory_order_relaxed);
   switch_action a{&self->ctx, switch_action::none, self, nullptr};
   c->switch_away(self, &a, /*via_scheduler=*/stay_on_carrier);

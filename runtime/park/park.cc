@@ -75,6 +75,7 @@ wait_state park_fiber(carrier* c, fiber_control* self, waiter& w, spin_lock& loc
     io_uring_sqe_set_data(sqe, &timer->on_fire);
   }
   self->reason.store(reason, std::memory_order_relaxed);
+  self->parked_at_ms.store(c->clock_ms(), std::memory_order_relaxed);
   self->state.store(fiber_state::parked, std::memory_order_relaxed);
   switch_action a{&self->ctx, switch_action::unlock, self, &lock};
   c->switch_away(self, &a);

@@ -267,12 +267,15 @@ void carrier::drain_at_shutdown() {
   }
 }
 
+void carrier::wait_out_pause() { rt_->wait_out_pause(); }
+
 void carrier::run(fiber_control* f) {
   current_.store(f, std::memory_order_release);
   f->state.store(fiber_state::running, std::memory_order_relaxed);
   f->carrier.store(static_cast<int>(index_), std::memory_order_relaxed);
   bump(switches);
-  switch_action a{&sched_ctx_, switch_action::none, nullptr, nullptr};
+  if (rt_->pause_requested()) [[unlikely]] wait_out_pause();
+  switch_action a{&sched_ctx_, switch_action::none, nullptr, nullptr, this};
   ctx::transfer_t t = switch_context(sched_ctx_, f->ctx, &a);
   complete_switch(t);
 }
@@ -283,15 +286,20 @@ void carrier::switch_away(fiber_control* from, switch_action* action, bool via_s
     next = pop_local(/*allow_bound=*/!kSanitizerSeesOnlyTheLoop);
   }
   const bool ending = action->what == switch_action::exit;
+  action->by = this;
+  // `from` stays covered for a dump: current_ until leaving_ is set, then
+  // leaving_ until complete_switch has saved its context.
+  leaving_.store(from, std::memory_order_relaxed);
   if (next != nullptr) {
     current_.store(next, std::memory_order_release);
     next->state.store(fiber_state::running, std::memory_order_relaxed);
     next->carrier.store(static_cast<int>(index_), std::memory_order_relaxed);
     bump(switches);
+    if (rt_->pause_requested()) [[unlikely]] wait_out_pause();
     ctx::transfer_t t = switch_context(from->ctx, next->ctx, action, ending);
     complete_switch(t);
   } else {
-    current_.store(nullptr, std::memory_order_relaxed);
+    current_.store(nullptr, std::memory_order_release);
     ctx::transfer_t t = switch_context(from->ctx, sched_ctx_, action, ending);
     complete_switch(t);
   }
@@ -306,7 +314,9 @@ void complete_switch(ctx::transfer_t t) noexcept {
   const switch_action::kind what = a->what;
   fiber_control* f = a->fiber;
   spin_lock* lock = a->lock;
+  carrier* by = a->by;
   from_ctx->fctx = t.fctx;
+  if (by != nullptr) by->clear_leaving();  // the context is saved: a dump may walk it
   switch (what) {
     case switch_action::none:
       break;
@@ -550,6 +560,7 @@ uint32_t carrier::read_clock_us() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   clock_us_ = static_cast<uint32_t>(static_cast<uint64_t>(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000);
+  clock_ms_ = static_cast<uint64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
   return clock_us_;
 }
 

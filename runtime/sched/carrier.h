@@ -26,6 +26,7 @@
 namespace bobbin::internal {
 
 class runtime_impl;
+class carrier;
 
 // ThreadSanitizer intercepts the blocking libc calls too, and its
 // interceptor for one (read, poll, usleep, ...) is still on the stack of a
@@ -56,6 +57,7 @@ struct switch_action {
   kind what;
   fiber_control* fiber;
   spin_lock* lock;
+  carrier* by = nullptr;  // set by the switch: whose leaving_ to clear
 };
 
 // Work another thread asks this carrier to do on its own ring (the ring is
@@ -142,6 +144,7 @@ class carrier {
   // asking carrier's clock (the same monotonic clock).
   bool worth_stealing_from(uint32_t now_us) const;
   uint32_t clock_us() const { return clock_us_; }  // this carrier's thread only
+  uint64_t clock_ms() const { return clock_ms_; }  // the same clock (CLOCK_MONOTONIC), in ms
   uint32_t steal_into(carrier& thief);  // moves half of this carrier's queue (or backlog) to thief
 
   // --- pinning monitor (runtime/pinning/monitor.cc) ---
@@ -157,6 +160,12 @@ class carrier {
   // its runnext slot too, so no runnable fiber is stranded behind it.
   std::atomic<bool> blocked{false};
   stack_capture* capture_buffer() { return &capture; }
+  // --- fiber dumps (runtime/inspect/world_pause.h) ---
+  // The fiber this carrier is switching away from, from before it stops
+  // being current_ until its context is saved (complete_switch): a dump
+  // must not walk its stack meanwhile, whatever its state says.
+  fiber_control* leaving_acquire() const { return leaving_.load(std::memory_order_acquire); }
+  void clear_leaving() { leaving_.store(nullptr, std::memory_order_release); }
 
   // Counters (written by the carrier thread only, with bump(); read anywhere).
   std::atomic<uint64_t> switches{0};
@@ -193,6 +202,10 @@ class carrier {
 
   exec_context sched_ctx_;
   std::atomic<fiber_control*> current_{nullptr};  // written by this carrier only
+  std::atomic<fiber_control*> leaving_{nullptr};  // written by this carrier only
+  // Called with the fiber to mount already published in current_: waits
+  // while a dump walks stacks (see world_pause.h).
+  void wait_out_pause();
   bool spare_ = false;
   uint32_t tick_ = 0;
   std::atomic<fiber_control*> runnext_{nullptr};  // owner writes; read by sleep checks
@@ -204,6 +217,7 @@ class carrier {
   // A coarse microsecond clock, read once per loop turn (read_clock_us), that
   // stamps what this carrier queues so wants_help() can age its queue.
   uint32_t clock_us_ = 0;
+  uint64_t clock_ms_ = 0;
   uint32_t read_clock_us();
   // wants_help(): when it last read this thread's CPU clock, and the value.
   uint32_t overdue_check_us_ = 0;

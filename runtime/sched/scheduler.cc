@@ -128,6 +128,8 @@
 //   4. Rings are closed (the kernel cancels their in-flight operations).
 #include "runtime/sched/scheduler.h"
 
+#include "runtime/inspect/dump_trigger.h"
+
 #include <unistd.h>
 
 #include <algorithm>
@@ -147,16 +149,6 @@ namespace bobbin::internal {
 
 namespace {
 std::atomic<uint64_t> g_next_fiber_id{1};
-
-const char* state_name(fiber_state s) {
-  switch (s) {
-    case fiber_state::runnable: return "runnable";
-    case fiber_state::running: return "running";
-    case fiber_state::parked: return "parked";
-    case fiber_state::done: return "done";
-  }
-  return "?";
-}
 }  // namespace
 
 uint64_t next_fiber_id() noexcept { return g_next_fiber_id.fetch_add(1, std::memory_order_relaxed); }
@@ -200,11 +192,12 @@ absl::Status runtime_impl::start() {
     }
   }
   monitor_->start();
+  runtime_started(this);
   return absl::OkStatus();
 }
 
 absl::Status runtime_impl::spawn(std::unique_ptr<fiber_body> body, const fiber_options& options,
-                                 fiber_control** out) {
+                                 const std::source_location& where, fiber_control** out) {
   if (stopping()) return absl::FailedPreconditionError("bobbin: spawn on a runtime that is shutting down");
   carrier* here = current_carrier();
   std::vector<fiber_stack>* cache = (here != nullptr && here->rt() == this) ? here->stack_cache() : nullptr;
@@ -219,6 +212,8 @@ absl::Status runtime_impl::spawn(std::unique_ptr<fiber_body> body, const fiber_o
   f->rt = this;
   f->id = next_fiber_id();
   f->name = std::string(options.name);
+  f->spawned_at = where;
+  if (here != nullptr && here->current() != nullptr) f->parent_id = here->current()->id;
   f->body = std::move(body);
   f->stack = *stack;
   f->ctx.stack_low = f->stack.low();
@@ -354,6 +349,7 @@ void runtime_impl::shutdown() {
   if (stopped_.exchange(true)) return;
   BOBBIN_CHECK(current_carrier() == nullptr || current_carrier()->rt() != this,
                "bobbin: runtime::shutdown() called from one of its own fibers");
+  runtime_stopping(this);  // BOBBIN_DUMP_AT_EXIT; no signal dumps from here on
   stopping_.store(true, std::memory_order_release);
   if (monitor_) monitor_->stop();
   for (auto& c : carriers_) c->wake();
@@ -425,21 +421,6 @@ runtime_stats runtime_impl::stats() const {
   }
   if (offload_pool_) s.offloaded_calls = offload_pool_->calls();
   return s;
-}
-
-std::string runtime_impl::dump() const {
-  std::string out;
-  for (const auto& s : registry_) {
-    s.lock.lock();
-    for (fiber_control* f = s.head; f; f = f->reg_next) {
-      fiber_state st = f->state.load(std::memory_order_relaxed);
-      absl::StrAppendFormat(&out, "fiber %d \"%s\" %s", f->id, f->name, state_name(st));
-      if (st == fiber_state::parked) absl::StrAppend(&out, " on ", std::string(to_string(f->reason.load(std::memory_order_relaxed))));
-      absl::StrAppendFormat(&out, " carrier %d\n", f->carrier.load(std::memory_order_relaxed));
-    }
-    s.lock.unlock();
-  }
-  return out;
 }
 
 }  // namespace bobbin::internal

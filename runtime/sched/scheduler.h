@@ -34,7 +34,8 @@ class runtime_impl {
   void shutdown();
   bool stopping() const { return stopping_.load(std::memory_order_acquire); }
 
-  absl::Status spawn(std::unique_ptr<fiber_body> body, const fiber_options& options, fiber_control** out);
+  absl::Status spawn(std::unique_ptr<fiber_body> body, const fiber_options& options, const std::source_location& where,
+                     fiber_control** out);
 
   // Makes a parked or new fiber runnable, from any thread. On one of this
   // runtime's carriers it goes to that carrier's queue (runnext when `next`);
@@ -69,7 +70,6 @@ class runtime_impl {
   std::vector<std::unique_ptr<carrier>>& carriers() { return carriers_; }
   stack_pool& stacks() { return stacks_; }
   runtime_stats stats() const;
-  std::string dump() const;
 
   std::atomic<int> num_spinning{0};
   std::atomic<int> num_idle{0};
@@ -78,6 +78,33 @@ class runtime_impl {
   // The fiber whose fields the pinning monitor is reading; an ending fiber
   // waits for the monitor before its control block can be freed.
   std::atomic<fiber_control*> monitor_reading{nullptr};
+
+  // Fiber dumps (runtime/inspect/world_pause.h). Carriers check
+  // pause_requested() before they mount a fiber and, if set, wait in
+  // wait_out_pause() until end_pause().
+  // Acquire (a plain load on x86): a carrier that sees the pause over then
+  // mounts a fiber whose saved context the dump read before ending it.
+  bool pause_requested() const { return pause_requested_.load(std::memory_order_acquire); }
+  void request_pause() { pause_requested_.store(true, std::memory_order_seq_cst); }
+  void end_pause() {
+    pause_requested_.store(false, std::memory_order_release);
+    pause_requested_.notify_all();
+  }
+  void wait_out_pause() const {
+    while (pause_requested_.load(std::memory_order_acquire)) pause_requested_.wait(true, std::memory_order_acquire);
+  }
+  // One dump at a time per runtime; held across the pause.
+  absl::Mutex& dump_mutex() const { return dump_mu_; }
+  // Calls fn(fiber_control*) for every live fiber, under the registry's
+  // shard locks: fn must be quick and must not park.
+  template <class Fn>
+  void for_each_fiber(Fn&& fn) const {
+    for (const auto& s : registry_) {
+      s.lock.lock();
+      for (fiber_control* f = s.head; f; f = f->reg_next) fn(f);
+      s.lock.unlock();
+    }
+  }
 
  private:
   runtime_options options_;
@@ -105,6 +132,9 @@ class runtime_impl {
   registry_shard registry_[kRegistryShards];
 
   std::atomic<int> outside_calls_{0};  // plain threads inside ready()
+  alignas(64) std::atomic<bool> pause_requested_{false};  // read on every mount: a line of its own
+  char pause_pad_[64 - sizeof(std::atomic<bool>)];
+  mutable absl::Mutex dump_mu_;
   std::atomic<uint64_t> spawned_{0};
   std::atomic<uint64_t> alive_{0};
 };

@@ -10,6 +10,7 @@
 #include <exception>
 #include <memory>
 #include <optional>
+#include <source_location>
 #include <string_view>
 #include <type_traits>
 #include <utility>
@@ -58,8 +59,10 @@ class typed_body final : public result_body<R> {
 
 // Starts a fiber running `body` on `rt`, or on the calling fiber's runtime if
 // `rt` is null. On success *out holds a reference for the handle.
+// `where` is the spawn call, for fiber dumps.
 BOBBIN_API absl::Status spawn_fiber(runtime_impl* rt, std::unique_ptr<fiber_body> body,
-                                    const fiber_options& options, fiber_control** out);
+                                    const fiber_options& options, const std::source_location& where,
+                                    fiber_control** out);
 // Parks (or blocks the thread) until the fiber has ended. Returns its body.
 BOBBIN_API fiber_body* join_fiber(fiber_control* f);
 // Drops the handle's reference; a fiber still running goes on detached.
