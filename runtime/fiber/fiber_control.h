@@ -61,15 +61,6 @@ struct fiber_control {
   std::atomic<const char*> pin_why{nullptr};
   std::unique_ptr<fiber_body> body;
 
-  // For fiber dumps (runtime/inspect): where and by whom it was spawned,
-  // whether it has run yet (a fiber that has not has no frames to walk),
-  // and when it last parked, on its carrier's coarse clock (one store on
-  // the park path, beside the wait reason).
-  std::source_location spawned_at;
-  uint64_t parent_id = 0;  // 0: spawned by a plain thread
-  std::atomic<bool> started{false};
-  std::atomic<uint64_t> parked_at_ms{0};
-
   fiber_control* next_global = nullptr;  // link in the global inject queue
 
   // Joining: guarded by join_lock.
@@ -87,6 +78,16 @@ struct fiber_control {
   fiber_control* reg_prev = nullptr;
   fiber_control* reg_next = nullptr;
   unsigned reg_shard = 0;
+
+  // For fiber dumps (runtime/inspect): where and by whom it was spawned,
+  // whether it has run yet (a fiber that has not has no frames to walk),
+  // and when it last parked, on its carrier's coarse clock (one store on
+  // the park path). At the end, so the fields the switch path touches keep
+  // their cache lines.
+  std::source_location spawned_at;
+  uint64_t parent_id = 0;  // 0: spawned by a plain thread
+  std::atomic<bool> started{false};
+  std::atomic<uint64_t> parked_at_ms{0};
 };
 
 void release_ref(fiber_control* f) noexcept;

@@ -133,7 +133,7 @@ fiber_snapshot snapshot_fibers(runtime_impl& rt) {
       } else if (r.state == fiber_state::running) {
         r.no_stack_why = "running on a carrier";
       } else {
-        r.no_stack_why = "switching carriers";
+        r.no_stack_why = "being switched out by its carrier";
       }
       snap.fibers.push_back(std::move(r));
     });

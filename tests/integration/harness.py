@@ -25,10 +25,11 @@ def finish():
     sys.exit(1 if _failed else 0)
 
 
-def start_server(argv):
+def start_server(argv, env=None):
     """Starts argv (which must include --port 0) and returns (process, port),
-    read from its "listening on 127.0.0.1:PORT" line; exits if it never says it."""
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    read from its "listening on 127.0.0.1:PORT" line; exits if it never says it.
+    `env`: the environment, if not this process's."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     line = proc.stdout.readline()
     m = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
     if not m:
