@@ -267,7 +267,15 @@ void carrier::drain_at_shutdown() {
   }
 }
 
-void carrier::wait_out_pause() { rt_->wait_out_pause(); }
+void carrier::wait_out_pause() {
+  // A poll: a dump lasts milliseconds, and 20 us naps cost nothing then.
+  // Raw system calls: this runs inside a switch, where bobbin's own
+  // nanosleep interceptor must not run.
+  while (rt_->pause_requested()) {
+    timespec nap{0, 20000};
+    ::syscall(SYS_nanosleep, &nap, nullptr);
+  }
+}
 
 void carrier::run(fiber_control* f) {
   current_.store(f, std::memory_order_release);

@@ -86,13 +86,7 @@ class runtime_impl {
   // mounts a fiber whose saved context the dump read before ending it.
   bool pause_requested() const { return pause_requested_.load(std::memory_order_acquire); }
   void request_pause() { pause_requested_.store(true, std::memory_order_seq_cst); }
-  void end_pause() {
-    pause_requested_.store(false, std::memory_order_release);
-    pause_requested_.notify_all();
-  }
-  void wait_out_pause() const {
-    while (pause_requested_.load(std::memory_order_acquire)) pause_requested_.wait(true, std::memory_order_acquire);
-  }
+  void end_pause() { pause_requested_.store(false, std::memory_order_release); }
   // One dump at a time per runtime; held across the pause.
   absl::Mutex& dump_mutex() const { return dump_mu_; }
   // Calls fn(fiber_control*) for every live fiber, under the registry's
