@@ -93,8 +93,10 @@ TEST(MutexTest, TryLockForTimesOut) {
 // starvation guard must still bound every waiter's wait. Each fiber takes the
 // lock in a tight loop (no yields), holding it ~1 us, for 300 ms. Without the
 // guard a waiter waits for the whole run (checked by disabling the guard: 299
-// ms of 300); with it, a few ms. The bound asserted is loose because the
-// machine is shared: an OS preemption of a carrier counts as waiting.
+// ms of 300); with it, a few ms. The bound asserted (100 ms, a third of the
+// starved figure) is loose because the machine is shared: an OS preemption
+// of a carrier counts as waiting (66 ms seen once with the other suites
+// running beside it, which is why sync_test now runs alone).
 TEST(MutexTest, NoWaiterStarvesUnderBarging) {
   int64_t worst = 0;
   run_on(2, [&worst] {
@@ -129,7 +131,7 @@ TEST(MutexTest, NoWaiterStarvesUnderBarging) {
       worst = std::max(worst, max_wait_us[i]);
     }
     EXPECT_EQ(counter, total);
-    const int64_t bound_us = bobbin::testing::kUnderSanitizer ? 200'000 : 50'000;
+    const int64_t bound_us = bobbin::testing::kUnderSanitizer ? 200'000 : 100'000;
     EXPECT_LT(worst, bound_us) << "a waiter waited " << worst << " us";
   });
   RecordProperty("worst_wait_us", std::to_string(worst));
