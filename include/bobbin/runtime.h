@@ -78,6 +78,17 @@ struct runtime_options {
   // carrier, as on a plain thread. BOBBIN_INTERCEPT=0 turns it off for the
   // whole process whatever this says.
   bool intercept_blocking_calls = true;
+  // Deadlock report (see "Seeing inside" in the README): when every fiber
+  // has been parked this long on bobbin primitives without deadlines (no
+  // I/O, sleep or timed wait that could end it) and nothing has run, write
+  // "bobbin: all N fibers are parked and nothing can wake them" and a fiber
+  // dump to stderr, once per episode. A plain thread that is not inside a
+  // bobbin wait could still wake them later (bobbin cannot see it), hence
+  // the delay: a report, not a verdict. Zero turns it off.
+  std::chrono::milliseconds deadlock_report_after{10000};
+  // After that report, abort the process, as Go does ("all goroutines are
+  // asleep - deadlock!"). For tests and programs that would rather crash.
+  bool abort_on_deadlock = false;
 };
 
 // Counters, read with relaxed loads: a consistent snapshot is not promised.

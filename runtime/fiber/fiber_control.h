@@ -36,6 +36,10 @@ namespace bobbin::internal {
 
 enum class fiber_state : uint8_t { runnable, running, parked, done };
 
+// Set in fiber_control::parked_at_ms when the wait has a deadline (it ends
+// by itself, so it cannot be part of a deadlock).
+inline constexpr uint64_t kParkedWithDeadline = uint64_t{1} << 63;
+
 inline const char* state_name(fiber_state s) {
   switch (s) {
     case fiber_state::runnable: return "runnable";
@@ -87,7 +91,7 @@ struct fiber_control {
   std::source_location spawned_at;
   uint64_t parent_id = 0;  // 0: spawned by a plain thread
   std::atomic<bool> started{false};
-  std::atomic<uint64_t> parked_at_ms{0};
+  std::atomic<uint64_t> parked_at_ms{0};  // | kParkedWithDeadline for a timed wait
 };
 
 void release_ref(fiber_control* f) noexcept;

@@ -120,7 +120,7 @@ fiber_snapshot snapshot_fibers(runtime_impl& rt) {
       r.parent_id = f->parent_id;
       r.spawned_at = f->spawned_at;
       if (r.state == fiber_state::parked) {
-        const auto at = static_cast<int64_t>(f->parked_at_ms.load(std::memory_order_relaxed));
+        const auto at = static_cast<int64_t>(f->parked_at_ms.load(std::memory_order_relaxed) & ~kParkedWithDeadline);
         r.parked_ms = at > 0 ? std::max<int64_t>(0, now_ms - at) : -1;
       } else {
         r.reason = wait_reason::none;

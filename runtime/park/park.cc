@@ -19,6 +19,7 @@
 #include <linux/time_types.h>
 
 #include "runtime/fiber/fiber_control.h"
+#include "runtime/inspect/deadlock_watch.h"
 #include "runtime/park/thread_parker.h"
 #include "runtime/sched/carrier.h"
 #include "runtime/sched/scheduler.h"
@@ -75,7 +76,7 @@ wait_state park_fiber(carrier* c, fiber_control* self, waiter& w, spin_lock& loc
     io_uring_sqe_set_data(sqe, &timer->on_fire);
   }
   self->reason.store(reason, std::memory_order_relaxed);
-  self->parked_at_ms.store(c->clock_ms(), std::memory_order_relaxed);
+  self->parked_at_ms.store(c->clock_ms() | (d.is_never() ? 0 : kParkedWithDeadline), std::memory_order_relaxed);
   self->state.store(fiber_state::parked, std::memory_order_relaxed);
   switch_action a{&self->ctx, switch_action::unlock, self, &lock};
   c->switch_away(self, &a);
@@ -133,6 +134,17 @@ wait_state park(waiter& w, spin_lock& lock, waiter_list& list, deadline d, wait_
   // thread's parker.
   lock.unlock();
   pinned_block_marker marker(reason);
+  // A plain thread that can time out may then wake a fiber: while one
+  // waits, the deadlock report stays quiet (runtime/inspect/deadlock_watch.h).
+  struct timed_wait_count {
+    bool timed;
+    explicit timed_wait_count(bool t) : timed(t) {
+      if (timed) g_timed_plain_thread_waits.fetch_add(1, std::memory_order_acq_rel);
+    }
+    ~timed_wait_count() {
+      if (timed) g_timed_plain_thread_waits.fetch_sub(1, std::memory_order_acq_rel);
+    }
+  } counted(!d.is_never());
   auto* parker = static_cast<thread_parker*>(w.token.target);
   for (;;) {
     wait_state s = w.state.load(std::memory_order_acquire);

@@ -122,6 +122,7 @@ void pin_monitor::run() {
       if (threshold_.count() > 0) sample(all[i].get(), watches[i], now);
       help_if_backlogged(all[i].get(), watches[i]);
     }
+    deadlocks_.tick(now);
     l.lock();
   }
   l.unlock();

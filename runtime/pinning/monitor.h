@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "bobbin/pinning.h"
+#include "runtime/inspect/deadlock_watch.h"
 
 namespace bobbin::internal {
 
@@ -58,6 +59,7 @@ class pin_monitor {
   void retire_spare(watch& w);
 
   runtime_impl* const rt_;
+  deadlock_watch deadlocks_{rt_};  // checked on every tick, on this thread
   const std::chrono::milliseconds threshold_;
   const std::chrono::microseconds interval_;
   const unsigned max_spares_;
