@@ -29,6 +29,14 @@ namespace {
 // How often a run of direct fiber-to-fiber switches detours through the loop
 // to submit, reap and look at the global queue (Go uses 61 for the latter).
 constexpr uint32_t kPollInterval = 61;
+// How many fibers in a row may come from the runnext slot. Fibers that wake
+// each other (a channel ping-pong) refill it forever, and it is looked at
+// first, so without a bound the run queue behind it never ran: a fiber
+// readied by a timer waited more than a second behind such a pair. Go bounds
+// the same chain with its time slice (sysmon preempts after 10 ms); bobbin
+// does not preempt, so it counts: after this many, the runnext fiber goes to
+// the back of the run queue and the queue's head runs.
+constexpr uint32_t kMaxRunnextStreak = 64;
 // How long an out-of-work carrier looks for work before it sleeps. Short:
 // on a machine whose other cores are busy (the 2-core bench box, where the
 // load generator shares a core), every spinning microsecond is taken from
@@ -397,7 +405,17 @@ fiber_control* carrier::pop_bound() { return bound_.pop_front(); }
 fiber_control* carrier::pop_local(bool allow_bound) {
   if (runnext_.load(std::memory_order_relaxed) != nullptr) {
     fiber_control* f = runnext_.exchange(nullptr, std::memory_order_acq_rel);
-    if (f) return f;
+    if (f != nullptr) {
+      if (++runnext_streak_ < kMaxRunnextStreak || (runq_.empty() && backlog_size_.load(std::memory_order_relaxed) == 0)) {
+        return f;
+      }
+      // The chain has had its turn: to the back of the queue, behind the
+      // fibers that waited for it (strict order, as a yield).
+      runnext_streak_ = 0;
+      push_local(f, /*next=*/false);
+    }
+  } else {
+    runnext_streak_ = 0;
   }
   if (!allow_bound || bound_.empty()) return pop_runq();
   // Bound fibers and the run queue take turns, so a stream of completions

@@ -214,6 +214,7 @@ class carrier {
   // only the owner touches the list (completions are reaped by the owner).
   fiber_fifo bound_;
   bool prefer_bound_ = false;  // alternates bound and stealable work
+  uint32_t runnext_streak_ = 0;  // fibers taken from runnext in a row (pop_local)
   // A coarse microsecond clock, read once per loop turn (read_clock_us), that
   // stamps what this carrier queues so wants_help() can age its queue.
   uint32_t clock_us_ = 0;

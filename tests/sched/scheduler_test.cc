@@ -198,6 +198,45 @@ TEST(SchedulerTest, RunnableFibersRunInFifoOrderBeyondTheRunQueue) {
   });
 }
 
+// Two fibers that wake each other (a channel ping-pong) hand the carrier
+// back and forth through the runnext slot, which is looked at first. The
+// run queue behind them must still run: a fiber that yields in a loop on
+// the same carrier gets its turns while the pair goes on. Before the
+// runnext streak was bounded it got none until the pair stopped.
+TEST(SchedulerTest, AFiberPairWakingEachOtherDoesNotStarveTheRunQueue) {
+  bobbin::testing::run_on(1, [] {
+    std::atomic<bool> stop{false};
+    long exchanges = 0, yields = 0;  // one carrier: no data race
+    bobbin::channel<int> ping(0), pong(0);
+    auto a = bobbin::spawn([&] {
+      int v = 0;
+      while (!stop.load() && ping.send(v) == bobbin::channel_status::ok && pong.receive(v) == bobbin::channel_status::ok) {
+        exchanges++;
+      }
+      ping.close();
+    });
+    auto b = bobbin::spawn([&] {
+      int v;
+      while (ping.receive(v) == bobbin::channel_status::ok && pong.send(v + 1) == bobbin::channel_status::ok) {
+      }
+      pong.close();
+    });
+    auto yielder = bobbin::spawn([&] {
+      const auto give_up = std::chrono::steady_clock::now() + 2s;
+      while (yields < 1000 && std::chrono::steady_clock::now() < give_up) {
+        bobbin::this_fiber::yield();
+        yields++;
+      }
+      stop = true;
+    });
+    yielder.join();
+    a.join();
+    b.join();
+    EXPECT_EQ(yields, 1000) << "the yielding fiber starved behind the pair";
+    EXPECT_GT(exchanges, 1000) << "the pair starved";
+  });
+}
+
 TEST(SchedulerTest, PerSpawnStackSize) {
   bobbin::testing::run_on(1, [] {
     auto big = bobbin::spawn(
