@@ -49,6 +49,12 @@ class ring {
   // completion is there. Returns io_uring_enter's result (-errno on failure).
   int enter(bool wait);
 
+  // Tells the ring how many completions the last drain() reaped, so that it
+  // knows whether deferred completions may still wait in the kernel.
+  void reaped(unsigned n) {
+    if ((flags_ & IORING_SETUP_DEFER_TASKRUN) != 0) more_deferred_ = n >= kKernelDeferredBatch;
+  }
+
   // Calls fn(cqe) for every completion now in the CQ, then advances it.
   template <class Fn>
   unsigned drain(Fn&& fn) {
@@ -67,9 +73,17 @@ class ring {
   unsigned setup_flags() const { return flags_; }
 
  private:
+  // Since Linux 6.13 an io_uring_enter on a DEFER_TASKRUN ring runs at most
+  // max(20, min_complete) deferred completions (task work) per pass
+  // (IO_LOCAL_TW_DEFAULT_MAX) and keeps the rest for a later enter, without
+  // setting IORING_SQ_TASKRUN for them. A drain that reaped 20 or more may
+  // have left some behind.
+  static constexpr unsigned kKernelDeferredBatch = 20;
+
   io_uring ring_{};
   unsigned flags_ = 0;
   bool ready_ = false;
+  bool more_deferred_ = false;
 };
 
 }  // namespace bobbin::internal

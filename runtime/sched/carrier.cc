@@ -540,7 +540,7 @@ void carrier::poll_io(bool wait) {
   // carrier's own, not the global queue, so that fibers stay where their
   // stacks are warm unless another carrier is idle enough to steal them.
   reaping_to_backlog_ = backlog_size_.load(std::memory_order_relaxed) != 0;
-  ring_.drain([this](io_uring_cqe* cqe) {
+  const unsigned reaped = ring_.drain([this](io_uring_cqe* cqe) {
     uint64_t ud = cqe->user_data;
     if (ud == 0) return;
     if (ud == kWakeUserData) {
@@ -550,6 +550,7 @@ void carrier::poll_io(bool wait) {
     auto* c = reinterpret_cast<completion*>(ud);
     c->fn(c, cqe->res, cqe->flags);
   });
+  ring_.reaped(reaped);
   reaping_to_backlog_ = false;
   if (!reaped_for_backlog_.empty()) {
     push_backlog(reaped_for_backlog_.data(), static_cast<uint32_t>(reaped_for_backlog_.size()));
