@@ -32,7 +32,11 @@
 //   carrier's queue), looks at the global queue, and picks the next fiber.
 //   A readied fiber may then be stolen by another carrier: remounting can
 //   happen anywhere. The kernel's DEFER_TASKRUN mode keeps completion work
-//   out of the way until the loop asks for it.
+//   out of the way until the loop asks for it. Since Linux 6.13 it hands
+//   over at most 20 per io_uring_enter and does not flag the rest, so the
+//   loop asks for as many as the completion queue has room for (ring.cc):
+//   left alone, cancelled timeouts' completions piled up by tens of
+//   thousands a second and a fired timer waited seconds behind them.
 //
 // Finding work (carrier::loop)
 //   local runnext slot, then the local run queue (a Go-style 256-slot ring)
@@ -52,6 +56,11 @@
 //   So the ring favours recent work, which keeps a tree of fibers that
 //   spawn and join close to depth first (skynet: 0.8 us per fiber, against
 //   2.1 us in strict order, where a million fibers are alive at once).
+//   runnext is looked at first, so fibers that wake each other (a channel
+//   ping-pong) would keep it full and starve the ring: after 64 runnext
+//   fibers in a row the next goes to the back of the queue instead (Go
+//   bounds the same chain with its time slice; without the bound, a fiber
+//   yielding beside such a pair got 1 turn in 2 s).
 //   (Letting completions refill the ring while the overflow waited in the
 //   global queue gave 10,000 echo connections a p99.9 of 6x the raw
 //   io_uring loop's.) The backlog is the carrier's own rather than the
@@ -102,7 +111,19 @@
 //   sync primitives use a heap-allocated timeout record that either the
 //   timer or the notifier claims (park.cc).
 //
+// Fiber dumps (runtime/inspect)
+//   A dump walks switched-out fibers' stacks while the carriers run on.
+//   They only wait when they are about to mount a fiber during a dump: the
+//   mount path stores current_ and then loads the pause flag, and the dump
+//   stores the flag, runs membarrier() and then reads every current_ (and
+//   leaving_, the fiber being switched away from until its context is
+//   saved). One plain load on the switch path, no fence (world_pause.h).
+//
 // Rejected approaches
+//   - Flushing deferred completions with a GETEVENTS enter after every large
+//     drain: each runs 20 more, which the pile-up outran.
+//   - Stopping every carrier for a dump (Go's stop-the-world): a pinned
+//     carrier never stops, and the dump would wait for it.
 //   - A scheduler-context hop on every switch (fiber -> loop -> fiber): twice
 //     the switches of the direct hand-over, for nothing but the 1-in-61 poll.
 //   - One shared ring for all carriers: its submission queue needs a lock and
