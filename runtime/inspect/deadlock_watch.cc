@@ -52,7 +52,7 @@ bool deadlock_watch::everyone_is_stuck() const {
 void deadlock_watch::tick(std::chrono::steady_clock::time_point now) {
   const auto after = rt_->options().deadlock_report_after;
   if (after.count() <= 0) return;
-  uint64_t progress = rt_->stats().fibers_spawned;
+  uint64_t progress = rt_->fibers_spawned();  // every tick: no full stats()
   for (auto& c : rt_->carriers()) progress += c->switches.load(std::memory_order_relaxed);
   if (progress != last_progress_) {
     last_progress_ = progress;
@@ -62,7 +62,7 @@ void deadlock_watch::tick(std::chrono::steady_clock::time_point now) {
   }
   if (reported_ || now - quiet_since_ < after || !everyone_is_stuck()) return;
   reported_ = true;
-  const uint64_t alive = rt_->stats().fibers_alive;
+  const uint64_t alive = rt_->fibers_alive();
   const auto quiet_ms = std::chrono::duration_cast<std::chrono::milliseconds>(now - quiet_since_).count();
   std::string report = absl::StrCat(
       "bobbin: all ", alive, " fibers are parked and nothing can wake them (deadlock): each waits on a bobbin ",

@@ -70,6 +70,8 @@ class runtime_impl {
   std::vector<std::unique_ptr<carrier>>& carriers() { return carriers_; }
   stack_pool& stacks() { return stacks_; }
   runtime_stats stats() const;
+  uint64_t fibers_spawned() const { return spawned_.load(std::memory_order_relaxed); }
+  uint64_t fibers_alive() const { return alive_.load(std::memory_order_relaxed); }
 
   std::atomic<int> num_spinning{0};
   std::atomic<int> num_idle{0};
@@ -127,8 +129,7 @@ class runtime_impl {
 
   std::atomic<int> outside_calls_{0};  // plain threads inside ready()
   alignas(64) std::atomic<bool> pause_requested_{false};  // read on every mount: a line of its own
-  char pause_pad_[64 - sizeof(std::atomic<bool>)];
-  mutable absl::Mutex dump_mu_;
+  alignas(64) mutable absl::Mutex dump_mu_;
   std::atomic<uint64_t> spawned_{0};
   std::atomic<uint64_t> alive_{0};
 };
