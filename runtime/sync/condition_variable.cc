@@ -17,6 +17,18 @@ std::cv_status condition_variable::wait_until(std::unique_lock<mutex>& lock, dea
   return s == internal::wait_state::timed_out ? std::cv_status::timeout : std::cv_status::no_timeout;
 }
 
+condition_variable::~condition_variable() {
+  std::vector<internal::waiter*> woken;
+  lock_.lock();
+  if (!waiters_.empty()) {
+    internal::report_destroyed_with_waiters("bobbin::condition_variable", this, {&waiters_},
+                                            "they wake as from a spurious wake-up", /*strand_fibers=*/false);
+    internal::claim_all(waiters_, 0, woken);
+  }
+  lock_.unlock();
+  internal::notify_all(woken);
+}
+
 void condition_variable::notify_one() noexcept {
   lock_.lock();
   internal::waiter* w = internal::pop_and_claim(waiters_);

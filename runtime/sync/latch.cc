@@ -52,7 +52,23 @@ void count_down_locked(std::atomic<std::ptrdiff_t>& count, internal::spin_lock& 
   internal::notify_all(woken);
 }
 
+// Waiters left at destruction are reported and stranded: telling them the
+// count reached zero would be a lie.
+void report_waiters_left(const char* primitive, const void* object, internal::spin_lock& lock,
+                         internal::waiter_list& waiters) {
+  lock.lock();
+  if (!waiters.empty()) {
+    internal::report_destroyed_with_waiters(primitive, object, {&waiters}, "they stay parked for good",
+                                            /*strand_fibers=*/true);
+  }
+  lock.unlock();
+}
+
 }  // namespace
+
+latch::~latch() { report_waiters_left("bobbin::latch", this, lock_, waiters_); }
+
+wait_group::~wait_group() { report_waiters_left("bobbin::wait_group", this, lock_, waiters_); }
 
 void latch::count_down(std::ptrdiff_t n) {
   count_down_locked(count_, lock_, waiters_, n, "bobbin: latch counted down below zero");

@@ -166,4 +166,11 @@ void mutex::unlock_slow() {
   }
 }
 
+void mutex::report_destroyed_with_waiters() noexcept {
+  lock_.lock();
+  internal::report_destroyed_with_waiters("bobbin::mutex", this, {&waiters_}, "they stay parked for good",
+                                          /*strand_fibers=*/true);
+  lock_.unlock();
+}
+
 }  // namespace bobbin

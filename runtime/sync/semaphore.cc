@@ -45,6 +45,15 @@ void semaphore::release(std::ptrdiff_t n) {
   internal::notify_all(woken);
 }
 
+semaphore::~semaphore() {
+  lock_.lock();
+  if (!waiters_.empty()) {
+    internal::report_destroyed_with_waiters("bobbin::semaphore", this, {&waiters_}, "they stay parked for good",
+                                            /*strand_fibers=*/true);
+  }
+  lock_.unlock();
+}
+
 std::ptrdiff_t semaphore::available() const noexcept {
   lock_.lock();
   std::ptrdiff_t c = count_;

@@ -26,6 +26,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <initializer_list>
 #include <vector>
 
 #include "bobbin/config.h"
@@ -141,6 +142,19 @@ inline void claim_all(waiter_list& list, uintptr_t aux, std::vector<waiter*>& ou
 inline void notify_all(const std::vector<waiter*>& ws) noexcept {
   for (waiter* w : ws) notify(w);
 }
+
+// Called by a primitive's destructor, with its lock held, when fibers or
+// threads may still wait in `lists`: writes one report to stderr naming each
+// of them (fiber id, name, wait reason, spawn site) and what happens to them
+// (`outcome`), instead of leaving them to hang unseen. Waiters whose
+// deadline has just passed are leaving and are not named. With
+// `strand_fibers`, the fibers among them are claimed and never woken: they
+// stay parked for good, and neither a deadline nor a notifier can resume
+// them into the freed object (for primitives that cannot give a waiter a
+// truthful answer). Otherwise the caller claims and wakes them itself.
+BOBBIN_API void report_destroyed_with_waiters(const char* primitive, const void* object,
+                                              std::initializer_list<waiter_list*> lists, const char* outcome,
+                                              bool strand_fibers) noexcept;
 
 }  // namespace bobbin::internal
 

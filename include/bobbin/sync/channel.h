@@ -55,7 +55,22 @@ class channel {
   explicit channel(unbounded_t) : capacity_(0), bounded_(false) {}
   channel(const channel&) = delete;
   channel& operator=(const channel&) = delete;
-  ~channel() = default;
+  // Destroying a channel that fibers wait on is a bug (their waiters point
+  // into it): it writes a report naming them and wakes them with `closed`,
+  // a sender keeping its value, instead of leaving them parked for good.
+  ~channel() {
+    std::vector<internal::waiter*> woken;
+    lock_.lock();
+    if (!senders_.empty() || !receivers_.empty()) {
+      internal::report_destroyed_with_waiters("bobbin::channel", this, {&senders_, &receivers_},
+                                              "they get channel_status::closed", /*strand_fibers=*/false);
+      closed_ = true;
+      internal::claim_all(receivers_, kClosed, woken);
+      internal::claim_all(senders_, kClosed, woken);
+    }
+    lock_.unlock();
+    internal::notify_all(woken);
+  }
 
   channel_status send(T&& value, deadline d = {}) { return do_send(&value, d, false); }
   channel_status send(const T& value, deadline d = {}) {

@@ -31,6 +31,10 @@ namespace bobbin {
 class BOBBIN_API condition_variable {
  public:
   condition_variable() = default;
+  // Destroying a condition variable that fibers wait on is a bug (as with
+  // std::condition_variable): it writes a report naming them and wakes them
+  // as from a spurious wake-up (they relock their mutex and recheck).
+  ~condition_variable();
   condition_variable(const condition_variable&) = delete;
   condition_variable& operator=(const condition_variable&) = delete;
 

@@ -43,6 +43,9 @@ namespace bobbin {
 class BOBBIN_API latch {
  public:
   explicit latch(std::ptrdiff_t count) : count_(count) {}
+  // Destroying a latch that fibers wait on is a bug: it writes a report
+  // naming them, and they stay parked for good.
+  ~latch();
   latch(const latch&) = delete;
   latch& operator=(const latch&) = delete;
 
@@ -65,6 +68,8 @@ class BOBBIN_API latch {
 class BOBBIN_API wait_group {
  public:
   wait_group() = default;
+  // As ~latch().
+  ~wait_group();
   wait_group(const wait_group&) = delete;
   wait_group& operator=(const wait_group&) = delete;
 

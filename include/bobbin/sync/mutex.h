@@ -47,6 +47,11 @@ namespace bobbin {
 class BOBBIN_API mutex {
  public:
   mutex() = default;
+  // Destroying a mutex that fibers wait for is a bug (as with std::mutex):
+  // it writes a report naming them, and they stay parked for good.
+  ~mutex() {
+    if ((state_.load(std::memory_order_relaxed) & kWaiters) != 0) report_destroyed_with_waiters();
+  }
   mutex(const mutex&) = delete;
   mutex& operator=(const mutex&) = delete;
 
@@ -75,6 +80,7 @@ class BOBBIN_API mutex {
  private:
   bool lock_slow(deadline d);
   void unlock_slow();
+  void report_destroyed_with_waiters() noexcept;
 
   // Bits of state_. kLocked is the lock itself. The others change only
   // under lock_ (kWoken is also cleared by the woken waiter); any of them

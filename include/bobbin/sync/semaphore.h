@@ -29,6 +29,9 @@ namespace bobbin {
 class BOBBIN_API semaphore {
  public:
   explicit semaphore(std::ptrdiff_t initial) : count_(initial) {}
+  // Destroying a semaphore that fibers wait on is a bug: it writes a report
+  // naming them, and they stay parked for good.
+  ~semaphore();
   semaphore(const semaphore&) = delete;
   semaphore& operator=(const semaphore&) = delete;
 
