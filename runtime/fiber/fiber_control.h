@@ -92,6 +92,13 @@ struct fiber_control {
   uint64_t parent_id = 0;  // 0: spawned by a plain thread
   std::atomic<bool> started{false};
   std::atomic<uint64_t> parked_at_ms{0};  // | kParkedWithDeadline for a timed wait
+
+  // Lock-cycle detection (runtime/sync/lock_cycle.h), while mutex holders
+  // are tracked: the bobbin::mutex this fiber waits for, a count of its
+  // waits (to tell one wait from the next), and how many it holds.
+  std::atomic<const void*> waiting_for_mutex{nullptr};
+  std::atomic<uint32_t> mutex_wait_seq{0};
+  std::atomic<int> mutexes_held{0};
 };
 
 void release_ref(fiber_control* f) noexcept;

@@ -8,6 +8,7 @@
 #include "runtime/fiber/fiber_control.h"
 #include "runtime/sched/carrier.h"
 #include "runtime/sched/scheduler.h"
+#include "runtime/sync/lock_cycle.h"
 #include "runtime/util/check.h"
 
 namespace bobbin::internal {
@@ -49,6 +50,7 @@ bool finish_and_wake_joiners(fiber_control* f) {
   // Leave the registry (and the alive count) before joiners wake, so that a
   // joiner sees the count without this fiber.
   f->rt->fiber_exited(f);
+  if (g_track_mutex_holders.load(std::memory_order_relaxed)) fiber_exited_holding(f);
   if (finish_and_wake_joiners(f) && f->body->error) report_uncaught(f);
 
   switch_action a{&f->ctx, switch_action::exit, f, nullptr};

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <mutex>
+#include <optional>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/debugging/symbolize.h"
@@ -16,6 +17,7 @@
 #include "absl/time/time.h"
 #include "runtime/inspect/stack_walk.h"
 #include "runtime/inspect/world_pause.h"
+#include "runtime/pinning/stack_capture.h"
 #include "runtime/sched/carrier.h"
 #include "runtime/sched/scheduler.h"
 #include "runtime/util/mutex_lock.h"
@@ -25,6 +27,7 @@ namespace bobbin::internal {
 namespace {
 
 constexpr int kMaxFrames = 64;
+constexpr long kIoUringEnter = 426;  // a carrier waiting for completions is not a blocked one
 
 int64_t monotonic_ms() {
   timespec ts;
@@ -83,6 +86,17 @@ std::string format_duration_ms(int64_t ms) {
   return absl::StrFormat("%.1f min", ms / 60000.0);
 }
 
+void append_stack(std::string& out, const fiber_record& r, const std::string& indent) {
+  if (r.frames.empty()) {
+    absl::StrAppend(&out, indent, "(no stack: ", r.no_stack_why.empty() ? "unknown" : r.no_stack_why, ")\n");
+  } else if (r.scanned) {
+    absl::StrAppend(&out, indent, "(scanned from its carrier's stack: may list stale frames)\n");
+  }
+  for (std::size_t i = 0; i < r.frames.size(); i++) {
+    absl::StrAppendFormat(&out, "%s  #%-2d 0x%016x %s\n", indent, i, r.frames[i], symbolize_return_address(r.frames[i]));
+  }
+}
+
 }  // namespace
 
 std::string symbolize_return_address(uintptr_t pc) {
@@ -100,7 +114,7 @@ std::string symbolize_return_address(uintptr_t pc) {
   return fn;
 }
 
-fiber_snapshot snapshot_fibers(runtime_impl& rt) {
+fiber_snapshot snapshot_fibers(runtime_impl& rt, const absl::flat_hash_set<uint64_t>* only) {
   fiber_snapshot snap;
   snap.carriers = static_cast<int>(rt.options().carriers);
   snap.taken_at_unix_ms = absl::ToUnixMillis(absl::Now());
@@ -109,8 +123,9 @@ fiber_snapshot snapshot_fibers(runtime_impl& rt) {
   {
     world_pause pause(rt);
     const int64_t now_ms = monotonic_ms();
-    std::vector<std::pair<fiber_control*, std::size_t>> to_walk;
+    std::vector<std::pair<fiber_control*, std::size_t>> to_walk, to_capture;
     rt.for_each_fiber([&](fiber_control* f) {
+      if (only != nullptr && !only->contains(f->id)) return;
       fiber_record r;
       r.id = f->id;
       r.name = f->name;
@@ -132,6 +147,7 @@ fiber_snapshot snapshot_fibers(runtime_impl& rt) {
         to_walk.emplace_back(f, snap.fibers.size());
       } else if (r.state == fiber_state::running) {
         r.no_stack_why = "running on a carrier";
+        to_capture.emplace_back(f, snap.fibers.size());
       } else {
         r.no_stack_why = "being switched out by its carrier";
       }
@@ -146,6 +162,29 @@ fiber_snapshot snapshot_fibers(runtime_impl& rt) {
       snap.fibers[i].frames.assign(frames, frames + n);
       if (n == 0) snap.fibers[i].no_stack_why = f->started.load(std::memory_order_relaxed) ? "stack not readable" : "not started yet";
     }
+    // Running fibers: their carriers scan the stack they are on. Inside the
+    // pause, so that no other fiber can be mounted at a freed `f`'s address
+    // and be taken for it.
+    auto& carriers = rt.carriers();
+    std::optional<mutex_lock> one_capture;
+    if (!to_capture.empty()) {
+      one_capture.emplace(&capture_mutex());
+      refresh_code_ranges();
+    }
+    for (auto [f, i] : to_capture) {
+      fiber_record& r = snap.fibers[i];
+      if (r.carrier < 0 || static_cast<std::size_t>(r.carrier) >= carriers.size()) continue;
+      carrier* c = carriers[static_cast<std::size_t>(r.carrier)].get();
+      const thread_syscall_state ks = read_thread_state(c->tid());
+      if (ks.state != 'R' && ks.nr >= 0 && ks.nr != kIoUringEnter) {
+        r.no_stack_why = absl::StrCat("blocked in the kernel in ", syscall_name(ks.nr), ", holding its carrier");
+        continue;
+      }
+      stack_capture cap;
+      if (c->capture_by_signal(cap, std::chrono::milliseconds(50)) != f || cap.count == 0) continue;
+      r.frames.assign(cap.frames, cap.frames + cap.count);
+      r.scanned = true;
+    }
   }
   // The caller's own stack, if it is one of the fibers.
   for (auto& r : snap.fibers) {
@@ -153,10 +192,20 @@ fiber_snapshot snapshot_fibers(runtime_impl& rt) {
       void* raw[kMaxFrames];
       int n = ::backtrace(raw, kMaxFrames);
       for (int i = 1; i < n; i++) r.frames.push_back(reinterpret_cast<uintptr_t>(raw[i]));
-      if (!r.frames.empty()) r.no_stack_why = nullptr;
+      if (!r.frames.empty()) r.no_stack_why.clear();
     }
   }
-  for (auto& r : snap.fibers) trim_at_fiber_base(r.frames);
+  for (auto& r : snap.fibers) {
+    trim_at_fiber_base(r.frames);
+    // A scan that does not reach the fiber's entry caught the carrier where
+    // the stack is not a chain of calls (inside a context switch): no stack
+    // rather than a wrong one.
+    if (r.scanned && (r.frames.empty() || !is_fiber_base(symbolize_return_address(r.frames.back())))) {
+      r.frames.clear();
+      r.scanned = false;
+      r.no_stack_why = "running on a carrier, caught inside a switch";
+    }
+  }
   std::sort(snap.fibers.begin(), snap.fibers.end(), [](const fiber_record& a, const fiber_record& b) { return a.id < b.id; });
   return snap;
 }
@@ -172,7 +221,7 @@ std::string render_text(const fiber_snapshot& s) {
   std::vector<std::string> order;
   for (const auto& r : s.fibers) {
     std::string key = absl::StrCat(state_name(r.state), "|", std::string(to_string(r.reason)), "|", spawn_site(r.spawned_at), "|",
-                                   r.no_stack_why ? r.no_stack_why : "");
+                                   r.no_stack_why, "|", r.scanned);
     // By function, not by address: the same function switching away at
     // two call sites is one place to a reader.
     for (uintptr_t pc : r.frames) absl::StrAppend(&key, "|", symbolize_return_address(pc));
@@ -212,13 +261,22 @@ std::string render_text(const fiber_snapshot& s) {
     if (std::string site = spawn_site(first.spawned_at); !site.empty()) {
       absl::StrAppend(&out, "  spawned at ", site, "\n");
     }
-    if (first.frames.empty()) {
-      absl::StrAppend(&out, "  (no stack: ", first.no_stack_why ? first.no_stack_why : "unknown", ")\n");
-    }
-    for (std::size_t i = 0; i < first.frames.size(); i++) {
-      absl::StrAppendFormat(&out, "    #%-2d 0x%016x %s\n", i, first.frames[i], symbolize_return_address(first.frames[i]));
-    }
+    append_stack(out, first, "  ");
   }
+  return out;
+}
+
+std::string render_one(const fiber_record& r, const std::string& indent) {
+  std::string out = absl::StrCat(indent, "fiber ", r.id);
+  if (!r.name.empty()) absl::StrAppend(&out, " \"", r.name, "\"");
+  absl::StrAppend(&out, " ", state_name(r.state));
+  if (r.state == fiber_state::parked) absl::StrAppend(&out, " on ", std::string(to_string(r.reason)));
+  if (r.parked_ms >= 0) absl::StrAppend(&out, ", for ", format_duration_ms(r.parked_ms));
+  absl::StrAppend(&out, "\n");
+  if (std::string site = spawn_site(r.spawned_at); !site.empty()) {
+    absl::StrAppend(&out, indent, "  spawned at ", site, "\n");
+  }
+  append_stack(out, r, absl::StrCat(indent, "  "));
   return out;
 }
 
@@ -238,7 +296,10 @@ std::string render_json(const fiber_snapshot& s) {
       absl::StrAppend(&out, R"(,"spawned_at":{"file":)", json_string(r.spawned_at.file_name()), R"(,"line":)",
                       r.spawned_at.line(), R"(,"function":)", json_string(r.spawned_at.function_name()), "}");
     }
-    if (r.frames.empty() && r.no_stack_why) absl::StrAppend(&out, R"(,"no_stack":)", json_string(r.no_stack_why));
+    if (r.frames.empty() && !r.no_stack_why.empty()) {
+      absl::StrAppend(&out, R"(,"no_stack":)", json_string(r.no_stack_why));
+    }
+    if (r.scanned) out += R"(,"stack_scanned":true)";
     out += R"(,"stack":[)";
     for (std::size_t i = 0; i < r.frames.size(); i++) {
       if (i) out += ',';

@@ -7,7 +7,9 @@
 // A dump pauses the runtime's carriers only where they mount a fiber
 // (world_pause.h) while it walks the stacks of switched-out fibers
 // (stack_walk.h). Running fibers keep running; the one that asked for the
-// dump shows its own stack, others on a CPU show none.
+// dump shows its own stack, and each other one the stack its carrier is
+// on, scanned by the pinning monitor's signal (stack_capture.h), unless the
+// carrier is blocked in a system call (a signal could cut it short).
 #ifndef BOBBIN_RUNTIME_INSPECT_FIBER_DUMP_H_
 #define BOBBIN_RUNTIME_INSPECT_FIBER_DUMP_H_
 
@@ -16,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "bobbin/runtime.h"
 #include "bobbin/wait_reason.h"
 #include "runtime/fiber/fiber_control.h"
@@ -34,7 +37,10 @@ struct fiber_record {
   uint64_t parent_id = 0;
   std::source_location spawned_at;
   std::vector<uintptr_t> frames;  // return addresses, innermost first
-  const char* no_stack_why = nullptr;  // set when frames is empty
+  // A running fiber's stack comes from a scan of its carrier's stack
+  // (stack_capture.h), which can include stale return addresses.
+  bool scanned = false;
+  std::string no_stack_why;  // set when frames is empty
 };
 
 struct fiber_snapshot {
@@ -43,10 +49,14 @@ struct fiber_snapshot {
   std::vector<fiber_record> fibers;  // by id
 };
 
-// Takes a snapshot of every live fiber of `rt`, stacks included.
-fiber_snapshot snapshot_fibers(runtime_impl& rt);
+// Takes a snapshot of every live fiber of `rt`, stacks included; with
+// `only`, of the fibers with those ids (the others' stacks are not walked).
+fiber_snapshot snapshot_fibers(runtime_impl& rt, const absl::flat_hash_set<uint64_t>* only = nullptr);
 
 std::string render_text(const fiber_snapshot& s);
+// One fiber, ungrouped: a line naming it, its spawn site and its stack, each
+// line indented by `indent`.
+std::string render_one(const fiber_record& r, const std::string& indent);
 std::string render_json(const fiber_snapshot& s);
 
 // The symbolized function containing return address `pc` ("??" if

@@ -61,6 +61,7 @@
 #include "absl/strings/str_format.h"
 #include "runtime/fiber/fiber_control.h"
 #include "runtime/pinning/stack_capture.h"
+#include "runtime/util/mutex_lock.h"
 #include "runtime/sched/carrier.h"
 #include "runtime/sched/scheduler.h"
 #include "runtime/util/check.h"
@@ -193,27 +194,24 @@ bool pin_monitor::describe(carrier* c, fiber_control* f, bool kernel_blocked, lo
   const uintptr_t stack_low = reinterpret_cast<uintptr_t>(f->stack.low());
   const uintptr_t stack_top = reinterpret_cast<uintptr_t>(f->stack.top());
 
-  refresh_code_ranges();
   stack_capture cap;
-  if (kernel_blocked) {
-    // The thread sits in the kernel: its stack does not change; scan it and
-    // check it is still blocked at the same place afterwards.
-    scan_stack(0, sp, stack_low, stack_top, cap);
-    thread_syscall_state again = read_thread_state(c->tid());
-    if (again.nr == nr && again.sp == sp) {
-      cap.frames[0] = again.pc;
+  {
+    mutex_lock one_capture(&capture_mutex());
+    refresh_code_ranges();
+    if (kernel_blocked) {
+      // The thread sits in the kernel: its stack does not change; scan it and
+      // check it is still blocked at the same place afterwards.
+      scan_stack(0, sp, stack_low, stack_top, cap);
+      thread_syscall_state again = read_thread_state(c->tid());
+      if (again.nr == nr && again.sp == sp) {
+        cap.frames[0] = again.pc;
+      } else {
+        cap.count = 0;
+      }
     } else {
-      cap.count = 0;
+      // Only the stack of `f` itself: it may have switched away meanwhile.
+      if (c->capture_by_signal(cap, std::chrono::milliseconds(50)) != f) cap.count = 0;
     }
-  } else {
-    c->capture_state.store(1, std::memory_order_release);
-    ::syscall(SYS_tgkill, ::getpid(), c->tid(), capture_signal());
-    // The handler runs as soon as the thread is scheduled; bound the wait.
-    auto give_up = std::chrono::steady_clock::now() + std::chrono::milliseconds(50);
-    while (c->capture_state.load(std::memory_order_acquire) != 2 && std::chrono::steady_clock::now() < give_up) {
-      std::this_thread::yield();
-    }
-    if (c->capture_state.exchange(0, std::memory_order_acq_rel) == 2) cap = c->capture;
   }
   rt_->monitor_reading.store(nullptr, std::memory_order_release);
 

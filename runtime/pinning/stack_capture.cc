@@ -25,6 +25,9 @@ struct code_range {
 constexpr int kMaxRanges = 1024;
 code_range g_ranges[kMaxRanges];
 std::atomic<int> g_range_count{0};
+// Scans running now (a signal handler's may outlive its requester's wait):
+// a refresh rewrites the table only once none reads it.
+std::atomic<int> g_scans_in_progress{0};
 
 bool in_code(uintptr_t a, int count) {
   for (int i = 0; i < count; i++) {
@@ -59,9 +62,18 @@ std::once_flag g_symbolizer_once;
 
 }  // namespace
 
+absl::Mutex& capture_mutex() {
+  static absl::Mutex mu(absl::kConstInit);
+  return mu;
+}
+
 void refresh_code_ranges() {
   FILE* f = std::fopen("/proc/self/maps", "r");
   if (!f) return;
+  // Empty the table, then wait out the scans that read it (a scan that
+  // starts from here on sees it empty: seq_cst on both sides).
+  g_range_count.store(0, std::memory_order_seq_cst);
+  while (g_scans_in_progress.load(std::memory_order_seq_cst) != 0) sched_yield();
   char line[512];
   int n = 0;
   while (n < kMaxRanges && std::fgets(line, sizeof line, f)) {
@@ -78,16 +90,21 @@ void refresh_code_ranges() {
 __attribute__((no_sanitize("address", "thread", "undefined"))) void scan_stack(uintptr_t pc, uintptr_t sp,
                                                                                uintptr_t low, uintptr_t limit,
                                                                                stack_capture& out) {
-  const int ranges = g_range_count.load(std::memory_order_acquire);
+  g_scans_in_progress.fetch_add(1, std::memory_order_seq_cst);
+  const int ranges = g_range_count.load(std::memory_order_seq_cst);
   out.count = 0;
   out.frames[out.count++] = pc;
-  if (sp == 0 || sp < low || limit <= sp) return;
+  if (sp == 0 || sp < low || limit <= sp) {
+    g_scans_in_progress.fetch_sub(1, std::memory_order_release);
+    return;
+  }
   // 16 KiB is deep enough for the frames that matter and bounds the cost.
   if (limit - sp > 16 * 1024) limit = sp + 16 * 1024;
   for (uintptr_t a = sp & ~uintptr_t{7}; a + 8 <= limit && out.count < kMaxCapturedFrames; a += 8) {
     uintptr_t w = *reinterpret_cast<const volatile uintptr_t*>(a);
     if (in_code(w, ranges) && follows_call(w)) out.frames[out.count++] = w;
   }
+  g_scans_in_progress.fetch_sub(1, std::memory_order_release);
 }
 
 thread_syscall_state read_thread_state(pid_t tid) {

@@ -24,6 +24,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
+
 namespace bobbin::internal {
 
 inline constexpr int kMaxCapturedFrames = 40;
@@ -33,8 +35,13 @@ struct stack_capture {
   int count = 0;
 };
 
+// Held across refresh_code_ranges() and the captures that follow it, by
+// the pinning monitor and fiber dumps, so that one does not rewrite the
+// table while the other's capture reads it.
+absl::Mutex& capture_mutex();
+
 // Refreshes the table of executable mappings the scanner checks against.
-// Call before a capture (monitor thread only).
+// Call before a capture, holding capture_mutex().
 void refresh_code_ranges();
 
 // Scans [sp, high) for return addresses after `pc` (frame 0), only if sp

@@ -242,7 +242,28 @@ void carrier::capture_from_signal(uintptr_t pc, uintptr_t sp) {
     high = low + sched_ctx_.stack_size;
   }
   scan_stack(pc, sp, low, high, capture);
+  captured_fiber = f;
   capture_state.store(2, std::memory_order_release);
+}
+
+const fiber_control* carrier::capture_by_signal(stack_capture& out, std::chrono::milliseconds wait) {
+  // 2 left over: a handler that finished after its requester gave up.
+  int s = capture_state.load(std::memory_order_acquire);
+  if (s == 1 || !capture_state.compare_exchange_strong(s, 1, std::memory_order_acq_rel)) return nullptr;
+  ::syscall(SYS_tgkill, ::getpid(), tid(), capture_signal());
+  // The handler runs as soon as the thread is scheduled; bound the wait.
+  const auto give_up = std::chrono::steady_clock::now() + wait;
+  while (capture_state.load(std::memory_order_acquire) != 2 && std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::yield();
+  }
+  const fiber_control* scanned = nullptr;
+  if (capture_state.load(std::memory_order_acquire) == 2) {
+    out = capture;
+    scanned = captured_fiber;
+  }
+  // A late handler finds 0 and does nothing (capture_from_signal).
+  capture_state.store(0, std::memory_order_release);
+  return scanned;
 }
 
 void carrier::drain_at_shutdown() {

@@ -148,9 +148,18 @@ class carrier {
   uint32_t steal_into(carrier& thief);  // moves half of this carrier's queue (or backlog) to thief
 
   // --- pinning monitor (runtime/pinning/monitor.cc) ---
-  // Stack capture by signal: the monitor sets 1, the handler scans and sets 2.
+  // Asks this carrier's thread, by signal, for the stack it runs on (the
+  // handler scans it: stack_capture.h) and waits up to `wait` for it. Returns
+  // the fiber whose stack was scanned into `out`; null if the carrier was
+  // between fibers, no answer came in time, or another capture (the pinning
+  // monitor's, a dump's) was under way. Not for a thread blocked in a
+  // system call: the signal could cut a sleep short.
+  const fiber_control* capture_by_signal(stack_capture& out, std::chrono::milliseconds wait);
+  // Stack capture by signal: the requester sets 1, the handler scans and
+  // sets 2, the requester takes the result and sets 0.
   std::atomic<int> capture_state{0};
   stack_capture capture;
+  const fiber_control* captured_fiber = nullptr;  // written by the handler before it sets 2
   void capture_from_signal(uintptr_t pc, uintptr_t sp);  // async-signal-safe
   // Spare carriers (compensation) run fibers only while active.
   bool is_spare() const { return spare_; }

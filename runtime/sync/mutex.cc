@@ -16,7 +16,10 @@
 
 #include <time.h>
 
+#include "runtime/fiber/fiber_control.h"
+#include "runtime/sync/lock_cycle.h"
 #include "runtime/util/check.h"
+#include "runtime/util/mutex_lock.h"
 
 namespace bobbin {
 
@@ -51,16 +54,24 @@ bool mutex::lock_slow(deadline d) {
     uint32_t s = state_.load(std::memory_order_relaxed);
     if ((s & (kLocked | kStarving)) == 0 &&
         state_.compare_exchange_weak(s, s | kLocked, std::memory_order_acquire, std::memory_order_relaxed)) {
+      if (tracking()) note_holder();
       return true;
     }
     __builtin_ia32_pause();
   }
+  // From here on the fiber waits for this mutex: lock-cycle detection
+  // follows the chain of holders from it once, before the first park.
+  internal::mutex_wait_mark waiting(tracking() ? internal::current_fiber_or_null() : nullptr, this);
+  waiting.check_for_cycle();
   mutex_waiter w;
   for (;;) {
     uint32_t s = state_.load(std::memory_order_relaxed);
     if ((s & (kLocked | kStarving)) == 0) {
       const uint32_t acquired = (s | kLocked) & ~(woken ? kWoken : 0u);
-      if (state_.compare_exchange_weak(s, acquired, std::memory_order_acquire, std::memory_order_relaxed)) return true;
+      if (state_.compare_exchange_weak(s, acquired, std::memory_order_acquire, std::memory_order_relaxed)) {
+        if (tracking()) note_holder();
+        return true;
+      }
       continue;
     }
     if (d.expired()) {
@@ -98,7 +109,10 @@ bool mutex::lock_slow(deadline d) {
     woken = false;
     const wait_state r = internal::park(w, lock_, waiters_, d, wait_reason::mutex_lock);
     if (r == wait_state::timed_out) return false;  // kWaiters may be stale: unlock tolerates that
-    if (w.handed_off) return true;                 // ownership passed in hand-off mode
+    if (w.handed_off) {  // ownership passed in hand-off mode
+      if (tracking()) note_holder();
+      return true;
+    }
     woken = true;
   }
 }
@@ -140,6 +154,9 @@ void mutex::unlock_slow() {
       // Hand-off: kLocked stays set and the mutex is now w's. Leave hand-off
       // mode once the line is empty or a waiter is served promptly.
       w->handed_off = true;
+      // The holder is w's fiber from now, though it has not run yet: a
+      // cycle walk must not see the mutex free, nor held by us.
+      if (tracking()) holder_.store(w->token.is_fiber ? w->token.target : nullptr, std::memory_order_release);
       const bool leave = waiters_.empty() || waited < kStarvationNs;
       uint32_t next;
       do {
@@ -164,6 +181,17 @@ void mutex::unlock_slow() {
     internal::notify(w);
     return;
   }
+}
+
+void mutex::note_holder() noexcept {
+  internal::fiber_control* self = internal::current_fiber_or_null();
+  holder_.store(self, std::memory_order_release);
+  if (self != nullptr) self->mutexes_held.fetch_add(1, std::memory_order_relaxed);
+}
+
+void mutex::forget_holder() noexcept {
+  auto* holder = static_cast<internal::fiber_control*>(holder_.exchange(nullptr, std::memory_order_acq_rel));
+  if (holder != nullptr) holder->mutexes_held.fetch_sub(1, std::memory_order_relaxed);
 }
 
 void mutex::report_destroyed_with_waiters() noexcept {

@@ -203,4 +203,52 @@ TEST(DumpTest, AFiberTakingADumpListsItsOwnStack) {
   parked.join();
 }
 
+__attribute__((noinline)) void spin_on_the_cpu(const std::atomic<bool>& stop) {
+  while (!stop.load(std::memory_order_relaxed)) asm volatile("pause");
+}
+
+// Fibers on a CPU: the dump asks each one's carrier, by signal, for the stack
+// it runs on; a carrier blocked in a system call is named instead (a signal
+// could cut the call short).
+TEST(DumpTest, RunningFibersShowTheStackTheirCarrierScans) {
+  bobbin::runtime_options o;
+  o.carriers = 2;
+  o.pin_threshold = 0ms;  // both carriers are held on purpose
+  auto rt = bobbin::runtime::start(o).value();
+  std::atomic<bool> stop{false};
+  std::atomic<int> started{0};
+  auto spinner = rt->spawn([&] {
+    started++;
+    spin_on_the_cpu(stop);
+  });
+  auto sleeper = rt->spawn([&] {
+    bobbin::pinned_scope pin("test: a blocking call");
+    started++;
+    while (!stop.load()) ::usleep(2000);  // pinned: the real system call
+  });
+  while (started.load() < 2) std::this_thread::sleep_for(1ms);
+  std::this_thread::sleep_for(20ms);
+  std::string d;
+  // The sleeper is almost always in the kernel; the spinner always on a CPU.
+  for (int attempt = 0; attempt < 20; attempt++) {
+    d = rt->dump(bobbin::dump_format::json);
+    if (d.find("blocked in the kernel in") != std::string::npos && d.find("spin_on_the_cpu") != std::string::npos) break;
+  }
+  stop = true;
+  spinner.join();
+  sleeper.join();
+  EXPECT_EQ(check_with_python(d, R"(
+spinner = [f for f in d['fibers'] if any('spin_on_the_cpu' in fr['function'] for fr in f['stack'])]
+assert len(spinner) == 1, d
+assert spinner[0]['state'] == 'running' and spinner[0].get('stack_scanned') is True, spinner
+sleeper = [f for f in d['fibers'] if f['id'] != spinner[0]['id']]
+assert len(sleeper) == 1 and sleeper[0]['state'] == 'running', sleeper
+assert 'blocked in the kernel in' in sleeper[0]['no_stack'], sleeper
+)",
+                              0),
+            "ok");
+  const std::string text = rt->dump(bobbin::dump_format::text);
+  EXPECT_EQ(text.find("scanned"), std::string::npos) << "nothing runs any more\n" << text;
+}
+
 }  // namespace

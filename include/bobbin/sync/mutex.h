@@ -31,6 +31,18 @@
 // mutex is not recursive; relocking from the owner deadlocks.
 // Pinning: holding a bobbin::mutex across a park is fine (it is not an OS
 // lock); holding a std::mutex across a park is not (see README "Pinning").
+// Lock cycles: in builds of the library without NDEBUG (meson's debug and
+// debugoptimized, the default), or with BOBBIN_DETECT_LOCK_CYCLES=1 in the
+// environment (=0 turns it off), each mutex records the fiber that holds
+// it. A fiber about to park on a mutex then follows the chain of holders
+// (the holder's own wait, that mutex's holder, ...), and if the chain comes
+// back to it, writes a report naming each fiber and mutex of the cycle with
+// the fibers' stacks, before it parks (it is then deadlocked, as it would
+// be without the report). Relocking a mutex one holds is the smallest such
+// cycle. A fiber that ends while holding a mutex is reported too. Costs
+// while on: one store per lock and unlock, and the walk when a fiber parks;
+// while off, one load of a global flag per lock and unlock. Plain threads
+// are not followed: a chain through a thread ends there.
 #ifndef BOBBIN_SYNC_MUTEX_H_
 #define BOBBIN_SYNC_MUTEX_H_
 
@@ -43,6 +55,12 @@
 #include "bobbin/internal/park.h"
 
 namespace bobbin {
+
+namespace internal {
+// Whether mutexes record their holders (see "Lock cycles" above).
+BOBBIN_API extern std::atomic<bool> g_track_mutex_holders;
+struct mutex_access;
+}  // namespace internal
 
 class BOBBIN_API mutex {
  public:
@@ -57,13 +75,20 @@ class BOBBIN_API mutex {
 
   void lock() {
     uint32_t expected = 0;
-    if (state_.compare_exchange_strong(expected, kLocked, std::memory_order_acquire)) return;
+    if (state_.compare_exchange_strong(expected, kLocked, std::memory_order_acquire)) {
+      if (tracking()) [[unlikely]] note_holder();
+      return;
+    }
     lock_slow(deadline::never());
   }
   bool try_lock() noexcept {
     uint32_t s = state_.load(std::memory_order_relaxed);
-    return (s & (kLocked | kStarving)) == 0 &&
-           state_.compare_exchange_strong(s, s | kLocked, std::memory_order_acquire);
+    if ((s & (kLocked | kStarving)) == 0 &&
+        state_.compare_exchange_strong(s, s | kLocked, std::memory_order_acquire)) {
+      if (tracking()) [[unlikely]] note_holder();
+      return true;
+    }
+    return false;
   }
   // Parks until the lock is had (true) or `d` passes (false).
   bool try_lock_until(deadline d) { return try_lock() || lock_slow(d); }
@@ -72,6 +97,7 @@ class BOBBIN_API mutex {
     return try_lock_until(deadline(timeout));
   }
   void unlock() {
+    if (tracking()) [[unlikely]] forget_holder();
     uint32_t expected = kLocked;
     if (state_.compare_exchange_strong(expected, 0, std::memory_order_release)) return;
     unlock_slow();
@@ -81,6 +107,11 @@ class BOBBIN_API mutex {
   bool lock_slow(deadline d);
   void unlock_slow();
   void report_destroyed_with_waiters() noexcept;
+
+  friend struct internal::mutex_access;
+  static bool tracking() noexcept { return internal::g_track_mutex_holders.load(std::memory_order_relaxed); }
+  void note_holder() noexcept;    // holder_ = the calling fiber
+  void forget_holder() noexcept;  // holder_ = none
 
   // Bits of state_. kLocked is the lock itself. The others change only
   // under lock_ (kWoken is also cleared by the woken waiter); any of them
@@ -97,6 +128,8 @@ class BOBBIN_API mutex {
   uint32_t unlocks_since_wake_ = 0;
   internal::spin_lock lock_;
   internal::waiter_list waiters_;
+  // The fiber holding the mutex, while holders are tracked (else null).
+  std::atomic<void*> holder_{nullptr};
 };
 
 }  // namespace bobbin
