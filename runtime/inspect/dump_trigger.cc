@@ -24,6 +24,12 @@
 
 namespace bobbin::internal {
 
+// Every live runtime, for signal dumps and for debuggers: scripts/gdb/bobbin.py
+// finds the fibers of a process or core file from here, so the name and the
+// type are part of that script's contract.
+absl::Mutex g_live_runtimes_mu(absl::kConstInit);
+std::vector<runtime_impl*>* g_live_runtimes ABSL_GUARDED_BY(g_live_runtimes_mu) = nullptr;
+
 namespace {
 
 struct dump_settings {
@@ -64,8 +70,6 @@ const dump_settings& settings() {
   return s;
 }
 
-absl::Mutex g_live_mu(absl::kConstInit);
-std::vector<runtime_impl*>* g_live ABSL_GUARDED_BY(g_live_mu) = nullptr;
 sem_t g_dump_requests;
 
 void write_dump(const std::string& text) {
@@ -100,8 +104,8 @@ void on_dump_signal(int) {
 void dump_thread_main() {
   for (;;) {
     if (::sem_wait(&g_dump_requests) != 0) continue;  // EINTR
-    mutex_lock lock(&g_live_mu);
-    for (runtime_impl* rt : *g_live) write_dump(dump_runtime(*rt, settings().format));
+    mutex_lock lock(&g_live_runtimes_mu);
+    for (runtime_impl* rt : *g_live_runtimes) write_dump(dump_runtime(*rt, settings().format));
   }
 }
 
@@ -122,23 +126,21 @@ void install_signal_once() {
 
 void runtime_started(runtime_impl* rt) {
   const dump_settings& s = settings();
-  if (s.signal == 0 && !s.at_exit) return;
   {
-    mutex_lock lock(&g_live_mu);
-    if (g_live == nullptr) g_live = new std::vector<runtime_impl*>;
-    g_live->push_back(rt);
+    mutex_lock lock(&g_live_runtimes_mu);
+    if (g_live_runtimes == nullptr) g_live_runtimes = new std::vector<runtime_impl*>;
+    g_live_runtimes->push_back(rt);
   }
   if (s.signal != 0) install_signal_once();
 }
 
 void runtime_stopping(runtime_impl* rt) {
   const dump_settings& s = settings();
-  if (s.signal == 0 && !s.at_exit) return;
-  mutex_lock lock(&g_live_mu);
-  if (g_live == nullptr) return;
-  auto it = std::find(g_live->begin(), g_live->end(), rt);
-  if (it == g_live->end()) return;
-  g_live->erase(it);
+  mutex_lock lock(&g_live_runtimes_mu);
+  if (g_live_runtimes == nullptr) return;
+  auto it = std::find(g_live_runtimes->begin(), g_live_runtimes->end(), rt);
+  if (it == g_live_runtimes->end()) return;
+  g_live_runtimes->erase(it);
   if (s.at_exit) write_dump(dump_runtime(*rt, s.format));
 }
 
