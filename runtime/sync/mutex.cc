@@ -183,15 +183,23 @@ void mutex::unlock_slow() {
   }
 }
 
+// Plain loads and stores, no read-modify-writes: only the holder changes
+// holder_ and its own count (an unlock from another fiber, which
+// std::mutex does not allow either, may leave the count off by one; it only
+// decides whether a fiber that ends is reported as holding a mutex).
 void mutex::note_holder() noexcept {
   internal::fiber_control* self = internal::current_fiber_or_null();
   holder_.store(self, std::memory_order_release);
-  if (self != nullptr) self->mutexes_held.fetch_add(1, std::memory_order_relaxed);
+  if (self != nullptr) {
+    self->mutexes_held.store(self->mutexes_held.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  }
 }
 
 void mutex::forget_holder() noexcept {
-  auto* holder = static_cast<internal::fiber_control*>(holder_.exchange(nullptr, std::memory_order_acq_rel));
-  if (holder != nullptr) holder->mutexes_held.fetch_sub(1, std::memory_order_relaxed);
+  auto* holder = static_cast<internal::fiber_control*>(holder_.load(std::memory_order_relaxed));
+  if (holder == nullptr) return;
+  holder_.store(nullptr, std::memory_order_release);
+  holder->mutexes_held.store(holder->mutexes_held.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
 }
 
 void mutex::report_destroyed_with_waiters() noexcept {
