@@ -1,8 +1,11 @@
 // TCP on io_uring: echo round trips at 1,000 concurrent connections,
 // deadlines, close() cancelling pending calls, peer resets, and the same
 // calls from plain threads. Everything binds to 127.0.0.1, port 0.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstring>
@@ -97,6 +100,57 @@ TEST(TcpTest, EchoRoundTripsWithThousandConcurrentConnections) {
     EXPECT_EQ(server.join(), kConns);
     EXPECT_EQ(ok.load(), kConns);
     EXPECT_EQ(failed.load(), 0);
+  });
+}
+
+// Connections the kernel already holds are accepted without parking, so a
+// burst is not accepted one turn of a busy run queue at a time: 200 fibers
+// keep the only carrier's queue full while a thread connects 50 clients at
+// once. Parking for each accept costs a whole turn of the queue (200 yields)
+// per connection, about 10,000 yields for the burst; taking them directly,
+// a few turns.
+TEST(TcpTest, ABurstOfConnectionsIsAcceptedWithoutATurnOfTheQueueEach) {
+  run_on(1, [] {
+    auto listener = tcp_listener::bind(socket_address::loopback(0)).value();
+    const socket_address addr = listener.local_address();
+    constexpr int kBusy = 200;
+    constexpr int kBurst = 50;
+    std::atomic<bool> stop{false};
+    std::atomic<long> yields{0};
+    std::vector<bobbin::fiber<>> busy;
+    for (int i = 0; i < kBusy; i++) {
+      busy.push_back(bobbin::spawn([&] {
+        while (!stop.load(std::memory_order_relaxed)) {
+          yields.fetch_add(1, std::memory_order_relaxed);
+          bobbin::this_fiber::yield();
+        }
+      }));
+    }
+    // All connected (the kernel completes the handshakes) before the first
+    // accept: the accept loop finds them all waiting.
+    std::vector<int> clients;
+    std::thread([&] {
+      for (int i = 0; i < kBurst; i++) {
+        int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_in sa{};
+        sa.sin_family = AF_INET;
+        sa.sin_port = htons(addr.port());
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+        clients.push_back(fd);
+      }
+    }).join();
+    long first = -1, last = -1;
+    for (int i = 0; i < kBurst; i++) {
+      auto s = listener.accept(10s);
+      ASSERT_TRUE(s) << s.error().message();
+      if (i == 0) first = yields.load();
+      last = yields.load();
+    }
+    stop = true;
+    for (auto& f : busy) f.join();
+    for (int fd : clients) ::close(fd);
+    EXPECT_LT(last - first, 5 * kBusy) << "yields between the first and the last accept of the burst";
   });
 }
 
