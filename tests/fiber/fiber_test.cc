@@ -2,8 +2,10 @@
 #include "bobbin/fiber.h"
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 
 #include <atomic>
+#include <fstream>
 #include <set>
 #include <stdexcept>
 #include <thread>
@@ -182,6 +184,54 @@ TEST(FiberTest, MaxFibersGivesClearErrorNotCrash) {
     // Capacity is back once they ended.
     bobbin::spawn([] {}).join();
   }, o);
+}
+
+// The address space runs out (RLIMIT_AS, in a child process): spawning fails
+// with a clear ResourceExhausted, the fibers already running go on and
+// finish, and once they have, their stacks serve new fibers again.
+TEST(FiberDeathTest, AddressSpaceRunningOutFailsSpawnCleanly) {
+  if (bobbin::testing::kUnderSanitizer) GTEST_SKIP() << "the sanitizers' shadow memory needs the address space";
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        const int code = bobbin::run(
+            [] {
+              bobbin::latch release(1);
+              std::vector<bobbin::fiber<>> parked;
+              // Room for a few slabs of stacks beyond what is mapped now.
+              long vm_kib = 0;
+              {
+                std::ifstream status("/proc/self/status");
+                for (std::string line; std::getline(status, line);) {
+                  if (line.rfind("VmSize:", 0) == 0) vm_kib = std::stol(line.substr(7));
+                }
+              }
+              rlimit as{};
+              as.rlim_cur = as.rlim_max = static_cast<rlim_t>(vm_kib + 256 * 1024) * 1024;
+              if (::setrlimit(RLIMIT_AS, &as) != 0) return 10;
+              absl::Status failure;
+              for (int i = 0; i < 1'000'000; i++) {
+                auto f = bobbin::try_spawn([&] { release.wait(); });
+                if (!f.ok()) {
+                  failure = f.status();
+                  break;
+                }
+                parked.push_back(std::move(*f));
+              }
+              if (failure.ok()) return 11;  // never ran out
+              if (failure.code() != absl::StatusCode::kResourceExhausted) return 12;
+              if (failure.message().find("cannot map fiber stack memory") == std::string_view::npos) return 13;
+              if (parked.size() < 100) return 14;
+              release.count_down();
+              for (auto& f : parked) f.join();
+              // The pooled stacks serve new fibers.
+              for (int i = 0; i < 100; i++) bobbin::spawn([] {}).join();
+              return 0;
+            },
+            bobbin::testing::carriers(2));
+        std::_Exit(code);
+      },
+      testing::ExitedWithCode(0), "");
 }
 
 TEST(FiberTest, DumpListsParkedFibersWithReason) {
