@@ -194,7 +194,8 @@ constexpr command_spec kCommands[] = {
 void reply_ok(std::string& out) { out += "+OK\r\n"; }
 void reply_error(std::string& out, std::string_view message) {
   out += '-';
-  out += message;
+  // One line whatever the message holds, as Redis's addReplyError does.
+  for (char c : message) out += (c == '\r' || c == '\n') ? ' ' : c;
   out += "\r\n";
 }
 void reply_integer(std::string& out, long long n) {

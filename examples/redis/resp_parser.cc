@@ -5,9 +5,17 @@
 namespace redis {
 namespace {
 
-// Parses a RESP length ("123"); false unless the whole field is a number.
+// Parses a RESP length ("123"); false unless the whole field is a number
+// written as Redis's string2ll accepts it: an optional '-', then no leading
+// zero ("0" itself aside). Leading zeros would otherwise let a length line
+// grow past the 32 bytes after which an unfinished one is refused, so that
+// the verdict depended on how the bytes arrived (found by
+// tests/fuzz/resp_fuzzer).
 bool parse_length(std::string_view s, int64_t& out) {
   if (s.empty()) return false;
+  const size_t first_digit = s[0] == '-' ? 1 : 0;
+  if (first_digit == s.size()) return false;
+  if (s[first_digit] == '0' && s.size() != 1) return false;
   auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
   return ec == std::errc() && p == s.data() + s.size();
 }
@@ -94,6 +102,12 @@ void command_parser::reset() {
 parse_result command_parser::fail(std::string message) {
   parse_result r;
   r.state = parse_state::error;
+  // The text becomes a one-line error reply, and may quote the offending
+  // byte: a CR or LF there would end the reply early (Redis turns them into
+  // spaces too). Found by tests/fuzz/resp_fuzzer.
+  for (char& c : message) {
+    if (c == '\r' || c == '\n') c = ' ';
+  }
   r.error = std::move(message);
   return r;
 }

@@ -118,6 +118,21 @@ TEST(HttpParserTest, LeadingEmptyLinesAreIgnoredAndOwsTrimmed) {
   EXPECT_EQ(*o.requests[0].header("x-empty"), "");
 }
 
+// A split inside a leading empty line (after its CR) used to end the
+// skipping: the empty line was then taken for the request line (found by
+// tests/fuzz/http_request_fuzzer).
+TEST(HttpParserTest, LeadingEmptyLinesAreIgnoredWhereverTheBytesSplit) {
+  const std::string wire = "\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n";
+  for (size_t cut = 1; cut < wire.size(); cut++) {
+    SCOPED_TRACE(cut);
+    auto o = feed(wire, {cut});
+    ASSERT_EQ(o.requests.size(), 1u);
+    EXPECT_EQ(o.requests[0].method, "GET");
+  }
+  auto o = feed(wire, every_byte(wire));
+  ASSERT_EQ(o.requests.size(), 1u);
+}
+
 struct bad_case {
   const char* name;
   std::string wire;

@@ -102,7 +102,14 @@ TEST(RespParserTest, ProtocolErrorsUseRedisWording) {
       {"*9\r\n", "ERR Protocol error: invalid multibulk length"},
       {"*1" + std::string(40, '1'), "ERR Protocol error: invalid multibulk length"},
       {"*1\r\n:3\r\n", "ERR Protocol error: expected '$', got ':'"},
+      // The quoted byte is a CR: a space in the reply, which must stay one
+      // line (found by tests/fuzz/resp_fuzzer; Redis does the same).
+      {"*2\r\n$1\r\nk\r\n\r\n", "ERR Protocol error: expected '$', got ' '"},
       {"*1\r\n$x\r\n", "ERR Protocol error: invalid bulk length"},
+      // Leading zeros, refused as Redis's string2ll does (found by the fuzzer:
+      // "*000...01" was a length or an error depending on how it arrived).
+      {"*01\r\n", "ERR Protocol error: invalid multibulk length"},
+      {"*1\r\n$03\r\nabc\r\n", "ERR Protocol error: invalid bulk length"},
       {"*1\r\n$-1\r\n", "ERR Protocol error: invalid bulk length"},
       {"*1\r\n$17\r\n", "ERR Protocol error: invalid bulk length"},
       {"*1\r\n$3\r\nabcXY", "ERR Protocol error: invalid bulk format"},
