@@ -7,6 +7,10 @@
 // The signal handler only posts a semaphore (async-signal-safe); a thread of
 // its own, started with the first runtime that asks for it, takes the dumps
 // of every live runtime, so the process keeps serving meanwhile.
+//
+// Every runtime registers here while it runs, asked or not: the registry
+// (g_live_runtimes, dump_trigger.cc) is also where scripts/gdb/bobbin.py
+// finds the fibers of a process or a core file.
 #ifndef BOBBIN_RUNTIME_INSPECT_DUMP_TRIGGER_H_
 #define BOBBIN_RUNTIME_INSPECT_DUMP_TRIGGER_H_
 
