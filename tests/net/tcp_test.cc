@@ -233,6 +233,62 @@ TEST(TcpTest, TinyRingsCarryTenThousandFibersOfIoWithNothingLost) {
       o);
 }
 
+// Out of descriptors (a low RLIMIT_NOFILE, in a child process): accept()
+// reports EMFILE, the connection stays queued in the kernel, the
+// connections already open keep being served, and once a descriptor is
+// free the queued connection is accepted: nothing is lost.
+TEST(TcpDeathTest, OutOfDescriptorsAcceptFailsAndRecovers) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        const int code = bobbin::testing::run_on(2, [] {
+          auto listener = tcp_listener::bind(socket_address::loopback(0)).value();
+          const socket_address addr = listener.local_address();
+          // One connection accepted and served before the limit bites.
+          auto early_client = tcp_stream::connect(addr, 5s);
+          if (!early_client) return 10;
+          auto early = listener.accept(5s);
+          if (!early) return 11;
+          auto echo = bobbin::spawn([s = std::move(*early)]() mutable { echo_loop(std::move(s)); });
+          // Use up every descriptor but a few, then connect one more client
+          // (its handshake completes in the kernel, queued for accept).
+          std::vector<int> hogs;
+          rlimit nofile{};
+          ::getrlimit(RLIMIT_NOFILE, &nofile);
+          nofile.rlim_cur = 256;
+          if (::setrlimit(RLIMIT_NOFILE, &nofile) != 0) return 12;
+          for (;;) {
+            int fd = ::dup(0);
+            if (fd < 0) break;
+            hogs.push_back(fd);
+          }
+          ::close(hogs.back());  // room for the late client's socket only
+          hogs.pop_back();
+          auto late_client = tcp_stream::connect(addr, 5s);
+          if (!late_client) return 13;
+          auto refused = listener.accept(1s);
+          if (refused || refused.error() != std::errc::too_many_files_open) return 14;
+          // The open connection is still served meanwhile.
+          if (!early_client->write_all("ping", 5s)) return 15;
+          char back[4];
+          if (!early_client->read_exact(std::span(back), 5s) || std::string_view(back, 4) != "ping") return 16;
+          // Free descriptors: the queued connection is accepted and works.
+          for (int fd : hogs) ::close(fd);
+          auto late = listener.accept(5s);
+          if (!late) return 17;
+          if (!late_client->write_all("late", 5s) || !late->read_exact(std::span(back), 5s) ||
+              std::string_view(back, 4) != "late") {
+            return 18;
+          }
+          early_client->close();
+          echo.join();
+          return 0;
+        });
+        std::_Exit(code);
+      },
+      testing::ExitedWithCode(0), "");
+}
+
 TEST(TcpTest, ReadDeadlineTimesOutAndStreamStaysUsable) {
   run_on(2, [] {
     auto listener = tcp_listener::bind(socket_address::loopback(0)).value();
