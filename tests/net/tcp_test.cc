@@ -289,6 +289,44 @@ TEST(TcpDeathTest, OutOfDescriptorsAcceptFailsAndRecovers) {
       testing::ExitedWithCode(0), "");
 }
 
+// A peer that never reads: the write fills both socket buffers, parks, and
+// its deadline ends it with timed_out and the bytes that did go out; a
+// half-closed peer still gets what is written to it.
+TEST(TcpTest, AWriteToAPeerThatNeverReadsEndsAtItsDeadline) {
+  run_on(2, [] {
+    auto listener = tcp_listener::bind(socket_address::loopback(0)).value();
+    auto client = tcp_stream::connect(listener.local_address()).value();
+    auto server_side = listener.accept().value();
+    std::string big(64 << 20, 'x');
+    const auto t0 = std::chrono::steady_clock::now();
+    io_result w = server_side.write_all(big, 200ms);
+    const auto took = std::chrono::steady_clock::now() - t0;
+    EXPECT_EQ(w.error, std::errc::timed_out);
+    EXPECT_GT(w.bytes, 0u);              // the buffers took some
+    EXPECT_LT(w.bytes, big.size());      // but not 64 MiB
+    EXPECT_GE(took, 200ms);
+    EXPECT_LT(took, 5s);
+    // The client reads what was sent, byte for byte, then half-closes.
+    std::string got(w.bytes, '\0');
+    ASSERT_TRUE(client.read_exact(std::span(got), 5s));
+    EXPECT_EQ(got, big.substr(0, w.bytes));
+    char more[64];
+    io_result extra = client.read_some(std::span(more), 100ms);
+    EXPECT_EQ(extra.error, std::errc::timed_out) << "the write reported every byte it sent, and no more: "
+                                                 << extra.bytes << " more arrived";
+    ASSERT_EQ(::shutdown(client.native_handle(), SHUT_WR), 0);
+    char buf[8];
+    io_result eof = server_side.read_some(std::span(buf), 1s);
+    EXPECT_TRUE(eof);
+    EXPECT_EQ(eof.bytes, 0u);  // end of stream from the half-closed peer
+    // ... which still reads what the server writes after that.
+    ASSERT_TRUE(server_side.write_all("after half-close", 1s));
+    std::string tail(16, '\0');
+    ASSERT_TRUE(client.read_exact(std::span(tail), 1s));
+    EXPECT_EQ(tail, "after half-close");
+  });
+}
+
 TEST(TcpTest, ReadDeadlineTimesOutAndStreamStaysUsable) {
   run_on(2, [] {
     auto listener = tcp_listener::bind(socket_address::loopback(0)).value();
