@@ -50,6 +50,18 @@ class io_object {
   template <class Prep, class Sys>
   int run(Prep&& prep, Sys&& sys, wait_reason reason, deadline d, short events);
 
+  // Runs `sys`, a system call that returns at once (the fd is non-blocking),
+  // as an operation in flight, so that close() cannot close the fd, and its
+  // number be reused, under it. Returns its result, or -ECANCELED once
+  // closed. For trying an operation before parking for it.
+  template <class Sys>
+  int run_now(Sys&& sys) {
+    if (int r = begin(kNowIndex, nullptr); r < 0) return r;
+    const int r = sys();
+    end(kNowIndex);
+    return r;
+  }
+
   // Closes as described above. Idempotent; later calls return at once.
   void close();
 
@@ -63,6 +75,10 @@ class io_object {
   void end(int carrier_index);
   int run_on_fiber(carrier* c, void (*prep)(void*, io_uring_sqe*), void* prep_ctx, wait_reason reason, deadline d);
   int run_on_thread(int (*sys)(void*), void* sys_ctx, deadline d, short events, wait_reason reason);
+
+  // In inflight_, what run_now() counts under: as a plain thread's call (-1)
+  // it needs no ring to cancel it, and close() waits for it to end.
+  static constexpr int kNowIndex = -1;
 
   int fd_;
   const bool is_socket_;

@@ -107,8 +107,8 @@ result<tcp_stream> tcp_listener::accept(deadline d) {
   // on one carrier, every one of them ready), each accept waited a whole
   // turn of the queue, ~40 ms, and the last hundred connections got their
   // first byte up to 4.9 s late. Costs one failed system call per wait.
-  if (internal::current_fiber_carrier() != nullptr && !io_->closed()) {
-    const int c = accept_now(fd);
+  if (internal::current_fiber_carrier() != nullptr) {
+    const int c = io_->run_now([&] { return accept_now(fd); });
     if (c >= 0) return tcp_stream(c);
     if (c != -EAGAIN) return internal::to_error(c);
   }
