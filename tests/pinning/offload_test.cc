@@ -54,6 +54,37 @@ TEST(OffloadTest, BoundsItsThreadsAndQueuesTheRest) {
   EXPECT_GE(std::chrono::steady_clock::now() - t0, 80ms);  // 8 calls, 2 at a time, 20 ms each
 }
 
+// Saturated: 2,000 fibers on 2 carriers offload a blocking call each to a
+// pool of 8 threads. The calls queue (the queue is unbounded: its entries
+// are parked fibers), at most 8 run at once, and every one completes with
+// its own result.
+TEST(OffloadTest, ASaturatedPoolQueuesEveryCallAndCompletesThemAll) {
+  auto rt = bobbin::runtime::start({.carriers = 2, .offload_threads = 8}).value();
+  constexpr int kCalls = 2000;
+  std::atomic<int> running{0}, peak{0};
+  std::vector<bobbin::fiber<long>> fs;
+  for (int i = 0; i < kCalls; i++) {
+    fs.push_back(rt->spawn([&, i] {
+      return bobbin::offload([&, i]() -> long {
+        int now = ++running;
+        int p = peak.load();
+        while (now > p && !peak.compare_exchange_weak(p, now)) {
+        }
+        std::this_thread::sleep_for(1ms);
+        --running;
+        return static_cast<long>(i) * i;
+      });
+    }));
+  }
+  long wrong = 0;
+  for (int i = 0; i < kCalls; i++) {
+    if (fs[static_cast<std::size_t>(i)].join() != static_cast<long>(i) * i) wrong++;
+  }
+  EXPECT_EQ(wrong, 0);
+  EXPECT_EQ(peak.load(), 8);
+  EXPECT_EQ(running.load(), 0);
+}
+
 TEST(OffloadTest, CarrierKeepsServingWhileCallsBlockOnThePool) {
   auto rt = bobbin::runtime::start({.carriers = 1}).value();
   std::atomic<bool> done{false};
