@@ -99,6 +99,12 @@ struct fiber_control {
   std::atomic<const void*> waiting_for_mutex{nullptr};
   std::atomic<uint32_t> mutex_wait_seq{0};
   std::atomic<int> mutexes_held{0};
+  std::atomic<uint32_t> cycle_reported_wait{0};  // the wait of it a cycle report covered
+
+  // The waiter (on this fiber's stack) it is parked on in a primitive's
+  // wait list, while it is; for runtime shutdown, which marks the waiter of
+  // an abandoned fiber so that nothing wakes it later (scheduler.cc).
+  std::atomic<waiter*> parked_waiter{nullptr};
 };
 
 void release_ref(fiber_control* f) noexcept;

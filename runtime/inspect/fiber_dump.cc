@@ -100,11 +100,9 @@ void append_stack(std::string& out, const fiber_record& r, const std::string& in
 }  // namespace
 
 std::string symbolize_return_address(uintptr_t pc) {
-  static absl::Mutex mu(absl::kConstInit);
-  static auto* cache = new absl::flat_hash_map<uintptr_t, std::string>;
-  static std::once_flag init;
-  std::call_once(init, [] { absl::InitializeSymbolizer(::program_invocation_name); });
-  mutex_lock lock(&mu);
+  static auto* cache = new absl::flat_hash_map<uintptr_t, std::string>;  // guarded by symbolizer_mutex()
+  initialize_symbolizer_once();
+  mutex_lock lock(&symbolizer_mutex());
   auto it = cache->find(pc);
   if (it != cache->end()) return it->second;
   char name[1024];

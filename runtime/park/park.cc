@@ -77,9 +77,11 @@ wait_state park_fiber(carrier* c, fiber_control* self, waiter& w, spin_lock& loc
   }
   self->reason.store(reason, std::memory_order_relaxed);
   self->parked_at_ms.store(c->clock_ms() | (d.is_never() ? 0 : kParkedWithDeadline), std::memory_order_relaxed);
+  self->parked_waiter.store(&w, std::memory_order_relaxed);
   self->state.store(fiber_state::parked, std::memory_order_relaxed);
   switch_action a{&self->ctx, switch_action::unlock, self, &lock};
   c->switch_away(self, &a);
+  self->parked_waiter.store(nullptr, std::memory_order_relaxed);
 
   wait_state result = w.state.load(std::memory_order_acquire);
   if (timer != nullptr) {

@@ -11,6 +11,7 @@
 #include <mutex>
 
 #include "absl/debugging/symbolize.h"
+#include "runtime/util/mutex_lock.h"
 #include "absl/strings/str_format.h"
 #include "runtime/fiber/fiber_control.h"
 #include "runtime/sched/carrier.h"
@@ -175,8 +176,18 @@ std::string syscall_name(long nr) {
   return absl::StrFormat("syscall %d", nr);
 }
 
-std::vector<std::string> symbolize(const stack_capture& c) {
+absl::Mutex& symbolizer_mutex() {
+  static absl::Mutex mu(absl::kConstInit);
+  return mu;
+}
+
+void initialize_symbolizer_once() {
   std::call_once(g_symbolizer_once, [] { absl::InitializeSymbolizer(::program_invocation_name); });
+}
+
+std::vector<std::string> symbolize(const stack_capture& c) {
+  initialize_symbolizer_once();
+  mutex_lock lock(&symbolizer_mutex());
   std::vector<std::string> out;
   for (int i = 0; i < c.count; i++) {
     // A return address points after the call: look up the call itself.

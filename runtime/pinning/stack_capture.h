@@ -63,6 +63,18 @@ thread_syscall_state read_thread_state(pid_t tid);
 // "read(2)" for a known system call number, "syscall 123" otherwise.
 std::string syscall_name(long nr);
 
+// absl::InitializeSymbolizer, once per process: every symbolizing path
+// (pin reports, fiber dumps) must call this one, since two initializations
+// racing each other corrupt the symbolizer's state (TSan caught a pin report
+// and a lock-cycle report doing so).
+void initialize_symbolizer_once();
+
+// Held around every absl::Symbolize call in bobbin. Debian's Abseil is not
+// built with ThreadSanitizer, so the symbolizer's own locking is invisible
+// to it, and concurrent lookups (a pin report beside a dump) look like races
+// on the files it reads; one lock also keeps its file cache simple.
+absl::Mutex& symbolizer_mutex();
+
 // Symbolized frames (innermost first); stops after bobbin's fiber entry.
 std::vector<std::string> symbolize(const stack_capture& c);
 

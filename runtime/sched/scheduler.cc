@@ -145,7 +145,9 @@
 //   3. Fibers still alive are abandoned: marked finished with an error that
 //      join() rethrows, their joiners woken, their stacks kept mapped (an
 //      in-flight I/O record may still point into them) and their memory
-//      handed to LeakSanitizer as deliberately unreachable.
+//      handed to LeakSanitizer as deliberately unreachable. The waiter of a
+//      fiber parked on a primitive is settled, so that a later notify or
+//      the primitive's destructor passes over it.
 //   4. Rings are closed (the kernel cancels their in-flight operations).
 #include "runtime/sched/scheduler.h"
 
@@ -394,6 +396,15 @@ void runtime_impl::shutdown() {
   }
   for (fiber_control* f : abandoned) {
     f->reg_prev = f->reg_next = nullptr;
+    // A fiber parked on a bobbin primitive stays linked in its wait list
+    // through a waiter on its stack, which is kept. Settle that waiter, so
+    // that a later notify, or the primitive's destructor, passes over it
+    // rather than wake a fiber of a runtime that is gone (or read its freed
+    // control block).
+    if (waiter* w = f->parked_waiter.load(std::memory_order_acquire)) {
+      wait_state expected = wait_state::waiting;
+      w->state.compare_exchange_strong(expected, wait_state::timed_out, std::memory_order_acq_rel);
+    }
     stacks_.leak(f->stack);
 #if BOBBIN_ASAN
     __lsan_register_root_region(f->stack.low(), f->stack.size);

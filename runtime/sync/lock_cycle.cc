@@ -125,6 +125,18 @@ void mutex_wait_mark::check_for_cycle() {
     if (l.holder->mutex_wait_seq.load(std::memory_order_acquire) != l.wait_seq) return;
   }
   if (mutex_access::holder(m) != self_) return;
+  // Two fibers closing the cycle at once both see it. One report per
+  // cycle: whoever first marks its member with the smallest id, in that
+  // member's current wait, reports it.
+  fiber_control* first = self_;
+  uint32_t first_wait = self_->mutex_wait_seq.load(std::memory_order_relaxed);
+  for (int i = 0; i < n; i++) {
+    if (chain[i].holder->id < first->id) {
+      first = chain[i].holder;
+      first_wait = chain[i].wait_seq;
+    }
+  }
+  if (first->cycle_reported_wait.exchange(first_wait, std::memory_order_acq_rel) == first_wait) return;
   report(self_, wanted_, chain, n);
 }
 

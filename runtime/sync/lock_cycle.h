@@ -16,7 +16,9 @@
 // getting its mutex, which ends that wait, so an unchanged sequence number
 // means it waited all along; and a waiting fiber cannot release what it
 // holds. A real cycle never breaks by itself, so the confirmation cannot
-// miss it; the last fiber to close it is the one that reports it.
+// miss it; the last fiber to close it reports it. Two fibers may close it at
+// the same moment and both see it: the first to mark the cycle's member
+// with the smallest id (in that member's current wait) reports, once.
 // A fiber a chain passes through stays valid while it is read: a fiber
 // that ends holding a mutex is kept, never freed (see fiber_exited_holding).
 #ifndef BOBBIN_RUNTIME_SYNC_LOCK_CYCLE_H_

@@ -275,6 +275,25 @@ TEST(SchedulerTest, ShutdownAbandonsParkedFibersAndJoinThrows) {
   std::this_thread::sleep_for(10ms);
   rt->shutdown();
   EXPECT_THROW(f.join(), std::runtime_error);
+  // The abandoned receiver's waiter stays linked in the channel, on its
+  // kept stack, but is settled: a send now goes to the buffer instead of
+  // handing its value to a fiber that will never run, and the channel's
+  // destructor neither reports nor wakes it (it read the freed control
+  // block under ASan before).
+  EXPECT_EQ(never.send(7), bobbin::channel_status::ok);
+  EXPECT_EQ(never.size(), 1u);
+  testing::internal::CaptureStderr();
+  {
+    bobbin::channel<int> gone(0);
+    auto g = bobbin::runtime::start({.carriers = 1}).value();
+    auto h = g->spawn([&] { (void)gone.receive(); });
+    std::this_thread::sleep_for(10ms);
+    setenv("BOBBIN_QUIET_SHUTDOWN", "1", 1);
+    g->shutdown();
+    unsetenv("BOBBIN_QUIET_SHUTDOWN");
+    EXPECT_THROW(h.join(), std::runtime_error);
+  }
+  EXPECT_EQ(testing::internal::GetCapturedStderr(), "");
 }
 
 TEST(SchedulerTest, StartRejectsBadOptions) {
