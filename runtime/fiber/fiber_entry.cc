@@ -74,7 +74,10 @@ void fiber_entry(ctx::transfer_t t) noexcept {
 }
 
 void release_ref(fiber_control* f) noexcept {
-  if (f->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete f;
+  if (f->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+  // A lock-cycle walk may be reading it (runtime/sync/lock_cycle.cc).
+  if (g_track_mutex_holders.load(std::memory_order_relaxed)) wait_out_cycle_walks();
+  delete f;
 }
 
 absl::Status spawn_fiber(runtime_impl* rt, std::unique_ptr<fiber_body> body, const fiber_options& options,

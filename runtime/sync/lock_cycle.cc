@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
 
 #include "absl/container/flat_hash_set.h"
@@ -52,7 +53,30 @@ struct link {
   const mutex* held;
   const mutex* waits_for;
   uint32_t wait_seq;
+  // Copied during the walk: `holder` may end once the walk is over.
+  uint64_t id = 0;
+  std::string name;
+  runtime_impl* rt = nullptr;
 };
+
+// Walks in progress. A walk reads fibers and mutexes it does not own, found
+// through holder_ and waiting_for_mutex; while tracking is on, a fiber
+// control block is freed, and a mutex destroyed, only once no walk is in
+// progress (wait_out_cycle_walks), so that every object a walk reaches
+// outlives the walk. Dekker-style: a walk counts itself (seq_cst) before its
+// first read; a freer clears the object's links (holder_ at unlock,
+// waiting_for_mutex at the end of a wait) before it checks the count. A walk
+// that counted itself after that check cannot find the object any more.
+std::atomic<int> g_cycle_walks{0};
+
+struct walk_in_progress {
+  walk_in_progress() { g_cycle_walks.fetch_add(1, std::memory_order_seq_cst); }
+  ~walk_in_progress() { g_cycle_walks.fetch_sub(1, std::memory_order_release); }
+};
+
+std::string describe(uint64_t id, const std::string& name) {
+  return name.empty() ? absl::StrCat("fiber ", id) : absl::StrCat("fiber ", id, " \"", name, "\"");
+}
 
 std::string describe(const fiber_control* f) {
   return f->name.empty() ? absl::StrCat("fiber ", f->id) : absl::StrCat("fiber ", f->id, " \"", f->name, "\"");
@@ -68,8 +92,8 @@ void report(fiber_control* self, const mutex* wanted, const link* chain, int n) 
   } else {
     text = absl::StrFormat("bobbin: lock cycle (deadlock): %s waits for bobbin::mutex %p", describe(self), wanted);
     for (int i = 0; i < n; i++) {
-      absl::StrAppendFormat(&text, ", held by %s, which waits for bobbin::mutex %p", describe(chain[i].holder),
-                            chain[i].waits_for);
+      absl::StrAppendFormat(&text, ", held by %s, which waits for bobbin::mutex %p",
+                            describe(chain[i].id, chain[i].name), chain[i].waits_for);
     }
     absl::StrAppendFormat(&text, ", held by %s\n", describe(self));
   }
@@ -77,7 +101,7 @@ void report(fiber_control* self, const mutex* wanted, const link* chain, int n) 
   // taken here. Only fibers of our own runtime can be walked.
   absl::flat_hash_set<uint64_t> ids{self->id};
   for (int i = 0; i < n; i++) {
-    if (chain[i].holder->rt == self->rt) ids.insert(chain[i].holder->id);
+    if (chain[i].rt == self->rt) ids.insert(chain[i].id);
   }
   fiber_snapshot snap = snapshot_fibers(*self->rt, &ids);
   for (const fiber_record& r : snap.fibers) absl::StrAppend(&text, render_one(r, "  "));
@@ -98,10 +122,15 @@ mutex_wait_mark::~mutex_wait_mark() {
   if (self_ != nullptr) self_->waiting_for_mutex.store(nullptr, std::memory_order_release);
 }
 
+void wait_out_cycle_walks() noexcept {
+  while (g_cycle_walks.load(std::memory_order_seq_cst) != 0) __builtin_ia32_pause();
+}
+
 void mutex_wait_mark::check_for_cycle() {
   if (self_ == nullptr) return;
   link chain[kMaxChain];
   int n = 0;
+  std::optional<walk_in_progress> walking(std::in_place);
   const mutex* m = wanted_;
   for (;;) {
     fiber_control* holder = mutex_access::holder(m);
@@ -137,6 +166,12 @@ void mutex_wait_mark::check_for_cycle() {
     }
   }
   if (first->cycle_reported_wait.exchange(first_wait, std::memory_order_acq_rel) == first_wait) return;
+  for (int i = 0; i < n; i++) {
+    chain[i].id = chain[i].holder->id;
+    chain[i].name = chain[i].holder->name;
+    chain[i].rt = chain[i].holder->rt;
+  }
+  walking.reset();  // from here only the copies are read
   report(self_, wanted_, chain, n);
 }
 

@@ -19,8 +19,10 @@
 // miss it; the last fiber to close it reports it. Two fibers may close it at
 // the same moment and both see it: the first to mark the cycle's member
 // with the smallest id (in that member's current wait) reports, once.
-// A fiber a chain passes through stays valid while it is read: a fiber
-// that ends holding a mutex is kept, never freed (see fiber_exited_holding).
+// What a walk reads stays valid while it reads it: while tracking is on, a
+// fiber control block is freed, and a mutex destroyed, only when no walk is
+// in progress (wait_out_cycle_walks; the protocol is in lock_cycle.cc), and
+// a fiber that ends holding a mutex is never freed (fiber_exited_holding).
 #ifndef BOBBIN_RUNTIME_SYNC_LOCK_CYCLE_H_
 #define BOBBIN_RUNTIME_SYNC_LOCK_CYCLE_H_
 

@@ -59,6 +59,8 @@ namespace bobbin {
 namespace internal {
 // Whether mutexes record their holders (see "Lock cycles" above).
 BOBBIN_API extern std::atomic<bool> g_track_mutex_holders;
+// Waits until no lock-cycle walk, which may read this object, is running.
+BOBBIN_API void wait_out_cycle_walks() noexcept;
 struct mutex_access;
 }  // namespace internal
 
@@ -68,6 +70,7 @@ class BOBBIN_API mutex {
   // Destroying a mutex that fibers wait for is a bug (as with std::mutex):
   // it writes a report naming them, and they stay parked for good.
   ~mutex() {
+    if (tracking()) [[unlikely]] internal::wait_out_cycle_walks();
     if ((state_.load(std::memory_order_relaxed) & kWaiters) != 0) report_destroyed_with_waiters();
   }
   mutex(const mutex&) = delete;
