@@ -78,9 +78,7 @@ std::string describe(uint64_t id, const std::string& name) {
   return name.empty() ? absl::StrCat("fiber ", id) : absl::StrCat("fiber ", id, " \"", name, "\"");
 }
 
-std::string describe(const fiber_control* f) {
-  return f->name.empty() ? absl::StrCat("fiber ", f->id) : absl::StrCat("fiber ", f->id, " \"", f->name, "\"");
-}
+std::string describe(const fiber_control* f) { return describe(f->id, f->name); }
 
 void report(fiber_control* self, const mutex* wanted, const link* chain, int n) {
   std::string text;
@@ -175,9 +173,9 @@ void mutex_wait_mark::check_for_cycle() {
   report(self_, wanted_, chain, n);
 }
 
-bool fiber_exited_holding(fiber_control* f) {
+void fiber_exited_holding(fiber_control* f) {
   const int held = f->mutexes_held.load(std::memory_order_relaxed);
-  if (held <= 0) return false;
+  if (held <= 0) return;
   write_stderr(absl::StrFormat(
       "bobbin: %s ended holding %d bobbin::mutex%s; they stay locked, and fibers that lock them wait for good "
       "(spawned at %s:%d in %s)\n",
@@ -189,7 +187,6 @@ bool fiber_exited_holding(fiber_control* f) {
 #if BOBBIN_ASAN
   __lsan_ignore_object(f);
 #endif
-  return true;
 }
 
 }  // namespace internal

@@ -51,8 +51,8 @@ class mutex_wait_mark {
 
 // Called as fiber `f` ends while tracking is on: if it still holds
 // mutexes, reports it (they stay locked for good) and keeps `f` from being
-// freed, since their holder fields point at it. Returns whether it did.
-bool fiber_exited_holding(fiber_control* f);
+// freed, since their holder fields point at it.
+void fiber_exited_holding(fiber_control* f);
 
 }  // namespace bobbin::internal
 

@@ -41,6 +41,19 @@ void echo_loop(tcp_stream s) {
   }
 }
 
+// Accepts `n` connections on `listener` and echoes each on a fiber of its
+// own; the fiber returns how many it accepted.
+bobbin::fiber<int> spawn_echo_server(tcp_listener& listener, int n, bobbin::deadline accept_deadline) {
+  return bobbin::spawn([&listener, n, accept_deadline] {
+    for (int i = 0; i < n; i++) {
+      auto s = listener.accept(accept_deadline);
+      if (!s) return i;
+      bobbin::spawn([s = std::move(*s)]() mutable { echo_loop(std::move(s)); }).detach();
+    }
+    return n;
+  });
+}
+
 TEST(AddressTest, ParsesAndPrints) {
   auto a = socket_address::parse("127.0.0.1:8080");
   ASSERT_TRUE(a);
@@ -69,14 +82,7 @@ TEST(TcpTest, EchoRoundTripsWithThousandConcurrentConnections) {
     const socket_address addr = listener.local_address();
     constexpr int kConns = 1000;
     constexpr int kRounds = 5;
-    auto server = bobbin::spawn([&] {
-      for (int i = 0; i < kConns; i++) {
-        auto s = listener.accept(10s);
-        if (!s) return i;
-        bobbin::spawn([s = std::move(*s)]() mutable { echo_loop(std::move(s)); }).detach();
-      }
-      return kConns;
-    });
+    auto server = spawn_echo_server(listener, kConns, bobbin::deadline(60s));
     std::atomic<int> ok{0}, failed{0};
     bobbin::latch done(kConns);
     for (int c = 0; c < kConns; c++) {
@@ -174,14 +180,7 @@ TEST(TcpTest, TinyRingsCarryTenThousandFibersOfIoWithNothingLost) {
       [&] {
         auto listener = tcp_listener::bind(socket_address::loopback(0)).value();
         const socket_address addr = listener.local_address();
-        auto server = bobbin::spawn([&] {
-          for (int i = 0; i < pairs; i++) {
-            auto s = listener.accept(60s);
-            if (!s) return i;
-            bobbin::spawn([s = std::move(*s)]() mutable { echo_loop(std::move(s)); }).detach();
-          }
-          return pairs;
-        });
+        auto server = spawn_echo_server(listener, pairs, bobbin::deadline(60s));
         std::atomic<int> ok{0};
         std::atomic<long> bytes{0};
         std::vector<std::string> failures;
