@@ -36,9 +36,12 @@ int count_of(const std::string& s, const std::string& what) {
 
 // Takes `first`, waits until every fiber of the ring holds its own, then
 // wants `second`, held by the next fiber. Gives up after `patience`, which
-// is what lets the test end.
+// is what lets the test end, and keeps `first` until every fiber has given
+// up: the deadlines are not simultaneous, and releasing early would let a
+// later fiber take the mutex it waits for (seen under TSan).
 __attribute__((noinline)) void lock_one_then_the_next(bobbin::mutex& first, bobbin::mutex& second,
-                                                       bobbin::latch& all_hold, std::chrono::milliseconds patience,
+                                                       bobbin::latch& all_hold, bobbin::latch& all_tried,
+                                                       std::chrono::milliseconds patience,
                                                        std::atomic<int>& gave_up) {
   std::lock_guard hold(first);
   all_hold.arrive_and_wait();
@@ -47,16 +50,17 @@ __attribute__((noinline)) void lock_one_then_the_next(bobbin::mutex& first, bobb
   } else {
     gave_up++;
   }
+  all_tried.arrive_and_wait();
   asm volatile("");
 }
 
 TEST_F(LockCycleTest, TwoFibersLockingInOppositeOrderAreReported) {
   bobbin::mutex m1, m2;
-  bobbin::latch all_hold(2);
+  bobbin::latch all_hold(2), all_tried(2);
   std::atomic<int> gave_up{0};
   testing::internal::CaptureStderr();
-  auto a = rt_->spawn([&] { lock_one_then_the_next(m1, m2, all_hold, 500ms, gave_up); }, {.name = "a"});
-  auto b = rt_->spawn([&] { lock_one_then_the_next(m2, m1, all_hold, 500ms, gave_up); }, {.name = "b"});
+  auto a = rt_->spawn([&] { lock_one_then_the_next(m1, m2, all_hold, all_tried, 500ms, gave_up); }, {.name = "a"});
+  auto b = rt_->spawn([&] { lock_one_then_the_next(m2, m1, all_hold, all_tried, 500ms, gave_up); }, {.name = "b"});
   a.join();
   b.join();
   const std::string err = testing::internal::GetCapturedStderr();
@@ -77,12 +81,12 @@ TEST_F(LockCycleTest, TwoFibersLockingInOppositeOrderAreReported) {
 
 TEST_F(LockCycleTest, AThreeFiberCycleIsReported) {
   bobbin::mutex m[3];
-  bobbin::latch all_hold(3);
+  bobbin::latch all_hold(3), all_tried(3);
   std::atomic<int> gave_up{0};
   testing::internal::CaptureStderr();
   std::vector<bobbin::fiber<>> fs;
   for (int i = 0; i < 3; i++) {
-    fs.push_back(rt_->spawn([&, i] { lock_one_then_the_next(m[i], m[(i + 1) % 3], all_hold, 500ms, gave_up); },
+    fs.push_back(rt_->spawn([&, i] { lock_one_then_the_next(m[i], m[(i + 1) % 3], all_hold, all_tried, 500ms, gave_up); },
                             {.name = "ring-" + std::to_string(i)}));
   }
   for (auto& f : fs) f.join();
