@@ -49,24 +49,29 @@ void yield() noexcept {
   c->switch_away(self, &a);
 }
 
-void sleep_until(deadline d) noexcept {
+bool stop_requested() noexcept {
+  carrier* c = internal::current_carrier();
+  return c != nullptr && c->current() != nullptr && internal::cancel_requested(c->current());
+}
+
+bool sleep_until(deadline d) noexcept {
   if (d.is_never()) d = deadline(std::chrono::hours(24 * 365 * 100));
   carrier* c = internal::current_fiber_carrier();
   if (c == nullptr) {  // a plain thread, or a pinned fiber: block
     internal::pinned_block_marker marker(wait_reason::sleep);
     std::this_thread::sleep_until(d.time());
-    return;
+    return true;
   }
   if (d.expired()) {
     yield();
-    return;
+    return true;
   }
   int64_t ns = d.monotonic_ns();
   __kernel_timespec ts{ns / 1000000000, ns % 1000000000};
   // -ETIME is the timeout firing: the normal outcome.
-  internal::await_sqe(
-      c, [&](io_uring_sqe* sqe) { io_uring_prep_timeout(sqe, &ts, 0, IORING_TIMEOUT_ABS); }, wait_reason::sleep,
-      deadline::never());
+  return internal::await_sqe(
+             c, [&](io_uring_sqe* sqe) { io_uring_prep_timeout(sqe, &ts, 0, IORING_TIMEOUT_ABS); },
+             wait_reason::sleep, deadline::never()) != -ECANCELED;
 }
 
 }  // namespace bobbin::this_fiber

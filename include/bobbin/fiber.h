@@ -85,6 +85,17 @@ class fiber {
     if constexpr (!std::is_void_v<T>) return std::move(*body->value);
   }
 
+  // Cancels the fiber (the analog of std::jthread::request_stop and Java's
+  // Thread.interrupt): the wait it is parked in, if any, returns at once
+  // with its "canceled" outcome, and so does every cancellable wait it
+  // enters from now on; this_fiber::stop_requested() turns true. The
+  // request is sticky and cannot be withdrawn. It asks, it does not force:
+  // the fiber ends when its code returns. Which waits are cancellable and
+  // what each returns: README, "Cancellation". Any thread or fiber; cost:
+  // one atomic operation, plus waking the fiber or one ring message.
+  void request_stop() noexcept {
+    if (control_) internal::request_fiber_stop(control_);
+  }
   // Lets the fiber run on without a handle.
   void detach() {
     if (!control_) internal::fatal("bobbin: detach() on a fiber handle that is not joinable");

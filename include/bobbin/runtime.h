@@ -13,9 +13,10 @@
 //
 // run() starts a runtime, runs the callable on a main fiber, waits for it,
 // shuts the runtime down and returns its result (or rethrows its exception).
-// Fibers still alive when the main fiber ends are abandoned, as goroutines are
-// when main returns: their stacks are freed without unwinding. Programs that
-// need their fibers to finish should join them or wait on a wait_group.
+// Fibers still alive when the main fiber ends are cancelled (fiber.h,
+// request_stop) and given runtime_options::shutdown_grace to return, so that
+// their destructors run and their sockets close; the few that do not return
+// in time are abandoned, named on stderr, their stacks leaked unwound.
 //
 // For more control (several runtimes, spawning from existing threads), use
 // runtime::start() and runtime::spawn(); destroying the runtime shuts it down.
@@ -89,6 +90,12 @@ struct runtime_options {
   // After that report, abort the process, as Go does ("all goroutines are
   // asleep - deadlock!"). For tests and programs that would rather crash.
   bool abort_on_deadlock = false;
+  // Shutdown: fibers still alive are cancelled (every wait they are parked
+  // in, or enter, returns its "canceled" outcome) and shutdown waits this
+  // long for them to return. Those still alive after it are abandoned:
+  // named on stderr, their stacks kept mapped and never unwound. Fibers
+  // spawned during the grace period start cancelled. Zero: abandon at once.
+  std::chrono::milliseconds shutdown_grace{2000};
 };
 
 // Counters, read with relaxed loads: a consistent snapshot is not promised.
@@ -131,8 +138,10 @@ class BOBBIN_API runtime {
     return spawn_on(impl_, std::forward<F>(fn), options, where);
   }
 
-  // Stops the carriers and joins them. Fibers still alive are abandoned.
-  // Must not be called from one of this runtime's own fibers. Idempotent.
+  // Cancels the fibers still alive and waits up to options.shutdown_grace
+  // for them to return, then stops the carriers and joins them; fibers
+  // still alive then are abandoned (named on stderr). Must not be called
+  // from one of this runtime's own fibers. Idempotent.
   void shutdown();
 
   // Runs `fn` on this runtime's blocking pool; parks the calling fiber, or

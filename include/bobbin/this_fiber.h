@@ -34,11 +34,18 @@ BOBBIN_API std::string_view name() noexcept;
 BOBBIN_API int carrier_index() noexcept;
 
 BOBBIN_API void yield() noexcept;
-BOBBIN_API void sleep_until(deadline d) noexcept;
+// Parks until `d`. Returns true, or false early if the fiber is cancelled
+// (fiber::request_stop); off a fiber it always sleeps to the deadline.
+BOBBIN_API bool sleep_until(deadline d) noexcept;
+
+// True once the calling fiber has been cancelled (fiber::request_stop, its
+// scope, or runtime shutdown). For code that computes without waiting and
+// should check now and then. Always false off a fiber.
+BOBBIN_API bool stop_requested() noexcept;
 
 template <class Rep, class Period>
-void sleep_for(std::chrono::duration<Rep, Period> d) noexcept {
-  sleep_until(deadline(d));
+bool sleep_for(std::chrono::duration<Rep, Period> d) noexcept {
+  return sleep_until(deadline(d));
 }
 
 }  // namespace bobbin::this_fiber

@@ -36,6 +36,19 @@ namespace bobbin::internal {
 
 enum class fiber_state : uint8_t { runnable, running, parked, done };
 
+class carrier;
+struct completion;
+
+// What a cancellation has to interrupt: a waiter in a primitive's wait list
+// (guarded by `lock`), or an io_uring operation on `ring`'s carrier.
+struct cancel_hook {
+  enum kind_t : uint8_t { wait_list, ring_op } kind = wait_list;
+  waiter* w = nullptr;
+  spin_lock* lock = nullptr;
+  carrier* ring = nullptr;
+  completion* op = nullptr;
+};
+
 // Set in fiber_control::parked_at_ms when the wait has a deadline (it ends
 // by itself, so it cannot be part of a deadlock).
 inline constexpr uint64_t kParkedWithDeadline = uint64_t{1} << 63;
@@ -105,6 +118,12 @@ struct fiber_control {
   // wait list, while it is; for runtime shutdown, which marks the waiter of
   // an abandoned fiber so that nothing wakes it later (scheduler.cc).
   std::atomic<waiter*> parked_waiter{nullptr};
+
+  // Cancellation (runtime/fiber/cancel.h): the request, sticky once made,
+  // and the wait it would have to interrupt, published while the fiber is
+  // parked in a cancellable wait.
+  std::atomic<uint32_t> cancel_word{0};
+  cancel_hook hook;
 };
 
 void release_ref(fiber_control* f) noexcept;

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/fiber/cancel.h"
 #include "runtime/fiber/fiber_control.h"
 #include "runtime/sched/carrier.h"
 #include "runtime/sched/scheduler.h"
@@ -101,7 +102,7 @@ fiber_body* join_fiber(fiber_control* f) {
   waiter w;
   w.prepare();
   f->joiners.push_back(&w);
-  park(w, f->join_lock, f->joiners, deadline::never(), wait_reason::join);
+  park(w, f->join_lock, f->joiners, deadline::never(), wait_reason::join, /*cancellable=*/false);
   return f->body.get();
 }
 
@@ -115,6 +116,7 @@ void detach_fiber(fiber_control* f) {
 }
 
 void release_fiber(fiber_control* f) { release_ref(f); }
+void request_fiber_stop(fiber_control* f) noexcept { request_cancel(f); }
 uint64_t fiber_id(const fiber_control* f) noexcept { return f->id; }
 std::string_view fiber_name(const fiber_control* f) noexcept { return f->name; }
 

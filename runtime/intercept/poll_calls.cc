@@ -67,14 +67,17 @@ struct poll_group {
 };
 
 // Parks until one of `fds` is ready for its events or `d` passes (or a
-// spurious wake-up); the caller re-checks with a zero-timeout call.
-void wait_for_any(carrier* c, const pollfd* fds, size_t n, deadline d) {
+// spurious wake-up); the caller re-checks with a zero-timeout call. False
+// if the fiber is cancelled (runtime/fiber/cancel.h): the caller then
+// fails with ECANCELED.
+bool wait_for_any(carrier* c, const pollfd* fds, size_t n, deadline d) {
   if (d.is_never()) {
     bool any = false;
     for (size_t i = 0; i < n && !any; i++) any = fds[i].fd >= 0;
     if (!any) d = deadline(std::chrono::hours(24 * 365 * 100));  // poll(NULL, 0, -1) sleeps forever
   }
   fiber_control* self = c->current();
+  if (cancel_requested(self)) return false;
   poll_group g;
   g.fiber = self;
   g.home = c;
@@ -95,12 +98,27 @@ void wait_for_any(carrier* c, const pollfd* fds, size_t n, deadline d) {
     io_uring_prep_timeout(sqe, &ts, 0, IORING_TIMEOUT_ABS);
     io_uring_sqe_set_data(sqe, &g.c);
   }
+  // A cancellation cancels one of the group's SQEs; its completion cancels
+  // the rest (poll_group::on_complete).
+  const bool hooked = publish_cancel_hook(self, {cancel_hook::ring_op, nullptr, nullptr, c, &g.c});
+  if (!hooked) {
+    io_uring_sqe* cancel = c->get_sqe();
+    io_uring_prep_cancel64(cancel, reinterpret_cast<uint64_t>(&g.c), IORING_ASYNC_CANCEL_ALL);
+    io_uring_sqe_set_data64(cancel, 0);
+  }
   bump(c->intercepted_parks);
   self->reason.store(wait_reason::libc_poll, std::memory_order_relaxed);
   self->parked_at_ms.store(c->clock_ms(), std::memory_order_relaxed);
   self->state.store(fiber_state::parked, std::memory_order_relaxed);
   switch_action a{&self->ctx, switch_action::none, self, nullptr};
   c->switch_away(self, &a, /*via_scheduler=*/true);
+  if (hooked) withdraw_cancel_hook(self);
+  return !cancel_requested(self);
+}
+
+int fail_canceled() {
+  errno = ECANCELED;
+  return -1;
 }
 
 deadline from_ms(int timeout_ms) {
@@ -118,7 +136,7 @@ __attribute__((noinline)) int fiber_poll(carrier* c, pollfd* fds, nfds_t n, dead
   for (;;) {
     int r = now();
     if (r != 0 || d.expired()) return r;
-    wait_for_any(c, fds, n, d);
+    if (!wait_for_any(c, fds, n, d)) return fail_canceled();
   }
 }
 
@@ -143,7 +161,7 @@ __attribute__((noinline)) int fiber_select(carrier* c, int nfds, fd_set* rd, fd_
     if (ex) *ex = in_ex;
     int r = now();
     if (r != 0 || d.expired()) return r;
-    wait_for_any(c, fds.data(), fds.size(), d);
+    if (!wait_for_any(c, fds.data(), fds.size(), d)) return fail_canceled();
   }
 }
 
@@ -153,7 +171,7 @@ __attribute__((noinline)) int fiber_epoll_wait(carrier* c, int epfd, deadline d,
     int r = now();
     if (r != 0 || d.expired()) return r;
     pollfd p{epfd, POLLIN, 0};
-    wait_for_any(c, &p, 1, d);
+    if (!wait_for_any(c, &p, 1, d)) return fail_canceled();
   }
 }
 

@@ -4,7 +4,9 @@
 // internal nanosleep, which no interposer sees, so they are intercepted
 // themselves. On a fiber each is an IORING_OP_TIMEOUT; a parked fiber is not
 // interrupted by signals, so the "remaining time" out-parameters are never
-// written and EINTR never returned.
+// written and EINTR never returned. A cancelled fiber (fiber::request_stop)
+// returns at once with ECANCELED (sleep: the seconds requested), not EINTR:
+// callers retry EINTR, and cancellation is sticky, so they would spin.
 // The interceptors must define glibc's own names: no fortify wrappers and no
 // pread -> pread64 redirection (meson builds with _FILE_OFFSET_BITS=64).
 #undef _FORTIFY_SOURCE
@@ -32,14 +34,20 @@ namespace {
 bool valid(const timespec* t) { return t->tv_sec >= 0 && t->tv_nsec >= 0 && t->tv_nsec < 1000000000; }
 
 // Parks until the timeout described by `ts` and `flags` (IORING_TIMEOUT_*)
-// fires.
-void park_for_timeout(carrier* c, __kernel_timespec ts, unsigned flags) {
-  park_on_ring(c, [&](io_uring_sqe* sqe) { io_uring_prep_timeout(sqe, &ts, 0, flags); }, wait_reason::libc_sleep);
+// fires. False if the fiber was cancelled.
+bool park_for_timeout(carrier* c, __kernel_timespec ts, unsigned flags) {
+  return park_on_ring(c, [&](io_uring_sqe* sqe) { io_uring_prep_timeout(sqe, &ts, 0, flags); },
+                      wait_reason::libc_sleep) != -ECANCELED;
 }
 
-void park_for(carrier* c, std::chrono::nanoseconds d) {
-  if (d <= d.zero()) return;
-  park_for_timeout(c, __kernel_timespec{d.count() / 1000000000, d.count() % 1000000000}, 0);
+bool park_for(carrier* c, std::chrono::nanoseconds d) {
+  if (d <= d.zero()) return true;
+  return park_for_timeout(c, __kernel_timespec{d.count() / 1000000000, d.count() % 1000000000}, 0);
+}
+
+int fail_canceled() {
+  errno = ECANCELED;
+  return -1;
 }
 
 }  // namespace
@@ -51,8 +59,7 @@ using namespace bobbin::internal::intercept;  // NOLINT: the interceptors below 
 __attribute__((noinline)) static int nanosleep_on_carrier(const timespec* req, timespec* rem) {
   carrier* c = parking_carrier();
   if (c == nullptr || req == nullptr || !valid(req)) return real::nanosleep(req, rem);
-  park_for_timeout(c, __kernel_timespec{req->tv_sec, req->tv_nsec}, 0);
-  return 0;
+  return park_for_timeout(c, __kernel_timespec{req->tv_sec, req->tv_nsec}, 0) ? 0 : fail_canceled();
 }
 
 BOBBIN_INTERPOSE int nanosleep(const timespec* req, timespec* rem) {
@@ -71,8 +78,8 @@ __attribute__((noinline)) static int clock_nanosleep_on_carrier(clockid_t clock,
   }
   if (c == nullptr || req == nullptr || !valid(req)) return real::clock_nanosleep(clock, flags, req, rem);
   const unsigned abs = (flags & TIMER_ABSTIME) ? IORING_TIMEOUT_ABS : 0;
-  park_for_timeout(c, __kernel_timespec{req->tv_sec, req->tv_nsec}, clock_flag | abs);
-  return 0;
+  // clock_nanosleep returns the error number itself.
+  return park_for_timeout(c, __kernel_timespec{req->tv_sec, req->tv_nsec}, clock_flag | abs) ? 0 : ECANCELED;
 }
 
 BOBBIN_INTERPOSE int clock_nanosleep(clockid_t clock, int flags, const timespec* req, timespec* rem) {
@@ -83,8 +90,7 @@ BOBBIN_INTERPOSE int clock_nanosleep(clockid_t clock, int flags, const timespec*
 __attribute__((noinline)) static int usleep_on_carrier(useconds_t us) {
   carrier* c = parking_carrier();
   if (c == nullptr) return real::usleep(us);
-  park_for(c, std::chrono::microseconds(us));
-  return 0;
+  return park_for(c, std::chrono::microseconds(us)) ? 0 : fail_canceled();
 }
 
 BOBBIN_INTERPOSE int usleep(useconds_t us) {
@@ -95,7 +101,10 @@ BOBBIN_INTERPOSE int usleep(useconds_t us) {
 __attribute__((noinline)) static unsigned int sleep_on_carrier(unsigned int seconds) {
   carrier* c = parking_carrier();
   if (c == nullptr) return real::sleep(seconds);
-  park_for(c, std::chrono::seconds(seconds));
+  if (!park_for(c, std::chrono::seconds(seconds))) {
+    errno = ECANCELED;
+    return seconds;
+  }
   return 0;
 }
 

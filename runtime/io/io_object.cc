@@ -139,7 +139,7 @@ void io_object::close() {
     waiter w;
     w.prepare();
     closers_.push_back(&w);
-    park(w, lock_, closers_, deadline::never(), wait_reason::net_close);
+    park(w, lock_, closers_, deadline::never(), wait_reason::net_close, /*cancellable=*/false);
   } else {
     lock_.unlock();
   }

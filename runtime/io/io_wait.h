@@ -12,6 +12,7 @@
 
 #include "bobbin/deadline.h"
 #include "bobbin/wait_reason.h"
+#include "runtime/fiber/cancel.h"
 #include "runtime/fiber/fiber_control.h"
 #include "runtime/io/ring.h"
 #include "runtime/sched/carrier.h"
@@ -40,11 +41,14 @@ struct io_wait {
 // Runs `prep(sqe)` on the calling fiber's carrier ring, linking a timeout
 // for `d` when it has one, parks until the operation completes, and returns
 // its result (-errno on failure). A deadline that passes turns the result
-// into -ETIMEDOUT. Must be called on a fiber. With `stay_on_carrier` the
-// fiber resumes on `c` itself (carrier::push_bound).
+// into -ETIMEDOUT; a cancellation of the fiber (runtime/fiber/cancel.h),
+// before or during the operation, into -ECANCELED. Must be called on a
+// fiber. With `stay_on_carrier` the fiber resumes on `c` itself
+// (carrier::push_bound).
 template <class Prep>
 int await_sqe(carrier* c, Prep&& prep, wait_reason reason, deadline d, bool stay_on_carrier = false) {
   fiber_control* self = c->current();
+  if (cancel_requested(self)) return -ECANCELED;
   io_wait w;
   w.fiber = self;
   if (stay_on_carrier) w.home = c;
@@ -65,12 +69,24 @@ int await_sqe(carrier* c, Prep&& prep, wait_reason reason, deadline d, bool stay
     io_uring_prep_link_timeout(t, &ts, IORING_TIMEOUT_ABS);
     io_uring_sqe_set_data64(t, 0);
   }
+  const bool hooked = publish_cancel_hook(self, {cancel_hook::ring_op, nullptr, nullptr, c, &w.c});
+  if (!hooked) {
+    // Cancelled since the check above: nobody else will cancel the
+    // operation just prepared, so cancel it here (same ring, in order).
+    io_uring_sqe* cancel = c->get_sqe();
+    io_uring_prep_cancel64(cancel, reinterpret_cast<uint64_t>(&w.c), 0);
+    io_uring_sqe_set_data64(cancel, 0);
+  }
   self->reason.store(reason, std::memory_order_relaxed);
   self->parked_at_ms.store(c->clock_ms(), std::memory_order_relaxed);
   self->state.store(fiber_state::parked, std::memory_order_relaxed);
   switch_action a{&self->ctx, switch_action::none, self, nullptr};
   c->switch_away(self, &a, /*via_scheduler=*/stay_on_carrier);
-  if ((w.res == -ECANCELED || w.res == -EINTR) && !d.is_never() && d.expired()) return -ETIMEDOUT;
+  if (hooked) withdraw_cancel_hook(self);
+  if (w.res == -ECANCELED || w.res == -EINTR) {
+    if (cancel_requested(self)) return -ECANCELED;
+    if (!d.is_never() && d.expired()) return -ETIMEDOUT;
+  }
   return w.res;
 }
 

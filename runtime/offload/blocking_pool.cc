@@ -152,7 +152,8 @@ void offload_and_wait(runtime_impl* rt, offload_task* t) {
     return;
   }
   t->waiters.push_back(&w);
-  park(w, t->lock, t->waiters, deadline::never(), wait_reason::offload);
+  // Not cancellable: the call runs with references into this stack.
+  park(w, t->lock, t->waiters, deadline::never(), wait_reason::offload, /*cancellable=*/false);
   if (w.aux == 1) t->run();  // dropped at shutdown; a plain thread runs it itself
 }
 

@@ -18,6 +18,7 @@
 
 #include <linux/time_types.h>
 
+#include "runtime/fiber/cancel.h"
 #include "runtime/fiber/fiber_control.h"
 #include "runtime/inspect/deadlock_watch.h"
 #include "runtime/park/thread_parker.h"
@@ -62,7 +63,15 @@ struct timed_wait_timer {
   }
 };
 
-wait_state park_fiber(carrier* c, fiber_control* self, waiter& w, spin_lock& lock, deadline d, wait_reason reason) {
+wait_state park_fiber(carrier* c, fiber_control* self, waiter& w, spin_lock& lock, deadline d, wait_reason reason,
+                      bool cancellable) {
+  // Published before the timer is armed, so that nothing but this fiber
+  // (which holds `lock`, as every notifier must) can touch `w` if a
+  // cancellation came first.
+  if (cancellable && !publish_cancel_hook(self, {cancel_hook::wait_list, &w, &lock, nullptr, nullptr})) {
+    w.state.store(wait_state::canceled, std::memory_order_relaxed);
+    return wait_state::canceled;  // with `lock` held, as after a timeout
+  }
   timed_wait_timer* timer = nullptr;
   if (!d.is_never()) {
     timer = new timed_wait_timer;
@@ -82,23 +91,27 @@ wait_state park_fiber(carrier* c, fiber_control* self, waiter& w, spin_lock& loc
   switch_action a{&self->ctx, switch_action::unlock, self, &lock};
   c->switch_away(self, &a);
   self->parked_waiter.store(nullptr, std::memory_order_relaxed);
+  if (cancellable) withdraw_cancel_hook(self);
 
   wait_state result = w.state.load(std::memory_order_acquire);
   if (timer != nullptr) {
-    if (result == wait_state::notified) {
+    if (result == wait_state::notified || result == wait_state::canceled) {
       if (!timer->claimed.exchange(true, std::memory_order_acq_rel)) {
         // The timeout is still armed in the kernel: have its ring remove it.
         timer->owner->post({remote_request::remove_timeout, -1, reinterpret_cast<uint64_t>(&timer->on_fire),
                             &timer->on_removed});
         timer->unref();  // our reference; the two completions hold theirs
-        return result;
+        timer = nullptr;
+      } else {
+        while (!timer->done.load(std::memory_order_acquire)) __builtin_ia32_pause();
       }
-      while (!timer->done.load(std::memory_order_acquire)) __builtin_ia32_pause();
     }
-    timer->unref();  // ours
-    timer->unref();  // no removal will be posted
+    if (timer != nullptr) {
+      timer->unref();  // ours
+      timer->unref();  // no removal will be posted
+    }
   }
-  if (result == wait_state::timed_out) {
+  if (result == wait_state::timed_out || result == wait_state::canceled) {
     lock.lock();
     // list.remove() is done by the caller-supplied list below.
   }
@@ -120,13 +133,13 @@ void waiter::prepare() noexcept {
   state.store(wait_state::waiting, std::memory_order_relaxed);
 }
 
-wait_state park(waiter& w, spin_lock& lock, waiter_list& list, deadline d, wait_reason reason) {
+wait_state park(waiter& w, spin_lock& lock, waiter_list& list, deadline d, wait_reason reason, bool cancellable) {
   if (w.token.is_fiber) {
     carrier* c = current_carrier();
     auto* self = static_cast<fiber_control*>(w.token.target);
     BOBBIN_CHECK(c != nullptr && c->current() == self, "bobbin: waiter prepared on another fiber");
-    wait_state s = park_fiber(c, self, w, lock, d, reason);
-    if (s == wait_state::timed_out) {  // park_fiber re-took the lock
+    wait_state s = park_fiber(c, self, w, lock, d, reason, cancellable);
+    if (s == wait_state::timed_out || s == wait_state::canceled) {  // the lock is held again
       list.remove(&w);
       lock.unlock();
     }

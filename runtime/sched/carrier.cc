@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/fiber/cancel.h"
 #include "runtime/sched/scheduler.h"
 #include "runtime/util/check.h"
 
@@ -693,6 +694,10 @@ void carrier::handle_remote_requests() {
   has_remote_.store(false, std::memory_order_relaxed);
   remote_lock_.unlock();
   for (const remote_request& r : todo) {
+    if (r.what == remote_request::cancel_fiber_op) {
+      cancel_ring_op_here(this, reinterpret_cast<fiber_control*>(r.target_user_data));
+      continue;
+    }
     reserve_sqes(1);
     io_uring_sqe* sqe = get_sqe();
     if (r.what == remote_request::cancel_fd) {

@@ -63,7 +63,9 @@ struct switch_action {
 // Work another thread asks this carrier to do on its own ring (the ring is
 // single-issuer): cancel I/O on an fd, remove a timeout.
 struct remote_request {
-  enum kind : uint8_t { cancel_fd, remove_timeout, cancel_user_data } what;
+  // cancel_fiber_op: cancel the operation a cancelled fiber is parked in,
+  // if it still is (runtime/fiber/cancel.h); target_user_data is the fiber.
+  enum kind : uint8_t { cancel_fd, remove_timeout, cancel_user_data, cancel_fiber_op } what;
   int fd;
   uint64_t target_user_data;   // remove_timeout, cancel_user_data: whose operations
   completion* done;            // gets the request's own completion (may be null)

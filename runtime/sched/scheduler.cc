@@ -134,6 +134,11 @@
 //     and keeps the owner's push and pop free of locks.
 //
 // Shutdown (runtime_impl::shutdown), in order
+//   0. Unwind: mark the runtime so that fibers spawned from now on start
+//      cancelled, cancel every live fiber (runtime/fiber/cancel.h), and
+//      wait up to options.shutdown_grace for the alive count to reach
+//      zero. The carriers run normally meanwhile: cancelled waits complete
+//      and the fibers return through their destructors.
 //   1. Set stopping; stop the pinning monitor; wake every carrier (eventfd).
 //   2. Each carrier finishes the fiber it runs (if it parks or yields, the
 //      carrier sees stopping in its loop) and leaves its loop. Once all have
@@ -161,6 +166,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "runtime/fiber/cancel.h"
 #include "runtime/util/check.h"
 #include "runtime/util/mutex_lock.h"
 
@@ -250,6 +256,10 @@ absl::Status runtime_impl::spawn(std::unique_ptr<fiber_body> body, const fiber_o
   {
     registry_shard& s = registry_[f->reg_shard];
     s.lock.lock();
+    // During shutdown's grace period new fibers start cancelled. Read under
+    // the shard lock: shutdown sets the flag before it scans the registry,
+    // so a fiber its scan misses sees the flag.
+    if (cancel_new_fibers_.load(std::memory_order_relaxed)) f->cancel_word.store(kCancelRequested);
     f->reg_next = s.head;
     if (s.head) s.head->reg_prev = f;
     s.head = f;
@@ -368,11 +378,53 @@ void runtime_impl::fiber_exited(fiber_control* f) {
   alive_.fetch_sub(1, std::memory_order_relaxed);
 }
 
+void runtime_impl::cancel_and_wait_for_fibers() {
+  if (options_.shutdown_grace.count() <= 0) return;
+  cancel_new_fibers_.store(true, std::memory_order_release);
+  if (alive_.load(std::memory_order_acquire) == 0) return;
+  const auto until = std::chrono::steady_clock::now() + options_.shutdown_grace;
+  std::vector<fiber_control*> live;
+  for (auto& s : registry_) {
+    s.lock.lock();
+    for (fiber_control* f = s.head; f; f = f->reg_next) {
+      f->refs.fetch_add(1, std::memory_order_relaxed);  // it is registered, so it has not dropped its own
+      live.push_back(f);
+    }
+    s.lock.unlock();
+  }
+  for (fiber_control* f : live) {
+    request_cancel(f);
+    release_ref(f);
+  }
+  while (alive_.load(std::memory_order_acquire) != 0 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
+void runtime_impl::report_abandoned(const std::vector<fiber_control*>& abandoned) const {
+  constexpr size_t kNamed = 20;
+  std::string text = absl::StrCat("bobbin: shutdown abandoned ", abandoned.size(), " fiber(s) still alive after ",
+                                  options_.shutdown_grace.count(),
+                                  " ms of grace (cancelled, they did not return; not unwound):\n");
+  for (size_t i = 0; i < abandoned.size() && i < kNamed; i++) {
+    const fiber_control* f = abandoned[i];
+    const fiber_state st = f->state.load(std::memory_order_relaxed);
+    absl::StrAppend(&text, "  fiber ", f->id, " \"", f->name, "\" ", state_name(st));
+    if (st == fiber_state::parked) {
+      absl::StrAppend(&text, " in ", std::string(to_string(f->reason.load(std::memory_order_relaxed))));
+    }
+    absl::StrAppend(&text, ", spawned at ", f->spawned_at.file_name(), ":", f->spawned_at.line(), "\n");
+  }
+  if (abandoned.size() > kNamed) absl::StrAppend(&text, "  ... and ", abandoned.size() - kNamed, " more\n");
+  write_stderr(text);
+}
+
 void runtime_impl::shutdown() {
   if (stopped_.exchange(true)) return;
   BOBBIN_CHECK(current_carrier() == nullptr || current_carrier()->rt() != this,
                "bobbin: runtime::shutdown() called from one of its own fibers");
   runtime_stopping(this);  // BOBBIN_DUMP_AT_EXIT; no signal dumps from here on
+  cancel_and_wait_for_fibers();
   stopping_.store(true, std::memory_order_release);
   if (monitor_) monitor_->stop();
   for (auto& c : carriers_) c->wake();
@@ -390,10 +442,7 @@ void runtime_impl::shutdown() {
     s.head = nullptr;
     s.lock.unlock();
   }
-  if (!abandoned.empty() && getenv("BOBBIN_QUIET_SHUTDOWN") == nullptr) {
-    write_stderr(absl::StrCat("bobbin: shutdown abandoned ", abandoned.size(),
-                              " fiber(s) still alive (not unwound; see runtime.h)\n"));
-  }
+  if (!abandoned.empty() && getenv("BOBBIN_QUIET_SHUTDOWN") == nullptr) report_abandoned(abandoned);
   for (fiber_control* f : abandoned) {
     f->reg_prev = f->reg_next = nullptr;
     // A fiber parked on a bobbin primitive stays linked in its wait list

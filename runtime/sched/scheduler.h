@@ -32,6 +32,9 @@ class runtime_impl {
 
   absl::Status start();
   void shutdown();
+  // Shutdown's step 0 (see scheduler.cc) and its report.
+  void cancel_and_wait_for_fibers();
+  void report_abandoned(const std::vector<fiber_control*>& abandoned) const;
   bool stopping() const { return stopping_.load(std::memory_order_acquire); }
 
   absl::Status spawn(std::unique_ptr<fiber_body> body, const fiber_options& options, const std::source_location& where,
@@ -112,6 +115,7 @@ class runtime_impl {
   std::unique_ptr<pin_monitor> monitor_;
   std::atomic<bool> stopping_{false};
   std::atomic<bool> stopped_{false};
+  std::atomic<bool> cancel_new_fibers_{false};  // shutdown's grace period has begun
 
   mutable absl::Mutex global_mu_;
   fiber_fifo global_ ABSL_GUARDED_BY(global_mu_);

@@ -4,7 +4,7 @@
 
 namespace bobbin {
 
-std::cv_status condition_variable::wait_until(std::unique_lock<mutex>& lock, deadline d) {
+std::cv_status condition_variable::wait_impl(std::unique_lock<mutex>& lock, deadline d, bool cancellable) {
   internal::waiter w;
   w.prepare();
   lock_.lock();
@@ -12,9 +12,10 @@ std::cv_status condition_variable::wait_until(std::unique_lock<mutex>& lock, dea
   // Queued before the mutex is released, so a notify issued by whoever takes
   // the mutex next cannot be missed. Lock order: cv, then mutex internals.
   lock.unlock();
-  internal::wait_state s = internal::park(w, lock_, waiters_, d, wait_reason::condition_wait);
+  internal::wait_state s = internal::park(w, lock_, waiters_, d, wait_reason::condition_wait, cancellable);
   lock.lock();
-  return s == internal::wait_state::timed_out ? std::cv_status::timeout : std::cv_status::no_timeout;
+  return s == internal::wait_state::timed_out || s == internal::wait_state::canceled ? std::cv_status::timeout
+                                                                                     : std::cv_status::no_timeout;
 }
 
 condition_variable::~condition_variable() {

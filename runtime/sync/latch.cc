@@ -18,7 +18,7 @@ void wait_for_last_counter(internal::spin_lock& lock) {
 }
 
 bool wait_for_zero(const std::atomic<std::ptrdiff_t>& count, internal::spin_lock& lock,
-                   internal::waiter_list& waiters, deadline d, wait_reason reason) {
+                   internal::waiter_list& waiters, deadline d, wait_reason reason, bool cancellable) {
   if (count.load(std::memory_order_acquire) == 0) {
     wait_for_last_counter(lock);
     return true;
@@ -32,7 +32,7 @@ bool wait_for_zero(const std::atomic<std::ptrdiff_t>& count, internal::spin_lock
     return true;
   }
   waiters.push_back(&w);
-  return internal::park(w, lock, waiters, d, reason) == internal::wait_state::notified;
+  return internal::park(w, lock, waiters, d, reason, cancellable) == internal::wait_state::notified;
 }
 
 // Subtracts `n` under the lock and, at zero, wakes every waiter. Nothing
@@ -80,8 +80,8 @@ bool latch::try_wait() const noexcept {
   return true;
 }
 
-bool latch::wait_until(deadline d) const {
-  return wait_for_zero(count_, lock_, waiters_, d, wait_reason::latch_wait);
+bool latch::wait_until(deadline d, bool cancellable) const {
+  return wait_for_zero(count_, lock_, waiters_, d, wait_reason::latch_wait, cancellable);
 }
 
 void wait_group::add(std::ptrdiff_t n) {
@@ -93,8 +93,8 @@ void wait_group::add(std::ptrdiff_t n) {
                     "bobbin: wait_group count went below zero (more done() than add())");
 }
 
-bool wait_group::wait_until(deadline d) {
-  return wait_for_zero(count_, lock_, waiters_, d, wait_reason::wait_group_wait);
+bool wait_group::wait_until(deadline d, bool cancellable) {
+  return wait_for_zero(count_, lock_, waiters_, d, wait_reason::wait_group_wait, cancellable);
 }
 
 }  // namespace bobbin

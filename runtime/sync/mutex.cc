@@ -48,7 +48,7 @@ struct mutex_waiter : internal::waiter {
 
 }  // namespace
 
-bool mutex::lock_slow(deadline d) {
+bool mutex::lock_slow(deadline d, bool cancellable) {
   bool woken = false;  // we hold kWoken: an unlock woke us, and we must clear it
   for (int i = 0; i < kSpinAttempts; i++) {
     uint32_t s = state_.load(std::memory_order_relaxed);
@@ -107,8 +107,8 @@ bool mutex::lock_slow(deadline d) {
     // A waiter woken before keeps its place at the head of the line.
     if (woken) waiters_.push_front(&w); else waiters_.push_back(&w);
     woken = false;
-    const wait_state r = internal::park(w, lock_, waiters_, d, wait_reason::mutex_lock);
-    if (r == wait_state::timed_out) return false;  // kWaiters may be stale: unlock tolerates that
+    const wait_state r = internal::park(w, lock_, waiters_, d, wait_reason::mutex_lock, cancellable);
+    if (r == wait_state::timed_out || r == wait_state::canceled) return false;  // kWaiters may be stale: unlock tolerates that
     if (w.handed_off) {  // ownership passed in hand-off mode
       if (tracking()) note_holder();
       return true;

@@ -12,7 +12,7 @@ bool semaphore::try_acquire() noexcept {
   return ok;
 }
 
-bool semaphore::try_acquire_until(deadline d) {
+bool semaphore::acquire_until(deadline d, bool cancellable) {
   internal::waiter w;
   lock_.lock();
   if (count_ > 0) {
@@ -27,7 +27,7 @@ bool semaphore::try_acquire_until(deadline d) {
   w.prepare();
   waiters_.push_back(&w);
   // Notified means release() handed us its permit directly.
-  return internal::park(w, lock_, waiters_, d, wait_reason::semaphore_acquire) == internal::wait_state::notified;
+  return internal::park(w, lock_, waiters_, d, wait_reason::semaphore_acquire, cancellable) == internal::wait_state::notified;
 }
 
 void semaphore::release(std::ptrdiff_t n) {

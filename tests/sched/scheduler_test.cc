@@ -268,8 +268,11 @@ TEST(SchedulerTest, CountersMove) {
   EXPECT_EQ(s.stacks_unguarded, 0u);
 }
 
-TEST(SchedulerTest, ShutdownAbandonsParkedFibersAndJoinThrows) {
-  auto rt = bobbin::runtime::start({.carriers = 1}).value();
+// Without a grace period (shutdown_grace 0) nothing is cancelled: live
+// fibers are abandoned at once. (tests/fiber/cancel_test.cc covers the
+// default, which cancels them and lets them return.)
+TEST(SchedulerTest, ShutdownWithoutGraceAbandonsParkedFibersAndJoinThrows) {
+  auto rt = bobbin::runtime::start({.carriers = 1, .shutdown_grace = std::chrono::milliseconds(0)}).value();
   bobbin::channel<int> never(1);
   auto f = rt->spawn([&] { (void)never.receive(); });
   std::this_thread::sleep_for(10ms);
@@ -285,7 +288,7 @@ TEST(SchedulerTest, ShutdownAbandonsParkedFibersAndJoinThrows) {
   testing::internal::CaptureStderr();
   {
     bobbin::channel<int> gone(0);
-    auto g = bobbin::runtime::start({.carriers = 1}).value();
+    auto g = bobbin::runtime::start({.carriers = 1, .shutdown_grace = std::chrono::milliseconds(0)}).value();
     auto h = g->spawn([&] { (void)gone.receive(); });
     std::this_thread::sleep_for(10ms);
     setenv("BOBBIN_QUIET_SHUTDOWN", "1", 1);

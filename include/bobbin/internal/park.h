@@ -19,8 +19,11 @@
 //                          touched after finish().
 //   waiting  -> timed_out  by the deadline (timer completion or the thread's
 //                          timed futex wait); the waiter then unlinks itself.
-// claim() and the deadline race on one compare-and-swap from `waiting`, so a
-// waiter is woken exactly once.
+//   waiting  -> canceled   by a cancellation of the waiting fiber
+//                          (runtime/fiber/cancel.h), in a cancellable wait;
+//                          the waiter then unlinks itself.
+// claim(), the deadline and a cancellation race on one compare-and-swap from
+// `waiting`, so a waiter is woken exactly once.
 #ifndef BOBBIN_INTERNAL_PARK_H_
 #define BOBBIN_INTERNAL_PARK_H_
 
@@ -36,7 +39,7 @@
 
 namespace bobbin::internal {
 
-enum class wait_state : uint32_t { waiting = 0, claimed = 1, notified = 2, timed_out = 3 };
+enum class wait_state : uint32_t { waiting = 0, claimed = 1, notified = 2, timed_out = 3, canceled = 4 };
 
 // Who to wake: a fiber control block or a plain thread's parker.
 struct wake_token {
@@ -109,12 +112,16 @@ class waiter_list {
   waiter* tail_ = nullptr;
 };
 
-// Blocks the caller until `w` is claimed by a notifier or `d` passes.
+// Blocks the caller until `w` is claimed by a notifier or `d` passes, or,
+// if `cancellable`, the calling fiber is cancelled (then it returns
+// `canceled` at once if the cancellation came first).
 // `lock` must be held on entry and `w` linked (prepared) in a list it guards;
 // the lock is released once the caller is safely parked and is NOT held on
-// return. On timeout the waiter is unlinked from `list` before returning.
-// On a fiber this parks the fiber; on a plain thread it blocks the thread.
-BOBBIN_API wait_state park(waiter& w, spin_lock& lock, waiter_list& list, deadline d, wait_reason reason);
+// return. On timeout or cancellation the waiter is unlinked from `list`
+// before returning. On a fiber this parks the fiber; on a plain thread (or a
+// pinned fiber, which is not interrupted) it blocks the thread.
+BOBBIN_API wait_state park(waiter& w, spin_lock& lock, waiter_list& list, deadline d, wait_reason reason,
+                           bool cancellable = true);
 
 // Wakes a claimed waiter's fiber or thread. Call after releasing the lock.
 BOBBIN_API void wake(wake_token t) noexcept;

@@ -41,7 +41,9 @@
 
 namespace bobbin {
 
-enum class channel_status : uint8_t { ok, closed, timeout, full, empty };
+// canceled: the calling fiber was cancelled (bobbin/cancel.h); a send that
+// reports it did not send its value.
+enum class channel_status : uint8_t { ok, closed, timeout, full, empty, canceled };
 
 struct unbounded_t {
   explicit unbounded_t() = default;
@@ -80,7 +82,8 @@ class channel {
   channel_status try_send(T&& value) { return do_send(&value, deadline(), true); }
 
   channel_status receive(T& out, deadline d = {}) { return do_receive(&out, d, false); }
-  // The next value, or nullopt once the channel is closed and drained.
+  // The next value, or nullopt once the channel is closed and drained (or
+  // the calling fiber is cancelled).
   std::optional<T> receive() {
     std::optional<T> out;
     do_receive_optional(out);
@@ -145,9 +148,9 @@ class channel {
     w.prepare();
     w.payload = value;
     senders_.push_back(&w);
-    if (internal::park(w, lock_, senders_, d, wait_reason::channel_send) == internal::wait_state::timed_out) {
-      return channel_status::timeout;
-    }
+    const internal::wait_state s = internal::park(w, lock_, senders_, d, wait_reason::channel_send);
+    if (s == internal::wait_state::timed_out) return channel_status::timeout;
+    if (s == internal::wait_state::canceled) return channel_status::canceled;
     return w.aux == kOk ? channel_status::ok : channel_status::closed;
   }
 
@@ -191,9 +194,9 @@ class channel {
     w.prepare();
     w.payload = &slot;
     receivers_.push_back(&w);
-    if (internal::park(w, lock_, receivers_, d, wait_reason::channel_receive) == internal::wait_state::timed_out) {
-      return channel_status::timeout;
-    }
+    const internal::wait_state s = internal::park(w, lock_, receivers_, d, wait_reason::channel_receive);
+    if (s == internal::wait_state::timed_out) return channel_status::timeout;
+    if (s == internal::wait_state::canceled) return channel_status::canceled;
     return w.aux == kOk ? channel_status::ok : channel_status::closed;
   }
 

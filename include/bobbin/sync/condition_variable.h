@@ -41,14 +41,18 @@ class BOBBIN_API condition_variable {
   void notify_one() noexcept;
   void notify_all() noexcept;
 
-  void wait(std::unique_lock<mutex>& lock) { (void)wait_until(lock, deadline::never()); }
+  // Never interrupted by a cancellation (a predicate loop would spin on it).
+  void wait(std::unique_lock<mutex>& lock) { (void)wait_impl(lock, deadline::never(), /*cancellable=*/false); }
   template <class Pred>
   void wait(std::unique_lock<mutex>& lock, Pred pred) {
     while (!pred()) wait(lock);
   }
 
-  // std::cv_status::timeout when `d` passed before a notification.
-  std::cv_status wait_until(std::unique_lock<mutex>& lock, deadline d);
+  // std::cv_status::timeout when `d` passed before a notification, or the
+  // calling fiber was cancelled (the mutex is held again either way).
+  std::cv_status wait_until(std::unique_lock<mutex>& lock, deadline d) {
+    return wait_impl(lock, d, /*cancellable=*/true);
+  }
   template <class Pred>
   bool wait_until(std::unique_lock<mutex>& lock, deadline d, Pred pred) {
     while (!pred()) {
@@ -66,6 +70,7 @@ class BOBBIN_API condition_variable {
   }
 
  private:
+  std::cv_status wait_impl(std::unique_lock<mutex>& lock, deadline d, bool cancellable);
   internal::spin_lock lock_;
   internal::waiter_list waiters_;
 };

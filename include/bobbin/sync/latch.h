@@ -51,15 +51,18 @@ class BOBBIN_API latch {
 
   void count_down(std::ptrdiff_t n = 1);
   bool try_wait() const noexcept;
-  void wait() const { (void)wait_until(deadline::never()); }
-  // True once the count is zero; false if `d` passed first.
-  bool wait_until(deadline d) const;
+  // Never interrupted by a cancellation.
+  void wait() const { (void)wait_until(deadline::never(), /*cancellable=*/false); }
+  // True once the count is zero; false if `d` passed first, or the calling
+  // fiber was cancelled.
+  bool wait_until(deadline d) const { return wait_until(d, /*cancellable=*/true); }
   void arrive_and_wait(std::ptrdiff_t n = 1) {
     count_down(n);
     wait();
   }
 
  private:
+  bool wait_until(deadline d, bool cancellable) const;
   std::atomic<std::ptrdiff_t> count_;
   mutable internal::spin_lock lock_;
   mutable internal::waiter_list waiters_;
@@ -75,8 +78,8 @@ class BOBBIN_API wait_group {
 
   void add(std::ptrdiff_t n);
   void done() { add(-1); }
-  void wait() { (void)wait_until(deadline::never()); }
-  bool wait_until(deadline d);
+  void wait() { (void)wait_until(deadline::never(), /*cancellable=*/false); }
+  bool wait_until(deadline d) { return wait_until(d, /*cancellable=*/true); }
   template <class Rep, class Period>
   bool wait_for(std::chrono::duration<Rep, Period> timeout) {
     return wait_until(deadline(timeout));
@@ -84,6 +87,7 @@ class BOBBIN_API wait_group {
   std::ptrdiff_t count() const noexcept { return count_.load(std::memory_order_acquire); }
 
  private:
+  bool wait_until(deadline d, bool cancellable);
   std::atomic<std::ptrdiff_t> count_{0};
   internal::spin_lock lock_;
   internal::waiter_list waiters_;

@@ -82,7 +82,7 @@ class BOBBIN_API mutex {
       if (tracking()) [[unlikely]] note_holder();
       return;
     }
-    lock_slow(deadline::never());
+    lock_slow(deadline::never(), /*cancellable=*/false);
   }
   bool try_lock() noexcept {
     uint32_t s = state_.load(std::memory_order_relaxed);
@@ -93,8 +93,9 @@ class BOBBIN_API mutex {
     }
     return false;
   }
-  // Parks until the lock is had (true) or `d` passes (false).
-  bool try_lock_until(deadline d) { return try_lock() || lock_slow(d); }
+  // Parks until the lock is had (true) or `d` passes (false); false too
+  // when the calling fiber is cancelled (lock() is never interrupted).
+  bool try_lock_until(deadline d) { return try_lock() || lock_slow(d, /*cancellable=*/true); }
   template <class Rep, class Period>
   bool try_lock_for(std::chrono::duration<Rep, Period> timeout) {
     return try_lock_until(deadline(timeout));
@@ -107,7 +108,7 @@ class BOBBIN_API mutex {
   }
 
  private:
-  bool lock_slow(deadline d);
+  bool lock_slow(deadline d, bool cancellable);
   void unlock_slow();
   void report_destroyed_with_waiters() noexcept;
 

@@ -35,10 +35,12 @@ class BOBBIN_API semaphore {
   semaphore(const semaphore&) = delete;
   semaphore& operator=(const semaphore&) = delete;
 
-  void acquire() { (void)try_acquire_until(deadline::never()); }
+  // Never interrupted by a cancellation.
+  void acquire() { (void)acquire_until(deadline::never(), /*cancellable=*/false); }
   bool try_acquire() noexcept;
-  // Parks until a permit is had (true) or `d` passes (false).
-  bool try_acquire_until(deadline d);
+  // Parks until a permit is had (true) or `d` passes (false); false too
+  // when the calling fiber is cancelled.
+  bool try_acquire_until(deadline d) { return acquire_until(d, /*cancellable=*/true); }
   template <class Rep, class Period>
   bool try_acquire_for(std::chrono::duration<Rep, Period> timeout) {
     return try_acquire_until(deadline(timeout));
@@ -48,6 +50,7 @@ class BOBBIN_API semaphore {
   std::ptrdiff_t available() const noexcept;
 
  private:
+  bool acquire_until(deadline d, bool cancellable);
   mutable internal::spin_lock lock_;
   std::ptrdiff_t count_;
   internal::waiter_list waiters_;
