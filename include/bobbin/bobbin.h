@@ -15,6 +15,7 @@
 #include "bobbin/pinning.h"
 #include "bobbin/result.h"
 #include "bobbin/runtime.h"
+#include "bobbin/scope.h"
 #include "bobbin/sync/channel.h"
 #include "bobbin/sync/condition_variable.h"
 #include "bobbin/sync/latch.h"

@@ -44,6 +44,8 @@
 
 namespace bobbin {
 
+class scope;
+
 struct fiber_options {
   std::string_view name;      // shown in fiber dumps and pinning reports (copied)
   std::size_t stack_size = 0;  // 0: the runtime's default; rounded up to pages
@@ -108,6 +110,7 @@ class fiber {
   friend absl::StatusOr<fiber<std::invoke_result_t<std::decay_t<F>&>>> try_spawn_on(internal::runtime_impl*, F&&,
                                                                                     const fiber_options&,
                                                                                     const std::source_location&);
+  friend class scope;  // takes over its children's handles
   internal::fiber_control* control_ = nullptr;
   internal::result_body<T>* body_ = nullptr;
 };

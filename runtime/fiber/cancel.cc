@@ -30,13 +30,11 @@ void release_hook(fiber_control* f) noexcept {
   f->cancel_word.fetch_and(~kCancelHookBusy, std::memory_order_release);
 }
 
-}  // namespace
-
-void request_cancel(fiber_control* f) noexcept {
-  if (cancel_requested(f)) return;
-  const uint32_t old = take_hook(f, kCancelRequested);
-  if ((old & kCancelRequested) != 0 || (old & kCancelHookSet) == 0) {
-    release_hook(f);  // someone else was first, or the fiber is not parked: it sees the request at its next wait
+// With the busy bit held (taken by the first request, `old` the word before
+// it): interrupts the wait the hook describes, if any, and releases the bit.
+void interrupt_wait(fiber_control* f, uint32_t old) noexcept {
+  if ((old & kCancelHookSet) == 0) {
+    release_hook(f);  // not parked: it sees the request at its next wait
     return;
   }
   const cancel_hook h = f->hook;
@@ -57,6 +55,19 @@ void request_cancel(fiber_control* f) noexcept {
   h.lock->lock();
   h.lock->unlock();
   wake(token);
+}
+
+}  // namespace
+
+void request_cancel(fiber_control* f) noexcept {
+  if (cancel_requested(f)) return;
+  const uint32_t old = take_hook(f, kCancelRequested);
+  if ((old & kCancelRequested) != 0) {
+    release_hook(f);  // someone else was first and does the rest
+    return;
+  }
+  interrupt_wait(f, old);
+  cancel_owned_scopes(f);
 }
 
 void cancel_ring_op_here(carrier* on, fiber_control* f) noexcept {

@@ -1,7 +1,6 @@
 // Not part of the bobbin API.
 //
-// Cancelling a fiber wherever it waits (bobbin/cancel.h has the user's
-// rules). A request is sticky: once made, every cancellable wait the fiber
+// Cancelling a fiber wherever it waits (the user's rules: README, "Cancellation", and bobbin/fiber.h). A request is sticky: once made, every cancellable wait the fiber
 // enters returns at once with its "canceled" outcome.
 //
 // A parked fiber is interrupted through its cancel hook, which describes
@@ -76,6 +75,10 @@ inline void withdraw_cancel_hook(fiber_control* f) noexcept {
 // Requests cancellation of `f` and interrupts the wait it is parked in, if
 // any. Any thread or fiber; the caller holds a reference to `f`. Idempotent.
 void request_cancel(fiber_control* f) noexcept;
+
+// Cancels the scopes `f` owns (runtime/fiber/scope.cc), and through them
+// their children. Called by the first request_cancel of `f`.
+void cancel_owned_scopes(fiber_control* f) noexcept;
 
 // On `f`'s hook carrier, for a posted ring-op cancellation: submits the
 // ASYNC_CANCEL if `f` is still in an operation on `on`'s ring, then drops

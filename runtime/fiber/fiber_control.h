@@ -38,6 +38,7 @@ enum class fiber_state : uint8_t { runnable, running, parked, done };
 
 class carrier;
 struct completion;
+struct scope_state;
 
 // What a cancellation has to interrupt: a waiter in a primitive's wait list
 // (guarded by `lock`), or an io_uring operation on `ring`'s carrier.
@@ -124,6 +125,13 @@ struct fiber_control {
   // parked in a cancellable wait.
   std::atomic<uint32_t> cancel_word{0};
   cancel_hook hook;
+
+  // Structured concurrency (runtime/fiber/scope.cc): the scope this fiber
+  // is a child of, and the scopes it owns (cancelled with it), linked
+  // through scope_state and guarded by scopes_lock.
+  scope_state* member_of = nullptr;
+  spin_lock scopes_lock;
+  scope_state* owned_scopes = nullptr;
 };
 
 void release_ref(fiber_control* f) noexcept;
