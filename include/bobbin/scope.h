@@ -37,11 +37,13 @@
 //
 // Cost: one heap allocation per scope, plus a timer fiber for a scope with
 // a deadline; a spawn costs what bobbin::spawn does plus a vector push
-// under a spin lock.
+// under a spin lock. A child leaves the scope's books when it ends, so a
+// server's long-lived scope holds only its live connections.
 #ifndef BOBBIN_SCOPE_H_
 #define BOBBIN_SCOPE_H_
 
 #include <exception>
+#include <optional>
 #include <source_location>
 #include <type_traits>
 #include <utility>
@@ -86,14 +88,17 @@ class BOBBIN_API scope {
     try {
       auto child = spawn_on(
           nullptr,
-          [st, fn = std::forward<F>(fn)]() mutable {
+          [st, fn = std::optional<std::decay_t<F>>(std::forward<F>(fn))]() mutable {
             internal::scope_child_begin(st);
             std::exception_ptr failure;
             try {
-              (void)fn();
+              (void)(*fn)();
             } catch (...) {
               failure = std::current_exception();
             }
+            // Destroyed before the child counts as ended: join() returns
+            // only after what every child captured is gone.
+            fn.reset();
             internal::scope_child_end(st, std::move(failure));
           },
           options, where);

@@ -130,6 +130,12 @@ struct fiber_control {
   // is a child of, and the scopes it owns (cancelled with it), linked
   // through scope_state and guarded by scopes_lock.
   scope_state* member_of = nullptr;
+  // Under the scope's lock: its place in the scope's children list, whether
+  // it is on it yet (the spawner adds it after spawn() returns, and the
+  // child may run and end before that), and whether it ended unlisted.
+  size_t scope_index = 0;
+  bool scope_listed = false;
+  bool scope_ended = false;
   spin_lock scopes_lock;
   scope_state* owned_scopes = nullptr;
 };

@@ -3,9 +3,12 @@
 //
 // A scope's state lives on the heap, owned by the scope object on its
 // owner's stack. Children hold a raw pointer to it: none can outlive it,
-// because the scope joins them all before the state is freed. The scope
-// keeps each child's handle reference until it has joined it, so a cancel()
-// from another thread can always reach a child's control block.
+// because the scope waits for them all before the state is freed. The
+// scope holds each child's handle reference while the child is in its
+// `children` list, so a cancel() from another thread can always reach the
+// child's control block; a child takes itself off the list (swap-remove,
+// by its scope_index) and drops that reference as its last act in the
+// scope, so a long-lived scope holds only the children still running.
 //
 // The cancellation tree: a fiber lists the scopes it owns (fiber_control::
 // owned_scopes); cancelling the fiber cancels them, which cancels their
@@ -31,7 +34,8 @@ namespace internal {
 
 struct scope_state {
   spin_lock lock;  // guards everything below but the owner links
-  std::vector<fiber_control*> children;  // each with its handle reference, until joined
+  std::vector<fiber_control*> children;  // running, each with its handle reference
+  waiter_list joiners;                   // join() waits here for running == 0
   std::vector<std::exception_ptr> failures;
   std::exception_ptr first_failure;  // the first failure before any cancellation
   bool failure_reported = false;     // join() rethrew it
@@ -71,26 +75,21 @@ void deadline_passed(scope_state* st) noexcept {
   st->lock.unlock();
 }
 
-// Joins every child, including those spawned meanwhile, and drops their
-// references. Returns what join() reports.
+// Waits until no child runs, including those spawned meanwhile (not
+// interrupted by a cancellation of the caller: its own cancellation has
+// cancelled the children instead). Returns what join() reports.
 void join_all(scope_state* st, std::exception_ptr* first, bool* timed_out) {
-  for (size_t i = 0;; i++) {
-    st->lock.lock();
-    if (i >= st->children.size()) {
-      st->lock.unlock();
-      break;
-    }
-    fiber_control* c = st->children[i];
-    st->lock.unlock();
-    join_fiber(c);
-  }
   st->lock.lock();
-  std::vector<fiber_control*> joined;
-  joined.swap(st->children);
+  while (st->running > 0) {
+    waiter w;
+    w.prepare();
+    st->joiners.push_back(&w);
+    park(w, st->lock, st->joiners, deadline::never(), wait_reason::join, /*cancellable=*/false);
+    st->lock.lock();
+  }
   *first = st->first_failure;
   *timed_out = st->deadline_passed;
   st->lock.unlock();
-  for (fiber_control* c : joined) release_fiber(c);
 }
 
 std::string describe(const std::exception_ptr& e) {
@@ -108,9 +107,19 @@ std::string describe(const std::exception_ptr& e) {
 void scope_child_begin(scope_state* s) noexcept { current_carrier()->current()->member_of = s; }
 
 void scope_child_end(scope_state* s, std::exception_ptr failure) noexcept {
-  current_carrier()->current()->member_of = nullptr;
+  fiber_control* self = current_carrier()->current();
+  self->member_of = nullptr;
+  std::vector<waiter*> woken;
   s->lock.lock();
-  s->running--;
+  const bool listed = self->scope_listed;
+  if (listed) {  // off the list; the last child moves into this one's slot
+    fiber_control* last = s->children.back();
+    s->children[self->scope_index] = last;
+    last->scope_index = self->scope_index;
+    s->children.pop_back();
+  } else {
+    self->scope_ended = true;  // adopt() will not list it, and drops the reference
+  }
   if (failure) {
     s->failures.push_back(failure);
     if (!s->cancelled && !s->first_failure) {
@@ -118,7 +127,11 @@ void scope_child_end(scope_state* s, std::exception_ptr failure) noexcept {
       s->cancel_locked();  // the siblings' work is moot now
     }
   }
+  if (--s->running == 0) claim_all(s->joiners, 0, woken);
   s->lock.unlock();
+  // Nothing of the scope is touched from here: join() may return and free it.
+  notify_all(woken);
+  if (listed) release_fiber(self);  // the handle reference the scope held
 }
 
 void cancel_owned_scopes(fiber_control* f) noexcept {
@@ -171,7 +184,7 @@ scope::~scope() {
   scope_state* st = state_;
   const bool unwinding = std::uncaught_exceptions() > uncaught_at_start_;
   st->lock.lock();
-  const bool pending = !st->children.empty();
+  const bool pending = st->running > 0;
   st->lock.unlock();
   if (pending) {
     if (unwinding) cancel();  // the block failed: its children's work is moot
@@ -250,6 +263,13 @@ void scope::unreserve() noexcept {
 
 void scope::adopt(internal::fiber_control* child) noexcept {
   state_->lock.lock();
+  if (child->scope_ended) {  // it ran and ended already
+    state_->lock.unlock();
+    internal::release_fiber(child);
+    return;
+  }
+  child->scope_listed = true;
+  child->scope_index = state_->children.size();
   state_->children.push_back(child);
   if (state_->cancelled) internal::request_cancel(child);
   state_->lock.unlock();

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -48,6 +49,34 @@ TEST(ScopeTest, JoinWaitsForEveryChildIncludingThoseSpawnedMeanwhile) {
     EXPECT_EQ(done.load(), 55);
     EXPECT_TRUE(s.exceptions().empty());
     EXPECT_FALSE(s.cancelled());
+  });
+}
+
+// What a child captured is gone when join() returns, whichever carrier the
+// child ended on; and a child that ends before spawn() has returned to the
+// spawner (it ran on the other carrier at once) is accounted for.
+TEST(ScopeTest, ChildCapturesAreDestroyedBeforeJoinReturns) {
+  run_on(2, [] {
+    for (int round = 0; round < 200; round++) {
+      auto alive = std::make_shared<std::atomic<int>>(0);
+      struct token {
+        std::shared_ptr<std::atomic<int>> n;
+        explicit token(std::shared_ptr<std::atomic<int>> p) : n(std::move(p)) { (*n)++; }
+        token(const token& o) : n(o.n) { (*n)++; }
+        token(token&& o) noexcept : n(o.n) { (*n)++; }
+        ~token() { (*n)--; }
+      };
+      {
+        bobbin::scope s;
+        for (int i = 0; i < 8; i++) {
+          s.spawn([t = token(alive), i] {
+            if (i % 2) bobbin::this_fiber::yield();
+          });
+        }
+        s.join();
+        EXPECT_EQ(alive->load(), 0) << "a child's capture outlived join()";
+      }
+    }
   });
 }
 
