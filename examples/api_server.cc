@@ -330,8 +330,12 @@ int main(int argc, char** argv) {
         std::function<void(bobbin::tcp_stream)> serve = [&srv](bobbin::tcp_stream s) {
           serve_connection(srv, std::move(s));
         };
-        srv.connections.accept_loop(*listener, "api_server", serve);
-        if (!srv.connections.stop_and_drain(10s)) std::fprintf(stderr, "api_server: cut busy connections\n");
+        bobbin::scope connection_fibers;
+        srv.connections.accept_loop(*listener, "api_server", serve, connection_fibers);
+        if (!srv.connections.stop_and_drain(10s, &connection_fibers)) {
+          std::fprintf(stderr, "api_server: cut busy connections\n");
+        }
+        connection_fibers.join();
       }).join();
     pin_events = (*rt)->stats().pin_events;
   }

@@ -6,9 +6,12 @@
 //   - an accept loop that spawns a fiber per connection and backs off when
 //     the process is out of file descriptors (EMFILE) instead of spinning or
 //     dropping the pending connections (they stay queued in the kernel);
-//   - graceful shutdown: SIGINT/SIGTERM close the listener from a plain
-//     thread (which cancels the pending accept), then every connection is
-//     shut down and the server waits for their fibers before exiting 0;
+//   - structured concurrency and cancellation: the connection fibers live
+//     in a bobbin::scope; SIGINT/SIGTERM stop the listener from a plain
+//     thread (which ends the pending accept), then the scope is cancelled:
+//     every connection's read or write returns operation_canceled, its
+//     fiber returns and closes its socket, and join() waits for them all
+//     before the server exits 0;
 //   - runtime counters, printed once a second with --stats.
 //
 // Run:  build/examples/echo_server --port 7000 --carriers 2 [--stats]
@@ -25,7 +28,6 @@
 #include <string>
 #include <thread>
 
-#include "absl/container/flat_hash_set.h"
 #include "bobbin/bobbin.h"
 
 namespace {
@@ -33,9 +35,6 @@ namespace {
 using namespace std::chrono_literals;
 
 struct server_state {
-  bobbin::mutex mu;
-  absl::flat_hash_set<bobbin::tcp_stream*> live;  // guarded by mu
-  bobbin::wait_group connections;
   std::atomic<uint64_t> messages{0};
   std::atomic<uint64_t> bytes{0};
   std::atomic<uint64_t> accepted{0};
@@ -44,16 +43,13 @@ struct server_state {
 };
 
 void serve(server_state& st, bobbin::tcp_stream s) {
-  {
-    std::lock_guard l(st.mu);
-    st.live.insert(&s);
-  }
   char buf[16384];
   for (;;) {
     bobbin::io_result r = s.read_some(std::span(buf));
     if (!r) {
-      // A reset peer is ordinary for a server; count anything else.
-      if (r.error != std::errc::connection_reset) st.errors++;
+      // A reset peer is ordinary for a server, and a cancellation is the
+      // stop; count anything else.
+      if (r.error != std::errc::connection_reset && r.error != std::errc::operation_canceled) st.errors++;
       break;
     }
     if (r.bytes == 0) break;  // the client closed
@@ -61,11 +57,6 @@ void serve(server_state& st, bobbin::tcp_stream s) {
     st.messages.fetch_add(1, std::memory_order_relaxed);
     st.bytes.fetch_add(r.bytes, std::memory_order_relaxed);
   }
-  {
-    std::lock_guard l(st.mu);
-    st.live.erase(&s);
-  }
-  st.connections.done();
 }
 
 long peak_rss_kib() {
@@ -150,6 +141,7 @@ int main(int argc, char** argv) {
   }
 
   auto main_fiber = (*rt)->spawn([&] {
+    bobbin::scope connections;  // every connection's fiber; none outlives this one
     bool warned_emfile = false;
     while (!st.stopping.load()) {
       auto s = listener->accept();
@@ -168,24 +160,19 @@ int main(int argc, char** argv) {
         continue;
       }
       st.accepted++;
-      st.connections.add(1);
-      auto f = bobbin::try_spawn([&st, conn = std::move(*s)]() mutable { serve(st, std::move(conn)); });
-      if (!f.ok()) {
+      try {
+        connections.spawn([&st, conn = std::move(*s)]() mutable { serve(st, std::move(conn)); });
+      } catch (const std::system_error&) {
         // Out of stacks: the connection is closed (the client sees it), the
         // server goes on. The lambda, and the socket in it, were destroyed.
-        st.connections.done();
         st.errors++;
-        continue;
       }
-      f->detach();
     }
     listener->close();
-    // Graceful shutdown: end every connection's read, wait for its fiber.
-    {
-      std::lock_guard l(st.mu);
-      for (bobbin::tcp_stream* s : st.live) (void)s->shutdown(bobbin::tcp_stream::shutdown_how::both);
-    }
-    if (!st.connections.wait_for(5s)) std::fprintf(stderr, "echo_server: connections still open after 5s\n");
+    // Stop: every connection's pending read or write returns
+    // operation_canceled; join() waits until each fiber has returned.
+    connections.cancel();
+    connections.join();
   });
   main_fiber.join();
   stats_done = true;

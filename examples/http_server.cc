@@ -316,8 +316,10 @@ int main(int argc, char** argv) {
     std::function<void(bobbin::tcp_stream)> serve = [&srv](bobbin::tcp_stream s) {
       serve_connection(srv, std::move(s));
     };
-    srv.connections.accept_loop(*listener, "http_server", serve);
-    if (!srv.connections.stop_and_drain(10s)) std::fprintf(stderr, "http_server: cut connections still busy after 10s\n");
+    bobbin::scope connection_fibers;
+    srv.connections.accept_loop(*listener, "http_server", serve, connection_fibers);
+    if (!srv.connections.stop_and_drain(10s, &connection_fibers)) std::fprintf(stderr, "http_server: cut connections still busy after 10s\n");
+    connection_fibers.join();
   });
   main_fiber.join();
   std::printf("final: accepted=%llu refused=%llu requests=%llu 4xx=%llu 5xx=%llu rss_peak_kib=%ld\n",

@@ -116,8 +116,10 @@ int main(int argc, char** argv) {
       }
     }, bobbin::fiber_options{.name = "expiry reaper"});
     std::function<void(bobbin::tcp_stream)> serve = [&srv](bobbin::tcp_stream s) { serve_client(srv, std::move(s)); };
-    srv.connections.accept_loop(*listener, "redis_server", serve);
-    if (!srv.connections.stop_and_drain(5s)) std::fprintf(stderr, "redis_server: cut clients still busy after 5s\n");
+    bobbin::scope connection_fibers;
+    srv.connections.accept_loop(*listener, "redis_server", serve, connection_fibers);
+    if (!srv.connections.stop_and_drain(5s, &connection_fibers)) std::fprintf(stderr, "redis_server: cut clients still busy after 5s\n");
+    connection_fibers.join();
     stop_reaper.close();
     reaper.join();
   });

@@ -71,7 +71,7 @@ bobbin::io_result connection_registry::read_more(connection& c, input_buffer& in
   return r;
 }
 
-bool connection_registry::stop_and_drain(std::chrono::milliseconds drain) {
+bool connection_registry::stop_and_drain(std::chrono::milliseconds drain, bobbin::scope* fibers) {
   mark_stopping();
   {
     std::lock_guard l(mu_);
@@ -80,7 +80,9 @@ bool connection_registry::stop_and_drain(std::chrono::milliseconds drain) {
     }
   }
   if (fibers_.wait_for(drain)) return true;
-  {
+  if (fibers != nullptr) {
+    fibers->cancel();
+  } else {
     std::lock_guard l(mu_);
     for (connection* c : live_) (void)c->stream.shutdown(bobbin::tcp_stream::shutdown_how::both);
   }
@@ -89,7 +91,7 @@ bool connection_registry::stop_and_drain(std::chrono::milliseconds drain) {
 }
 
 void connection_registry::accept_loop(bobbin::tcp_listener& listener, const char* server_name,
-                                      const std::function<void(bobbin::tcp_stream)>& serve) {
+                                      const std::function<void(bobbin::tcp_stream)>& serve, bobbin::scope& fibers) {
   bool warned_emfile = false;
   while (!stopping()) {
     auto s = listener.accept();
@@ -107,15 +109,20 @@ void connection_registry::accept_loop(bobbin::tcp_listener& listener, const char
     }
     accepted_.fetch_add(1, std::memory_order_relaxed);
     fibers_.add(1);
-    auto f = bobbin::try_spawn([&serve, stream = std::move(*s)]() mutable { serve(std::move(stream)); });
-    if (!f.ok()) {
+    try {
+      fibers.spawn([&serve, server_name, stream = std::move(*s)]() mutable {
+        try {
+          serve(std::move(stream));
+        } catch (const std::exception& e) {
+          std::fprintf(stderr, "%s: connection failed: %s\n", server_name, e.what());
+        }
+      });
+    } catch (const std::system_error&) {
       // No stack: the lambda and the socket in it are gone, so the client
       // sees the connection close. The server goes on.
       fibers_.done();
       refused_.fetch_add(1, std::memory_order_relaxed);
-      continue;
     }
-    f->detach();
   }
   mark_stopping();
   listener.close();

@@ -5,16 +5,21 @@
 // graceful stop, an accept loop that survives EMFILE and out-of-stack
 // spawns, and a registry of live connections that a stop can wake.
 //
+// Connection fibers live in a bobbin::scope owned by the accepting fiber, so
+// none outlives the server's main fiber.
+//
 // Graceful stop, as the servers use it:
 //   1. the signal thread calls request_stop(): it sets `stopping` and stops
 //      the listener accepting (tcp_listener::stop_accepting(), the one call
 //      that may race the accepting fiber), which ends the accept loop; the
 //      loop's fiber closes the listener;
-//   2. connection_registry::stop_idle() shuts down the connections that are
-//      waiting for a new request (their read returns end-of-stream); the busy
-//      ones finish the request they are on, see `stopping`, and close;
-//   3. the server waits for every connection fiber, up to a deadline, then
-//      shuts the stragglers down hard.
+//   2. stop_and_drain() shuts down the connections that are waiting for a
+//      new request (their read returns end-of-stream); the busy ones finish
+//      the request they are on, see `stopping`, and close;
+//   3. it waits for every connection, up to a deadline, then cancels the
+//      scope: the stragglers' reads and writes return operation_canceled
+//      wherever they wait, and they unwind. (Connections served by plain
+//      threads, api_server --threads, are shut down instead.)
 #ifndef BOBBIN_EXAMPLES_COMMON_SERVER_H_
 #define BOBBIN_EXAMPLES_COMMON_SERVER_H_
 
@@ -99,8 +104,10 @@ class connection_registry {
                               bobbin::deadline busy_deadline);
 
   // Steps 2 and 3 of the graceful stop (the caller did step 1). Returns
-  // false if connections were still open after `drain` and had to be cut.
-  bool stop_and_drain(std::chrono::milliseconds drain);
+  // false if connections were still open after `drain` and had to be cut:
+  // `fibers` (the scope accept_loop() spawned into) is cancelled; without
+  // one (threads), the connections are shut down.
+  bool stop_and_drain(std::chrono::milliseconds drain, bobbin::scope* fibers = nullptr);
 
   // For a server that accepts on its own (a thread per connection): counts
   // one connection about to be served, as accept_loop() does before it
@@ -114,12 +121,15 @@ class connection_registry {
   uint64_t accepted() const { return accepted_.load(); }
   uint64_t refused() const { return refused_.load(); }
 
-  // Accepts until request_stop(), then closes the listener; runs `serve(stream)` on a fiber
-  // per connection. Out of descriptors: backs off 10 ms (the connection waits
-  // in the kernel's backlog). Out of stacks: closes the new connection and
-  // counts it as refused.
+  // Accepts until request_stop(), then closes the listener; runs
+  // `serve(stream)` on a fiber per connection, spawned into `fibers`. An
+  // exception escaping `serve` is logged and ends that connection only (it
+  // does not fail the scope, which would cancel the other connections). Out
+  // of descriptors: backs off 10 ms (the connection waits in the kernel's
+  // backlog). Out of stacks: closes the new connection and counts it as
+  // refused.
   void accept_loop(bobbin::tcp_listener& listener, const char* server_name,
-                   const std::function<void(bobbin::tcp_stream)>& serve);
+                   const std::function<void(bobbin::tcp_stream)>& serve, bobbin::scope& fibers);
 
  private:
   void mark_stopping() { stopping_.store(true); }

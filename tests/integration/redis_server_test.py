@@ -121,10 +121,26 @@ try:
     check("INCR count after the benchmark", cli("GET", "counter:__rand_int__") == "50000", cli("GET", "counter:__rand_int__"))
     check("SET value after the benchmark", len(cli("GET", "key:__rand_int__")) == 3, cli("GET", "key:__rand_int__"))
 
+    # A client stuck in the middle of a command keeps its connection busy
+    # through the 5 s drain; then the server cancels the connection fibers'
+    # scope, and its pending read returns operation_canceled.
+    stuck = socket.create_connection(("127.0.0.1", port), timeout=20)
+    stuck.sendall(b"*2\r\n$3\r\nGET\r\n$5\r\nab")
+    time.sleep(0.2)
+    start = time.monotonic()
     server.send_signal(signal.SIGTERM)
     rc = server.wait(timeout=15)
+    took = time.monotonic() - start
     out = server.stdout.read()
-    check("exit 0 on SIGTERM with counters", rc == 0 and "final:" in out, f"rc={rc} {out} {server.stderr.read()[-6000:]}")
+    err = server.stderr.read()
+    check("exit 0 on SIGTERM with counters", rc == 0 and "final:" in out, f"rc={rc} {out} {err[-6000:]}")
+    check("the stuck client was cut by cancellation after the drain", "cut clients still busy after 5s" in err
+          and 4.5 < took < 10, f"{took:.1f}s {err[-2000:]}")
+    try:
+        check("the stuck client sees the close", stuck.recv(10) == b"")
+    except ConnectionResetError:
+        check("the stuck client sees the close", True)
+    stuck.close()
 finally:
     if server.poll() is None:
         server.kill()
