@@ -11,7 +11,9 @@
 // Error codes are errno values in std::system_category(), kept exactly as the
 // kernel returned them (ECONNRESET and ECONNREFUSED stay distinct), plus:
 //   std::errc::timed_out            the call's deadline passed
-//   std::errc::operation_canceled   the socket or file was close()d meanwhile
+//   std::errc::operation_canceled   the socket or file was close()d meanwhile,
+//                                   or the calling fiber was cancelled
+//                                   (fiber::request_stop)
 //   bobbin::io_errc::unexpected_eof read_exact() met end of stream early
 //
 // Usage:
