@@ -10,6 +10,11 @@
 //   addrinfo* ai = bobbin::offload([&] { getaddrinfo("localhost", "80", &hints, &res); return res; });
 //
 // Returns fn's result or rethrows its exception.
+// Cancellation (fiber::request_stop): a call no pool thread has started yet
+// is taken back and never runs, and offload() throws
+// std::system_error(operation_canceled); a call already running is not
+// interrupted (it may use the caller's stack), and offload() returns its
+// result when it ends.
 // Blocks: parks the calling fiber; its carrier runs other fibers meanwhile.
 // From a plain thread with no runtime, bobbin::offload(fn) just calls fn
 // (the thread may block); runtime::offload(fn) uses that runtime's pool and
@@ -27,6 +32,7 @@
 
 #include <exception>
 #include <optional>
+#include <system_error>
 #include <type_traits>
 #include <utility>
 
@@ -53,8 +59,10 @@ class offload_task {
 };
 
 // Runs `t` on `rt`'s pool (null: the calling fiber's runtime; inline if the
-// caller is a plain thread) and returns when it has run.
-BOBBIN_API void offload_and_wait(runtime_impl* rt, offload_task* t);
+// caller is a plain thread) and returns true when it has run; false if the
+// calling fiber was cancelled before a pool thread started it (it never
+// runs then).
+BOBBIN_API bool offload_and_wait(runtime_impl* rt, offload_task* t);
 
 template <class F>
 auto offload_on(runtime_impl* rt, F&& fn) -> std::invoke_result_t<F&> {
@@ -73,7 +81,10 @@ auto offload_on(runtime_impl* rt, F&& fn) -> std::invoke_result_t<F&> {
     std::optional<std::conditional_t<std::is_void_v<R>, char, R>> value;
     std::exception_ptr error;
   } t(fn);
-  offload_and_wait(rt, &t);
+  if (!offload_and_wait(rt, &t)) {
+    throw std::system_error(std::make_error_code(std::errc::operation_canceled),
+                            "bobbin::offload: the fiber was cancelled before the call started");
+  }
   if (t.error) std::rethrow_exception(t.error);
   if constexpr (!std::is_void_v<R>) return std::move(*t.value);
 }

@@ -6,7 +6,13 @@
 //   bobbin_mutex_contended     N fibers on 2 carriers contending for one
 //                              bobbin::mutex for 100 ms, a short critical
 //                              section each; per lock/unlock pair (items)
+//   bobbin_socket_ping_pong    one byte back and forth over a socketpair
+//                              between two fibers on one carrier: each read
+//                              finds nothing and parks on an io_uring
+//                              operation (the I/O wait, cancellable)
 #include <benchmark/benchmark.h>
+
+#include <sys/socket.h>
 
 #include <atomic>
 #include <boost/fiber/all.hpp>
@@ -36,6 +42,34 @@ void bobbin_channel(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(bobbin_channel)->Arg(1)->Arg(2)->ArgName("carriers")->UseRealTime();
+
+void bobbin_socket_ping_pong(benchmark::State& state) {
+  bobbin::runtime_options o;
+  o.carriers = 1;
+  bobbin::run([&] {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+      state.SkipWithError("socketpair failed");
+      return;
+    }
+    bobbin::tcp_stream a(sv[0]), b(sv[1]);
+    auto echo = bobbin::spawn([&] {
+      char c;
+      while (b.read_some(std::span(&c, 1)).bytes == 1) {
+        if (!b.write_all(std::string_view(&c, 1))) break;
+      }
+    });
+    char c = 'x';
+    for (auto _ : state) {
+      (void)a.write_all(std::string_view(&c, 1));
+      (void)a.read_some(std::span(&c, 1));
+    }
+    (void)a.shutdown(bobbin::tcp_stream::shutdown_how::both);
+    echo.join();
+  }, o);
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(bobbin_socket_ping_pong)->UseRealTime();
 
 void boost_fiber_channel(benchmark::State& state) {
   // buffered_channel needs a power-of-two capacity of at least 2.

@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "bobbin/this_fiber.h"
+#include "runtime/fiber/cancel.h"
 #include "runtime/sched/carrier.h"
 #include "runtime/sched/scheduler.h"
 #include "runtime/util/check.h"
@@ -51,6 +52,18 @@ bool blocking_pool::submit(offload_task* t) {
   l.unlock();
   for (auto& th : done) th.join();
   return true;
+}
+
+bool blocking_pool::withdraw(offload_task* t) {
+  std::unique_lock l = lock_from_caller();
+  offload_task* prev = nullptr;
+  for (offload_task* q = head_; q != nullptr; prev = q, q = q->next) {
+    if (q != t) continue;
+    if (prev) prev->next = t->next; else head_ = t->next;
+    if (tail_ == t) tail_ = prev;
+    return true;
+  }
+  return false;
 }
 
 void blocking_pool::complete(offload_task* t) {
@@ -129,32 +142,42 @@ unsigned blocking_pool::threads() const {
   return threads_;
 }
 
-void offload_and_wait(runtime_impl* rt, offload_task* t) {
+bool offload_and_wait(runtime_impl* rt, offload_task* t) {
   carrier* c = current_fiber_carrier();
   if (rt == nullptr) {
     if (c == nullptr) {
       t->run();  // a plain thread (or a pinned fiber) may block: run it here
-      return;
+      return true;
     }
     rt = c->rt();
   }
-  if (!rt->offload_pool().submit(t)) {
+  if (c != nullptr && cancel_requested(c->current())) return false;
+  blocking_pool& pool = rt->offload_pool();
+  if (!pool.submit(t)) {
     t->run();  // the pool is shut down
-    return;
+    return true;
   }
   // Linked and parked under one hold of the task's lock: complete() cannot
-  // wake this fiber before it is off its stack.
-  waiter w;
-  w.prepare();
-  t->lock.lock();
-  if (t->done) {
-    t->lock.unlock();
-    return;
+  // wake this fiber before it is off its stack. A cancellation takes the
+  // call back if no pool thread has started it; one that has started runs
+  // with references into this stack, so the fiber then waits for it,
+  // uninterrupted.
+  for (bool cancellable = c != nullptr;; cancellable = false) {
+    waiter w;
+    w.prepare();
+    t->lock.lock();
+    if (t->done) {
+      t->lock.unlock();
+      return true;
+    }
+    t->waiters.push_back(&w);
+    const wait_state s = park(w, t->lock, t->waiters, deadline::never(), wait_reason::offload, cancellable);
+    if (s != wait_state::canceled) {
+      if (w.aux == 1) t->run();  // dropped at shutdown; a plain thread runs it itself
+      return true;
+    }
+    if (pool.withdraw(t)) return false;
   }
-  t->waiters.push_back(&w);
-  // Not cancellable: the call runs with references into this stack.
-  park(w, t->lock, t->waiters, deadline::never(), wait_reason::offload, /*cancellable=*/false);
-  if (w.aux == 1) t->run();  // dropped at shutdown; a plain thread runs it itself
 }
 
 }  // namespace bobbin::internal

@@ -34,6 +34,8 @@ class blocking_pool {
 
   // Queues `t`; false if the pool is shut down (the caller runs it itself).
   bool submit(offload_task* t);
+  // Takes `t` back off the queue if no thread has started it; true if so.
+  bool withdraw(offload_task* t);
   void shutdown();
 
   uint64_t calls() const { return calls_.load(std::memory_order_relaxed); }

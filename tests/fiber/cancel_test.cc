@@ -3,7 +3,7 @@
 // object usable; a fiber cancelled before it waits does not park; the
 // waits that are not interrupted (mutex::lock, join, ...) are not; libc
 // calls a library makes on a fiber fail with ECANCELED; cancels racing
-// notifies lose nothing; runtime shutdown cancels parked fibers and their
+// notifies lose nothing; a queued offloaded call is taken back; runtime shutdown cancels parked fibers and their
 // destructors run.
 #include <fcntl.h>
 #include <poll.h>
@@ -18,6 +18,7 @@
 #include <mutex>
 #include <random>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -229,6 +230,39 @@ TEST(CancelTest, WaitsThatCannotReportItAreNotInterrupted) {
     f.join();
     EXPECT_EQ(stage.load(), 3);
   });
+}
+
+TEST(CancelTest, AQueuedOffloadIsTakenBackAndARunningOneFinishes) {
+  auto rt = bobbin::runtime::start({.carriers = 2, .offload_threads = 1}).value();
+  std::atomic<bool> running{false}, queued_ran{false};
+  // The pool's one thread is busy with this call when the fiber is cancelled.
+  auto busy = rt->spawn([&] {
+    return bobbin::offload([&] {
+      running = true;
+      std::this_thread::sleep_for(300ms);
+      return 7;
+    });
+  });
+  while (!running) std::this_thread::sleep_for(1ms);
+  auto queued = rt->spawn([&] {
+    try {
+      bobbin::offload([&] { queued_ran = true; });
+      return false;
+    } catch (const std::system_error& e) {
+      return e.code() == std::errc::operation_canceled;
+    }
+  });
+  std::this_thread::sleep_for(30ms);
+  const auto asked = clock_type::now();
+  queued.request_stop();
+  EXPECT_TRUE(queued.join());
+  EXPECT_LT(clock_type::now() - asked, 200ms);
+  busy.request_stop();
+  EXPECT_EQ(busy.join(), 7);  // a running call is not interrupted
+  std::this_thread::sleep_for(50ms);
+  EXPECT_FALSE(queued_ran.load()) << "a withdrawn call ran anyway";
+  // The pool still serves.
+  EXPECT_EQ(rt->spawn([] { return bobbin::offload([] { return 3; }); }).join(), 3);
 }
 
 TEST(CancelTest, LibcCallsOnAFiberFailWithEcanceled) {
