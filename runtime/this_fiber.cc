@@ -54,6 +54,12 @@ bool stop_requested() noexcept {
   return c != nullptr && c->current() != nullptr && internal::cancel_requested(c->current());
 }
 
+std::stop_token get_stop_token() {
+  carrier* c = internal::current_carrier();
+  if (c == nullptr || c->current() == nullptr) return {};
+  return internal::stop_token_of(c->current());
+}
+
 bool sleep_until(deadline d) noexcept {
   if (d.is_never()) d = deadline(std::chrono::hours(24 * 365 * 100));
   carrier* c = internal::current_fiber_carrier();

@@ -14,7 +14,9 @@
 // is destroyed (destroying a joinable handle aborts with a message). join()
 // returns the fiber's result or rethrows its exception. An exception escaping
 // a detached fiber is reported (fiber id, name, what()) and terminates the
-// process, as with std::thread.
+// process, as with std::thread, unless the fiber had been cancelled
+// (request_stop, its scope, or runtime shutdown): then it just ends the
+// fiber, quietly if it is std::system_error(operation_canceled).
 //
 // Blocks: join() parks the calling fiber; on a plain thread it blocks it.
 // Spawn may be called from a fiber (bobbin::spawn) or from any thread
@@ -40,6 +42,7 @@
 
 #include "absl/status/statusor.h"
 #include "bobbin/config.h"
+#include "bobbin/deadline.h"
 #include "bobbin/internal/fiber_body.h"
 
 namespace bobbin {
@@ -87,6 +90,15 @@ class fiber {
     if constexpr (!std::is_void_v<T>) return std::move(*body->value);
   }
 
+  // Waits for the fiber to end without taking its result (join() still
+  // must be called, and then returns at once). True once it has ended;
+  // false if `d` passed first or the calling fiber was cancelled: the
+  // cancellable form of join(), which is not interrupted (it must return
+  // the result).
+  bool wait_until(deadline d) {
+    if (!control_) internal::fatal("bobbin: wait_until() on a fiber handle that is not joinable");
+    return internal::wait_fiber(control_, d);
+  }
   // Cancels the fiber (the analog of std::jthread::request_stop and Java's
   // Thread.interrupt): the wait it is parked in, if any, returns at once
   // with its "canceled" outcome, and so does every cancellable wait it

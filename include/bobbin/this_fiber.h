@@ -16,6 +16,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <stop_token>
 #include <string_view>
 
 #include "bobbin/config.h"
@@ -42,6 +43,13 @@ BOBBIN_API bool sleep_until(deadline d) noexcept;
 // scope, or runtime shutdown). For code that computes without waiting and
 // should check now and then. Always false off a fiber.
 BOBBIN_API bool stop_requested() noexcept;
+
+// A std::stop_token that is stopped when the calling fiber is cancelled, to
+// hand to code that speaks C++20's vocabulary (std::stop_callback, a
+// library taking a stop_token). bobbin's own waits do not need it. The
+// first call allocates the fiber's std::stop_source; off a fiber it returns
+// a token that is never stopped.
+BOBBIN_API std::stop_token get_stop_token();
 
 template <class Rep, class Period>
 bool sleep_for(std::chrono::duration<Rep, Period> d) noexcept {

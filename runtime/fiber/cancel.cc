@@ -68,6 +68,23 @@ void request_cancel(fiber_control* f) noexcept {
   }
   interrupt_wait(f, old);
   cancel_owned_scopes(f);
+  // Sequentially consistent with get_stop_token's install: either it sees
+  // the request, or this sees its source.
+  if (std::stop_source* s = f->stop_source.load(std::memory_order_seq_cst)) s->request_stop();
+}
+
+std::stop_token stop_token_of(fiber_control* f) {
+  std::stop_source* s = f->stop_source.load(std::memory_order_acquire);
+  if (s == nullptr) {
+    auto* made = new std::stop_source;
+    if (f->stop_source.compare_exchange_strong(s, made, std::memory_order_seq_cst)) {
+      s = made;
+      if (cancel_requested(f)) s->request_stop();
+    } else {
+      delete made;  // another caller installed one first (only the fiber itself asks, but be safe)
+    }
+  }
+  return s->get_token();
 }
 
 void cancel_ring_op_here(carrier* on, fiber_control* f) noexcept {

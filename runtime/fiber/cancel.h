@@ -37,6 +37,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <stop_token>
 
 #include "runtime/fiber/fiber_control.h"
 
@@ -75,6 +76,11 @@ inline void withdraw_cancel_hook(fiber_control* f) noexcept {
 // Requests cancellation of `f` and interrupts the wait it is parked in, if
 // any. Any thread or fiber; the caller holds a reference to `f`. Idempotent.
 void request_cancel(fiber_control* f) noexcept;
+
+// The std::stop_token that is stopped when `f` is cancelled, for code that
+// speaks C++20's cancellation vocabulary (std::stop_callback,
+// std::condition_variable_any). The stop_source is made on first use.
+std::stop_token stop_token_of(fiber_control* f);
 
 // Cancels the scopes `f` owns (runtime/fiber/scope.cc), and through them
 // their children. Called by the first request_cancel of `f`.

@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <memory>
 #include <source_location>
+#include <stop_token>
 #include <string>
 
 #include "bobbin/internal/fiber_body.h"
@@ -125,6 +126,10 @@ struct fiber_control {
   // parked in a cancellable wait.
   std::atomic<uint32_t> cancel_word{0};
   cancel_hook hook;
+  // Made on first use by this_fiber::get_stop_token(), stopped with the
+  // fiber's cancellation; owned (deleted with the block).
+  std::atomic<std::stop_source*> stop_source{nullptr};
+  ~fiber_control() { delete stop_source.load(std::memory_order_relaxed); }
 
   // Structured concurrency (runtime/fiber/scope.cc): the scope this fiber
   // is a child of, and the scopes it owns (cancelled with it), linked

@@ -1,6 +1,7 @@
 // A fiber's first and last moments, and the handle operations (join, detach)
 // that fiber<T> calls through bobbin/internal/fiber_body.h.
 #include <exception>
+#include <system_error>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,29 @@ std::string describe(const std::exception_ptr& e) {
   std::terminate();
 }
 
+bool is_operation_canceled(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::system_error& ex) {
+    return ex.code() == std::errc::operation_canceled;
+  } catch (...) {
+    return false;
+  }
+}
+
+// An exception escaping a detached fiber. Once the fiber was cancelled
+// (request_stop, its scope, or shutdown) an exception is how much code
+// leaves (`.value()` on an operation_canceled result throws), so it ends
+// the fiber rather than the process: an operation_canceled error quietly,
+// anything else with a line on stderr. Otherwise it terminates, as an
+// exception escaping a std::thread does.
+void report_detached_failure(fiber_control* f) {
+  if (!cancel_requested(f)) report_uncaught(f);
+  if (is_operation_canceled(f->body->error)) return;
+  write_stderr(absl::StrCat("bobbin: detached fiber ", f->id, " \"", f->name,
+                            "\" ended by an exception after it was cancelled: ", describe(f->body->error), "\n"));
+}
+
 // Marks the fiber finished and wakes its joiners. A function of its own so
 // that its locals are destroyed: fiber_exit() never returns, so nothing on
 // its frame is ever destroyed.
@@ -52,7 +76,7 @@ bool finish_and_wake_joiners(fiber_control* f) {
   // joiner sees the count without this fiber.
   f->rt->fiber_exited(f);
   if (g_track_mutex_holders.load(std::memory_order_relaxed)) fiber_exited_holding(f);
-  if (finish_and_wake_joiners(f) && f->body->error) report_uncaught(f);
+  if (finish_and_wake_joiners(f) && f->body->error) report_detached_failure(f);
 
   switch_action a{&f->ctx, switch_action::exit, f, nullptr};
   current_carrier()->switch_away(f, &a);
@@ -106,12 +130,28 @@ fiber_body* join_fiber(fiber_control* f) {
   return f->body.get();
 }
 
+bool wait_fiber(fiber_control* f, deadline d) {
+  f->join_lock.lock();
+  if (f->finished) {
+    f->join_lock.unlock();
+    return true;
+  }
+  if (d.expired()) {
+    f->join_lock.unlock();
+    return false;
+  }
+  waiter w;
+  w.prepare();
+  f->joiners.push_back(&w);
+  return park(w, f->join_lock, f->joiners, d, wait_reason::join) == wait_state::notified;
+}
+
 void detach_fiber(fiber_control* f) {
   f->join_lock.lock();
   f->detached = true;
   const bool report = f->finished && f->body->error;
   f->join_lock.unlock();
-  if (report) report_uncaught(f);
+  if (report) report_detached_failure(f);
   release_ref(f);
 }
 

@@ -251,6 +251,79 @@ TEST(BlockingClientsTest, LibcurlEasyRequestsPark) {
   expect_no_pinning(o, kSanitized ? 2000 : 10000);
 }
 
+// Cancelling a fiber inside an unmodified library's blocking call: the libc
+// call it is parked in fails with ECANCELED, and each library reports a
+// failed call promptly instead of hanging or spinning. `call` returns a
+// description of its outcome; `failed` says whether that is the clean
+// failure expected.
+void expect_cancel_fails_the_call(const char* what, const std::function<std::string()>& call,
+                                  const std::function<bool(const std::string&)>& failed) {
+  auto rt = bobbin::runtime::start({.carriers = 2}).value();
+  std::atomic<bool> entered{false};
+  auto f = rt->spawn([&] {
+    entered = true;
+    return call();
+  });
+  while (!entered) std::this_thread::sleep_for(1ms);
+  std::this_thread::sleep_for(300ms);  // well inside the library's wait
+  const auto asked = clock_type::now();
+  f.request_stop();
+  const std::string result = f.join();
+  const auto took = clock_type::now() - asked;
+  std::printf("  %s, cancelled: %s (%.1f ms)\n", what, result.c_str(),
+              std::chrono::duration<double, std::milli>(took).count());
+  EXPECT_TRUE(failed(result)) << what << ": " << result;
+  EXPECT_LT(took, 1s) << what;
+}
+
+TEST(BlockingClientsTest, CancellingAFiberInsideALibraryCallFailsTheCallPromptly) {
+  const std::string conninfo = env("BOBBIN_TEST_PG");
+  const std::string sock = env("BOBBIN_TEST_REDIS_SOCKET");
+  const std::string base = env("BOBBIN_TEST_HTTP_URL");
+  ASSERT_FALSE(conninfo.empty() || sock.empty() || base.empty());
+  expect_cancel_fails_the_call(
+      "libpq PQexec(SELECT pg_sleep(3))",
+      [&] {
+        PGconn* conn = PQconnectdb(conninfo.c_str());
+        if (PQstatus(conn) != CONNECTION_OK) return std::string("connect failed: ") + PQerrorMessage(conn);
+        PGresult* r = PQexec(conn, "SELECT pg_sleep(3)");
+        std::string out = std::string(PQresStatus(PQresultStatus(r))) + ": " + PQerrorMessage(conn);
+        PQclear(r);
+        PQfinish(conn);
+        return out;
+      },
+      [](const std::string& r) { return r.rfind("PGRES_FATAL_ERROR", 0) == 0; });
+  expect_cancel_fails_the_call(
+      "hiredis BLPOP (10 s)",
+      [&] {
+        redisContext* c = redisConnectUnix(sock.c_str());
+        if (c == nullptr || c->err) return std::string("connect failed");
+        auto* reply = static_cast<redisReply*>(redisCommand(c, "BLPOP cancel:empty 10"));
+        std::string out = reply == nullptr ? "no reply, err " + std::to_string(c->err) + ": " + c->errstr : "a reply";
+        if (reply) freeReplyObject(reply);
+        redisFree(c);
+        return out;
+      },
+      [](const std::string& r) { return r.rfind("no reply, err ", 0) == 0; });
+  curl_global_init(CURL_GLOBAL_DEFAULT);
+  expect_cancel_fails_the_call(
+      "libcurl GET /sleep?ms=3000",
+      [&] {
+        CURL* h = curl_easy_init();
+        std::string body;
+        const std::string url = base + "/sleep?ms=3000";
+        curl_easy_setopt(h, CURLOPT_URL, url.c_str());
+        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, append_body);
+        curl_easy_setopt(h, CURLOPT_WRITEDATA, &body);
+        curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+        CURLcode rc = curl_easy_perform(h);
+        curl_easy_cleanup(h);
+        return std::string(rc == CURLE_OK ? "CURLE_OK" : "error: ") + (rc == CURLE_OK ? "" : curl_easy_strerror(rc));
+      },
+      [](const std::string& r) { return r.rfind("error: ", 0) == 0; });
+  curl_global_cleanup();
+}
+
 TEST(BlockingClientsTest, GetaddrinfoParks) {
   outcome o = run_clients([](int, const std::function<bool()>& keep_going) -> std::pair<long, long> {
     long ok = 0, bad = 0;

@@ -1,4 +1,5 @@
-// Cancellation (fiber::request_stop): every cancellable kind of wait, parked
+// Cancellation (fiber::request_stop): every cancellable kind of wait (join's
+// through fiber::wait_until), parked
 // on two carriers, returns its "canceled" outcome promptly and leaves the
 // object usable; a fiber cancelled before it waits does not park; the
 // waits that are not interrupted (mutex::lock, join, ...) are not; libc
@@ -15,8 +16,11 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <random>
+#include <stdexcept>
+#include <stop_token>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -177,6 +181,21 @@ TEST(CancelTest, ChannelSendAndReceiveReturnCanceledAndTheValueStaysWithTheSende
   });
 }
 
+TEST(CancelTest, WaitingForAFiberReturnsFalseAndTheHandleStaysJoinable) {
+  run_on(2, [] {
+    bobbin::latch release(1);
+    auto worker = bobbin::spawn([&] {
+      release.wait();
+      return 42;
+    });
+    expect_cancelled_promptly([&] { return !worker.wait_until(bobbin::deadline::never()); });
+    EXPECT_FALSE(worker.wait_until(bobbin::deadline(10ms)));  // a deadline too
+    release.count_down();
+    EXPECT_TRUE(worker.wait_until(bobbin::deadline(5s)));
+    EXPECT_EQ(worker.join(), 42);
+  });
+}
+
 TEST(CancelTest, AFiberCancelledBeforeItWaitsDoesNotPark) {
   run_on(2, [] {
     bobbin::latch go(1);
@@ -286,6 +305,32 @@ TEST(CancelTest, LibcCallsOnAFiberFailWithEcanceled) {
     ::close(fds[0]);
     ::close(fds[1]);
   });
+}
+
+TEST(CancelTest, TheFibersStopTokenIsStoppedWithIt) {
+  run_on(2, [] {
+    std::atomic<int> callbacks{0};
+    auto f = bobbin::spawn([&] {
+      std::stop_token t = bobbin::this_fiber::get_stop_token();
+      std::stop_callback cb(t, [&] { callbacks++; });
+      const bool before = t.stop_requested();
+      bobbin::this_fiber::sleep_for(60s);
+      return !before && t.stop_requested();
+    });
+    bobbin::this_fiber::sleep_for(30ms);
+    f.request_stop();
+    EXPECT_TRUE(f.join());
+    EXPECT_EQ(callbacks.load(), 1);
+    // Asked for after the cancellation: already stopped.
+    auto g = bobbin::spawn([] {
+      bobbin::this_fiber::sleep_for(60s);
+      return bobbin::this_fiber::get_stop_token().stop_requested();
+    });
+    bobbin::this_fiber::sleep_for(20ms);
+    g.request_stop();
+    EXPECT_TRUE(g.join());
+  });
+  EXPECT_FALSE(bobbin::this_fiber::get_stop_token().stop_possible());  // off a fiber
 }
 
 TEST(CancelTest, CancellingFromAPlainThread) {
@@ -405,6 +450,36 @@ TEST(CancelTest, ShutdownCancelsParkedFibersAndTheirDestructorsRun) {
   EXPECT_LT(clock_type::now() - asked, 10s);
   ::close(fds[0]);
   ::close(fds[1]);
+}
+
+// Code often leaves through an exception once cancelled (`.value()` on an
+// operation_canceled result throws). From a detached fiber that ends the
+// fiber, not the process: quietly for operation_canceled, with a line on
+// stderr for anything else.
+TEST(CancelTest, ADetachedFiberLeavingByExceptionAfterCancellationDoesNotEndTheProcess) {
+  testing::internal::CaptureStderr();
+  std::atomic<int> started{0};
+  {
+    auto rt = bobbin::runtime::start({.carriers = 2}).value();
+    auto l = std::make_shared<bobbin::tcp_listener>(
+        bobbin::tcp_listener::bind(bobbin::socket_address::loopback(0)).value());
+    rt->spawn([l, &started] {
+        started++;
+        auto conn = l->accept().value();  // throws system_error(operation_canceled) at shutdown
+      }, {.name = "acceptor"}).detach();
+    rt->spawn([&started] {
+        started++;
+        if (!bobbin::this_fiber::sleep_for(1h)) throw std::runtime_error("gave up on shutdown");
+      }, {.name = "sleeper"}).detach();
+    while (started < 2) std::this_thread::sleep_for(1ms);
+    std::this_thread::sleep_for(30ms);
+  }  // shutdown cancels both; the process goes on
+  const std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(err.find("\"acceptor\""), std::string::npos) << err;
+  EXPECT_NE(err.find("\"sleeper\" ended by an exception after it was cancelled: gave up on shutdown"),
+            std::string::npos)
+      << err;
+  EXPECT_EQ(err.find("abandoned"), std::string::npos) << err;
 }
 
 TEST(CancelTest, ShutdownNamesTheFibersThatDidNotReturnInTime) {

@@ -17,6 +17,7 @@
 
 #include "absl/status/status.h"
 #include "bobbin/config.h"
+#include "bobbin/deadline.h"
 
 namespace bobbin {
 struct fiber_options;
@@ -69,6 +70,7 @@ BOBBIN_API fiber_body* join_fiber(fiber_control* f);
 BOBBIN_API void detach_fiber(fiber_control* f);
 BOBBIN_API void release_fiber(fiber_control* f);
 BOBBIN_API void request_fiber_stop(fiber_control* f) noexcept;
+BOBBIN_API bool wait_fiber(fiber_control* f, deadline d);
 BOBBIN_API uint64_t fiber_id(const fiber_control* f) noexcept;
 BOBBIN_API std::string_view fiber_name(const fiber_control* f) noexcept;
 [[noreturn]] BOBBIN_API void fatal(std::string_view message) noexcept;
