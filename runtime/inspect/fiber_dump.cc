@@ -15,6 +15,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "runtime/fiber/cancel.h"
 #include "runtime/inspect/stack_walk.h"
 #include "runtime/inspect/world_pause.h"
 #include "runtime/pinning/stack_capture.h"
@@ -132,6 +133,7 @@ fiber_snapshot snapshot_fibers(runtime_impl& rt, const absl::flat_hash_set<uint6
       r.carrier = f->carrier.load(std::memory_order_relaxed);
       r.parent_id = f->parent_id;
       r.spawned_at = f->spawned_at;
+      r.cancelled = cancel_requested(f);
       if (r.state == fiber_state::parked) {
         const auto at = static_cast<int64_t>(f->parked_at_ms.load(std::memory_order_relaxed) & ~kParkedWithDeadline);
         r.parked_ms = at > 0 ? std::max<int64_t>(0, now_ms - at) : -1;
@@ -253,6 +255,7 @@ std::string render_text(const fiber_snapshot& s) {
       const fiber_record& r = *g.members[i];
       absl::StrAppend(&out, " ", r.id);
       if (!r.name.empty()) absl::StrAppend(&out, " \"", r.name, "\"");
+      if (r.cancelled) absl::StrAppend(&out, " (cancelled)");
     }
     if (g.members.size() > kShownIds) absl::StrAppend(&out, " ... (", g.members.size() - kShownIds, " more)");
     absl::StrAppend(&out, "\n");
@@ -270,6 +273,7 @@ std::string render_one(const fiber_record& r, const std::string& indent) {
   absl::StrAppend(&out, " ", state_name(r.state));
   if (r.state == fiber_state::parked) absl::StrAppend(&out, " on ", std::string(to_string(r.reason)));
   if (r.parked_ms >= 0) absl::StrAppend(&out, ", for ", format_duration_ms(r.parked_ms));
+  if (r.cancelled) absl::StrAppend(&out, ", cancelled");
   absl::StrAppend(&out, "\n");
   if (std::string site = spawn_site(r.spawned_at); !site.empty()) {
     absl::StrAppend(&out, indent, "  spawned at ", site, "\n");
@@ -290,6 +294,7 @@ std::string render_json(const fiber_snapshot& s) {
                     R"(","wait_reason":")", r.state == fiber_state::parked ? std::string(to_string(r.reason)) : "", R"(","carrier":)",
                     r.carrier, R"(,"parent":)", r.parent_id);
     if (r.parked_ms >= 0) absl::StrAppend(&out, R"(,"parked_ms":)", r.parked_ms);
+    if (r.cancelled) out += R"(,"cancelled":true)";
     if (r.spawned_at.line() != 0) {
       absl::StrAppend(&out, R"(,"spawned_at":{"file":)", json_string(r.spawned_at.file_name()), R"(,"line":)",
                       r.spawned_at.line(), R"(,"function":)", json_string(r.spawned_at.function_name()), "}");

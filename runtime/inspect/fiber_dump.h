@@ -41,6 +41,7 @@ struct fiber_record {
   // (stack_capture.h), which can include stale return addresses.
   bool scanned = false;
   std::string no_stack_why;  // set when frames is empty
+  bool cancelled = false;    // fiber::request_stop() (or its scope, or shutdown) asked it to stop
 };
 
 struct fiber_snapshot {

@@ -203,6 +203,25 @@ TEST(DumpTest, AFiberTakingADumpListsItsOwnStack) {
   parked.join();
 }
 
+// A fiber asked to stop but still parked (here in mutex::lock, which is not
+// interrupted) is marked in both forms, so a dump shows who ignores it.
+TEST(DumpTest, ACancelledFiberIsMarked) {
+  auto rt = bobbin::runtime::start({.carriers = 2}).value();
+  bobbin::mutex mu;
+  std::unique_lock held(mu);
+  auto stuck = rt->spawn([&] { std::lock_guard g(mu); }, {.name = "ignores-the-stop"});
+  std::this_thread::sleep_for(20ms);
+  stuck.request_stop();
+  const std::string json = rt->dump(bobbin::dump_format::json);
+  const std::string text = rt->dump(bobbin::dump_format::text);
+  EXPECT_NE(json.find(R"("name":"ignores-the-stop","state":"parked","wait_reason":"mutex lock")"), std::string::npos)
+      << json;
+  EXPECT_NE(json.find(R"("cancelled":true)"), std::string::npos) << json;
+  EXPECT_NE(text.find("\"ignores-the-stop\" (cancelled)"), std::string::npos) << text;
+  held.unlock();
+  stuck.join();
+}
+
 __attribute__((noinline)) void spin_on_the_cpu(const std::atomic<bool>& stop) {
   while (!stop.load(std::memory_order_relaxed)) asm volatile("pause");
 }
