@@ -37,7 +37,7 @@ void interrupt_wait(fiber_control* f, uint32_t old) noexcept {
     release_hook(f);  // not parked: it sees the request at its next wait
     return;
   }
-  const cancel_hook h = f->hook;
+  const cancel_hook h = f->hook.load();
   if (h.kind == cancel_hook::ring_op) {
     f->refs.fetch_add(1, std::memory_order_relaxed);  // for the posted request; dropped by cancel_ring_op_here
     release_hook(f);
@@ -89,10 +89,11 @@ std::stop_token stop_token_of(fiber_control* f) {
 
 void cancel_ring_op_here(carrier* on, fiber_control* f) noexcept {
   const uint32_t old = take_hook(f, 0);
-  if ((old & kCancelHookSet) != 0 && f->hook.kind == cancel_hook::ring_op && f->hook.ring == on) {
+  const cancel_hook h = f->hook.load();
+  if ((old & kCancelHookSet) != 0 && h.kind == cancel_hook::ring_op && h.ring == on) {
     on->reserve_sqes(1);
     io_uring_sqe* sqe = on->get_sqe();
-    io_uring_prep_cancel64(sqe, reinterpret_cast<uint64_t>(f->hook.op), IORING_ASYNC_CANCEL_ALL);
+    io_uring_prep_cancel64(sqe, reinterpret_cast<uint64_t>(h.op), IORING_ASYNC_CANCEL_ALL);
     io_uring_sqe_set_data64(sqe, 0);
   }
   release_hook(f);

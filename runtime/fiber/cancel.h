@@ -55,7 +55,7 @@ inline bool cancel_requested(const fiber_control* f) noexcept {
 // cancellation was requested first: then nothing is published and the
 // caller must not park (or must cancel what it started itself).
 inline bool publish_cancel_hook(fiber_control* f, const cancel_hook& h) noexcept {
-  f->hook = h;
+  f->hook.store(h);
   const uint32_t old = f->cancel_word.fetch_or(kCancelHookSet, std::memory_order_acq_rel);
   if ((old & kCancelRequested) == 0) return true;
   f->cancel_word.fetch_and(~kCancelHookSet, std::memory_order_relaxed);

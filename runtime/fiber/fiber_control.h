@@ -51,6 +51,32 @@ struct cancel_hook {
   completion* op = nullptr;
 };
 
+// Where a fiber keeps its hook. The fields are written by the fiber and read
+// by a canceller on another thread; fiber_control::cancel_word orders the
+// two (runtime/fiber/cancel.h), and relaxed atomics (plain moves on x86)
+// keep the accesses race-free by the letter of the memory model as well,
+// which ThreadSanitizer checks.
+struct published_cancel_hook {
+  std::atomic<cancel_hook::kind_t> kind{cancel_hook::wait_list};
+  std::atomic<waiter*> w{nullptr};
+  std::atomic<spin_lock*> lock{nullptr};
+  std::atomic<carrier*> ring{nullptr};
+  std::atomic<completion*> op{nullptr};
+
+  void store(const cancel_hook& h) noexcept {
+    kind.store(h.kind, std::memory_order_relaxed);
+    w.store(h.w, std::memory_order_relaxed);
+    lock.store(h.lock, std::memory_order_relaxed);
+    ring.store(h.ring, std::memory_order_relaxed);
+    op.store(h.op, std::memory_order_relaxed);
+  }
+  cancel_hook load() const noexcept {
+    return {kind.load(std::memory_order_relaxed), w.load(std::memory_order_relaxed),
+            lock.load(std::memory_order_relaxed), ring.load(std::memory_order_relaxed),
+            op.load(std::memory_order_relaxed)};
+  }
+};
+
 // Set in fiber_control::parked_at_ms when the wait has a deadline (it ends
 // by itself, so it cannot be part of a deadlock).
 inline constexpr uint64_t kParkedWithDeadline = uint64_t{1} << 63;
@@ -125,7 +151,7 @@ struct fiber_control {
   // and the wait it would have to interrupt, published while the fiber is
   // parked in a cancellable wait.
   std::atomic<uint32_t> cancel_word{0};
-  cancel_hook hook;
+  published_cancel_hook hook;
   // Made on first use by this_fiber::get_stop_token(), stopped with the
   // fiber's cancellation; owned (deleted with the block).
   std::atomic<std::stop_source*> stop_source{nullptr};
