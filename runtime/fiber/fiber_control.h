@@ -22,6 +22,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <source_location>
 #include <stop_token>
@@ -172,6 +173,9 @@ struct fiber_control {
 };
 
 void release_ref(fiber_control* f) noexcept;
+
+// what() of an exception a fiber ended with, for reports (fiber_entry.cc).
+std::string describe_exception(const std::exception_ptr& e);
 
 }  // namespace bobbin::internal
 

@@ -15,9 +15,7 @@
 
 namespace bobbin::internal {
 
-namespace {
-
-std::string describe(const std::exception_ptr& e) {
+std::string describe_exception(const std::exception_ptr& e) {
   try {
     std::rethrow_exception(e);
   } catch (const std::exception& ex) {
@@ -27,9 +25,11 @@ std::string describe(const std::exception_ptr& e) {
   }
 }
 
+namespace {
+
 [[noreturn]] void report_uncaught(fiber_control* f) {
   write_stderr(absl::StrCat("bobbin: uncaught exception in detached fiber ", f->id, " \"", f->name,
-                            "\": ", describe(f->body->error), "\n"));
+                            "\": ", describe_exception(f->body->error), "\n"));
   std::terminate();
 }
 
@@ -53,7 +53,7 @@ void report_detached_failure(fiber_control* f) {
   if (!cancel_requested(f)) report_uncaught(f);
   if (is_operation_canceled(f->body->error)) return;
   write_stderr(absl::StrCat("bobbin: detached fiber ", f->id, " \"", f->name,
-                            "\" ended by an exception after it was cancelled: ", describe(f->body->error), "\n"));
+                            "\" ended by an exception after it was cancelled: ", describe_exception(f->body->error), "\n"));
 }
 
 // Marks the fiber finished and wakes its joiners. A function of its own so

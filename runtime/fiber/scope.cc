@@ -92,16 +92,6 @@ void join_all(scope_state* st, std::exception_ptr* first, bool* timed_out) {
   st->lock.unlock();
 }
 
-std::string describe(const std::exception_ptr& e) {
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& ex) {
-    return ex.what();
-  } catch (...) {
-    return "(not a std::exception)";
-  }
-}
-
 }  // namespace
 
 void scope_child_begin(scope_state* s) noexcept { current_carrier()->current()->member_of = s; }
@@ -206,7 +196,7 @@ scope::~scope() {
   const bool unreported = st->first_failure && !st->failure_reported && !unwinding;
   if (unreported) {
     internal::fatal(absl::StrCat("bobbin: a bobbin::scope was left without join() after a child failed: ",
-                                 internal::describe(st->first_failure),
+                                 internal::describe_exception(st->first_failure),
                                  " (call join(), which rethrows it, before leaving the scope)"));
   }
   delete st;
