@@ -13,6 +13,11 @@ the load generator on CPU 1. With 2 server threads the server gets CPUs 0-1
 and shares CPU 1 with the load generator: those rows are what two cores give
 to server and client together.
 
+Each server comparison on 1 thread is then run again under a second,
+independent load generator (perf/go/echoload, Go's netpoller instead of
+echo_load's epoll loop, built with Debian's Go), and the two generators'
+bobbin-to-peer ratios are set side by side.
+
 Writes perf/echo/last_run.json, the "echo" section of perf/RESULTS.md and the
 charts perf/charts/echo_throughput.png and perf/charts/echo_p99.png.
 
@@ -67,14 +72,16 @@ TARGETS = {"uring_raw": 0.9, "uring_coro": 1.0, "asio_uring": 1.0, "asio_epoll":
 CPUS = {1: ("0", "1"), 2: ("0,1", "1")}  # server CPUs, load generator CPUs
 
 
-def run_cell(exe, threads, conns, port):
+def run_cell(exe, threads, conns, port, generator="echo_load"):
     server_cpus, client_cpus = CPUS[threads]
     with server(exe, [exe, "--port", str(port), "--threads", str(threads)], port, server_cpus) as s:
-        load = os.path.join(args.build, "perf", "echo_load")
-        out = subprocess.run(["taskset", "-c", client_cpus, load, "--port", str(port), "--connections", str(conns),
-                              "--size", str(SIZE), "--duration", str(args.seconds), "--warmup", str(args.warmup),
-                              "--server-pid", str(s.proc.pid), "--json"],
-                             capture_output=True, text=True, timeout=args.seconds + args.warmup + 120)
+        load = os.path.join(args.build, "perf", generator)
+        cmd = ["taskset", "-c", client_cpus, load, "--port", str(port), "--connections", str(conns),
+               "--size", str(SIZE), "--duration", str(args.seconds), "--warmup", str(args.warmup),
+               "--server-pid", str(s.proc.pid)]
+        if generator == "echo_load":
+            cmd.append("--json")  # go_echoload writes JSON only
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.seconds + args.warmup + 120)
     line = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else "{}"
     result = json.loads(line)
     if out.returncode != 0:
@@ -88,8 +95,9 @@ def build_go_peer():
         print("compare_echo: go not found; the Go peer is skipped", file=sys.stderr)
         return
     env = dict(os.environ, GOFLAGS="-mod=mod", GO111MODULE="on")
-    subprocess.run(["go", "build", "-o", os.path.abspath(os.path.join(args.build, "perf", "go_echo")), "./echo"],
-                   cwd=os.path.join(PERF, "go"), env=env, check=True, timeout=600)
+    for exe, pkg in (("go_echo", "./echo"), ("go_echoload", "./echoload")):
+        subprocess.run(["go", "build", "-o", os.path.abspath(os.path.join(args.build, "perf", exe)), pkg],
+                       cwd=os.path.join(PERF, "go"), env=env, check=True, timeout=600)
 
 
 def measure():
@@ -117,16 +125,32 @@ def measure():
                           f"{r.get('throughput_rps', 0):,.0f} msg/s p99 {r.get('p99_us', 0):,.0f} us "
                           f"cpu {r.get('server_cpu_us_per_msg', -1):.2f} us/msg"
                           + (f" FAILED {r['failed']}" if "failed" in r else ""), file=sys.stderr, flush=True)
+    # The cross-check: the same servers on 1 thread under the second,
+    # independent generator (perf/go/echoload), interleaved the same way.
+    cross = {}
+    if os.path.exists(os.path.join(args.build, "perf", "go_echoload")):
+        for rnd in range(args.rounds):
+            for conns in CONNECTIONS:
+                shift = rnd % len(available)
+                for key, _, path in available[shift:] + available[:shift]:
+                    port += 1
+                    r = run_cell(path, 1, conns, port, generator="go_echoload")
+                    cross.setdefault(f"{key}/1/{conns}", []).append(r)
+                    print(f"cross-check round {rnd + 1} C={conns} {key}: {r.get('throughput_rps', 0):,.0f} msg/s "
+                          f"cpu {r.get('server_cpu_us_per_msg', -1):.2f} us/msg"
+                          + (f" FAILED {r['failed']}" if "failed" in r else ""), file=sys.stderr, flush=True)
+    else:
+        print("compare_echo: go_echoload not built (no Go); the cross-check is skipped", file=sys.stderr)
     data = {"date": datetime.date.today().isoformat(), "machine": results_md.machine(), "command": args.command,
             "rounds": args.rounds, "seconds": args.seconds, "size": SIZE, "servers": [s[:2] for s in available],
-            "runs": runs}
+            "runs": runs, "cross": cross}
     with open(LAST_RUN, "w") as f:
         json.dump(data, f, indent=1)
     return data
 
 
-def median_of(data, key, threads, conns, field):
-    rows = [r for r in data["runs"].get(f"{key}/{threads}/{conns}", []) if field in r]
+def median_of(data, key, threads, conns, field, runs="runs"):
+    rows = [r for r in data.get(runs, {}).get(f"{key}/{threads}/{conns}", []) if field in r and "failed" not in r]
     return statistics.median(r[field] for r in rows) if rows else None
 
 
@@ -263,9 +287,71 @@ def render(data):
         shown = f"{ratio:.2f}x" if ratio is not None else "n/a"
         lines.append(f"| 2 carriers vs 1 | {conns:,} | {shown} | ≥ 1.0x | {verdict(ratio, 1.0)} |")
     lines.append("")
+    lines += render_cross_check(data)
     section = "\n".join(lines)
     results_md.write_section(args.results, "echo", section)
     return section
+
+
+# Above this spread between the two generators' bobbin-to-peer ratios, a row
+# is called out: about twice the round-to-round spread of one generator here.
+CROSS_DISAGREE = 0.10
+
+
+def render_cross_check(data):
+    if not data.get("cross"):
+        return ["### Cross-check with a second load generator\n",
+                "Not run: `perf/go/echoload` needs Go (`scripts/bootstrap --bench` installs it).\n"]
+    lines = ["### Cross-check with a second load generator (1 server thread)\n",
+             "The same servers, in the same run, under `perf/go/echoload`: one goroutine per connection with "
+             "blocking `net.Conn` calls on Go's netpoller, sharing no code or I/O model with `echo_load`'s C++ epoll "
+             "loop. It costs more CPU per message than `echo_load`, so on the shared 2-core machine it saturates "
+             "first and every server's msg/s is lower under it; what must agree is the comparison. Ratio = bobbin "
+             "÷ peer under that generator: msg/s, and the peer's server CPU per message ÷ bobbin's (above 1: bobbin "
+             f"spends less). Rows where the two generators' ratios differ by more than {CROSS_DISAGREE:.0%} are "
+             "marked.\n",
+             "| peer | C | echo_load: msg/s ratio | go_echoload: msg/s ratio | echo_load: CPU ratio | "
+             "go_echoload: CPU ratio | agree |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+
+    def ratios(runs, key, conns):
+        b = median_of(data, "bobbin", 1, conns, "throughput_rps", runs)
+        p = median_of(data, key, 1, conns, "throughput_rps", runs)
+        bc = median_of(data, "bobbin", 1, conns, "server_cpu_us_per_msg", runs)
+        pc = median_of(data, key, 1, conns, "server_cpu_us_per_msg", runs)
+        return (b / p if b and p else None), (pc / bc if bc and pc and bc > 0 and pc > 0 else None)
+
+    show = lambda x: f"{x:.2f}x" if x is not None else "n/a"  # noqa: E731
+    for key, label in data["servers"]:
+        if key == "bobbin":
+            continue
+        for conns in CONNECTIONS:
+            t1, c1 = ratios("runs", key, conns)
+            t2, c2 = ratios("cross", key, conns)
+            if None in (t1, t2, c1, c2):
+                agree = "n/a"
+            else:
+                off = max(abs(t2 / t1 - 1), abs(c2 / c1 - 1))
+                agree = "yes" if off <= CROSS_DISAGREE else f"**differ** by {off:.0%}"
+            lines.append(f"| {label} | {conns:,} | {show(t1)} | {show(t2)} | {show(c1)} | {show(c2)} | {agree} |")
+    lines.append("")
+    lines.append("go_echoload's own figures (medians):\n")
+    lines.append("| server | C | msg/s | p99 µs | server CPU µs/msg | errors |")
+    lines.append("|---|---:|---:|---:|---:|---|")
+    for conns in CONNECTIONS:
+        for key, label in data["servers"]:
+            m = lambda field: median_of(data, key, 1, conns, field, "cross")  # noqa: E731
+            rows = data["cross"].get(f"{key}/1/{conns}", [])
+            bad = sum(r.get("errors", 0) + r.get("connect_errors", 0) for r in rows)
+            failed = sum(1 for r in rows if "failed" in r)
+            errs = "none" if bad == 0 and failed == 0 else f"{bad} in {failed} of {len(rows)} runs"
+            if m("throughput_rps") is None:
+                lines.append(f"| {label} | {conns:,} | failed | | | {errs} |")
+                continue
+            lines.append(f"| {label} | {conns:,} | {m('throughput_rps'):,.0f} | {m('p99_us'):,.0f} | "
+                         f"{m('server_cpu_us_per_msg'):.2f} | {errs} |")
+    lines.append("")
+    return lines
 
 
 def main():
