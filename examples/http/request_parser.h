@@ -22,12 +22,22 @@
 // What it rejects (RFC 9112): a malformed request line or header line (400),
 // obsolete line folding (400), a bare LF (400), a missing or repeated Host on
 // HTTP/1.1 (400), a non-numeric or conflicting Content-Length (400), both
-// Content-Length and Transfer-Encoding (400), any Transfer-Encoding (501: the
-// example does not implement chunked bodies), a request line longer than
-// max_request_line (414), a head larger than max_head_bytes or with more than
-// max_headers fields (431), a body larger than max_body (413), and versions
-// other than HTTP/1.0 and HTTP/1.1 (505). Every error closes the connection:
-// after a framing error the server cannot know where the next request starts.
+// Content-Length and Transfer-Encoding (400), Transfer-Encoding on HTTP/1.0
+// (400, RFC 9112 section 6.1), a transfer coding other than a lone
+// "chunked" (501), a request line longer than max_request_line (414), a head
+// larger than max_head_bytes or with more than max_headers fields (431), a
+// body larger than max_body (413), and versions other than HTTP/1.0 and
+// HTTP/1.1 (505). Every error closes the connection: after a framing error
+// the server cannot know where the next request starts.
+//
+// Chunked request bodies (RFC 9112 section 7.1) are decoded into
+// request::body: chunk extensions are skipped; trailer fields are checked
+// for framing and dropped, as section 7.1.2 allows. A chunk-size line longer
+// than max_chunk_line, a malformed size, or data not followed by CRLF is a
+// 400; a decoded body over max_body a 413, decided as soon as a chunk's size
+// says so, and so are chunks whose framing alone takes the wire bytes past
+// twice max_body (tiny chunks with long extensions); trailers over
+// max_head_bytes a 431.
 #ifndef BOBBIN_EXAMPLES_HTTP_REQUEST_PARSER_H_
 #define BOBBIN_EXAMPLES_HTTP_REQUEST_PARSER_H_
 
@@ -44,6 +54,7 @@ struct request_limits {
   size_t max_head_bytes = 16 * 1024;  // request line + all header lines
   size_t max_headers = 64;
   size_t max_body = 1024 * 1024;
+  size_t max_chunk_line = 1024;  // chunk size plus extensions
 };
 
 struct request {
@@ -84,6 +95,9 @@ class request_parser {
  private:
   parse_result fail(int status, const char* reason);
   parse_result parse_head(std::string_view head);
+  // Decodes chunks from in[chunk_at_]; complete once the last chunk and
+  // the trailers are in.
+  parse_result parse_chunked(std::string_view in);
 
   request_limits limits_;
   request req_;
@@ -92,6 +106,10 @@ class request_parser {
   bool saw_request_line_end_ = false;
   size_t head_size_ = 0;    // 0 until the head has been parsed
   size_t content_length_ = 0;
+  bool chunked_ = false;
+  size_t chunk_at_ = 0;     // chunked: the first byte not yet decoded
+  bool in_trailers_ = false;  // chunked: the last chunk is in
+  size_t trailers_at_ = 0;    // chunked: where the trailer section starts
 };
 
 }  // namespace http

@@ -133,6 +133,56 @@ TEST(HttpParserTest, LeadingEmptyLinesAreIgnoredWhereverTheBytesSplit) {
   ASSERT_EQ(o.requests.size(), 1u);
 }
 
+// RFC 9112 section 7.1: sizes in hex (either case, leading zeros), chunk
+// extensions skipped, trailer fields dropped; the next pipelined request
+// starts right after the trailers' CRLF.
+const std::string kChunked =
+    "POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked\r\n\r\n"
+    "5\r\nhello\r\n"
+    "006;ext=\"a b\";other\r\n world\r\n"
+    "A \t;x\r\n0123456789\r\n"
+    "0\r\nX-Checksum: 1\r\nX-Other: 2\r\n\r\n"
+    "GET /next HTTP/1.1\r\nHost: h\r\n\r\n";
+
+void expect_chunked(const feed_outcome& o) {
+  ASSERT_EQ(o.requests.size(), 2u);
+  EXPECT_EQ(o.requests[0].body, "hello world0123456789");
+  EXPECT_TRUE(o.requests[0].keep_alive);
+  EXPECT_EQ(o.requests[1].target, "/next");
+  EXPECT_EQ(o.last.state, parse_state::need_more);
+}
+
+TEST(HttpParserTest, ChunkedBodiesAreDecodedWhereverTheBytesSplit) {
+  expect_chunked(feed_whole(kChunked));
+  expect_chunked(feed(kChunked, every_byte(kChunked)));
+  std::mt19937 rng(99);
+  for (int round = 0; round < 300; round++) {
+    std::vector<size_t> cuts;
+    for (size_t i = 1; i < kChunked.size(); i++) {
+      if (rng() % 6 == 0) cuts.push_back(i);
+    }
+    SCOPED_TRACE(round);
+    expect_chunked(feed(kChunked, cuts));
+  }
+  // No trailers, and an empty body.
+  auto o = feed_whole("POST /e HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+  ASSERT_EQ(o.requests.size(), 1u);
+  EXPECT_EQ(o.requests[0].body, "");
+}
+
+TEST(HttpParserTest, EveryPrefixOfAChunkedRequestNeedsMore) {
+  const std::string req = "POST /e HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nT: v\r\n\r\n";
+  for (size_t n = 0; n < req.size(); n++) {
+    request_parser p;
+    EXPECT_EQ(p.parse(std::string_view(req).substr(0, n)).state, parse_state::need_more) << n;
+  }
+  request_parser p;
+  parse_result r = p.parse(req);
+  ASSERT_EQ(r.state, parse_state::complete);
+  EXPECT_EQ(r.consumed, req.size());
+  EXPECT_EQ(p.get().body, "abc");
+}
+
 struct bad_case {
   const char* name;
   std::string wire;
@@ -166,7 +216,27 @@ TEST(HttpParserTest, MalformedAndOversizedRequestsGetTheirStatus) {
       {"negative Content-Length", "POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n", 400},
       {"conflicting Content-Length", "POST /e HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400},
       {"CL and TE", "POST /e HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
-      {"chunked", "POST /e HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n", 501},
+      {"gzip, chunked", "POST /e HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501},
+      {"chunked twice", "POST /e HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 501},
+      {"TE on HTTP/1.0", "POST /e HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+      {"chunk size not hex", "POST /e HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nz\r\n", 400},
+      {"chunk size missing", "POST /e HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n;x\r\n", 400},
+      {"junk after chunk size", "POST /e HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5 x\r\n", 400},
+      {"bare LF after chunk size", "POST /e HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n", 400},
+      {"chunk data without CRLF", "POST /e HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabcd", 400},
+      {"chunk size line too long", "POST /e HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1;" +
+                                       std::string(2000, 'e'), 400},
+      {"chunked body too large", "POST /e HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n" +
+                                     std::string(16, 'a') + "\r\n1\r\n", 413},
+      {"huge chunk size", "POST /e HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffffffff\r\n", 413},
+      {"tiny chunks, long extensions", [] {
+         std::string w = "POST /e HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+         for (int i = 0; i < 15; i++) w += "1;" + std::string(100, 'e') + "\r\na\r\n";
+         return w;
+       }(), 413},
+      {"malformed trailer", "POST /e HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nno colon\r\n\r\n", 400},
+      {"trailers too large", "POST /e HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: " +
+                                 std::string(300, 'v'), 431},
       {"long request line", "GET /" + std::string(100, 'a') + " HTTP/1.1\r\nHost: h\r\n\r\n", 414},
       {"long request line, unterminated", "GET /" + std::string(100, 'a'), 414},
       {"too many headers", "GET / HTTP/1.1\r\nHost: h\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n", 431},
