@@ -7,7 +7,7 @@
 //                              the kernel keeps the lookup inside --root
 //                              (file::open_beneath: no "..", absolute paths
 //                              or symlinks out; those get 403)
-//   POST /echo                 the request body back (Content-Length bodies)
+//   POST /echo                 the request body back (Content-Length or chunked)
 //   GET|HEAD /sleep?ms=N       answers after N ms (0..10000): a slow backend
 //                              for clients' tests and benchmarks
 // Anything else: 404, or 405 with Allow for a known path and wrong method.
@@ -211,6 +211,9 @@ bool handle(server& srv, examples::connection& c, const http::request& req, bool
 }
 
 bool expects_continue(const http::request& req) {
+  // RFC 9110 section 10.1.1: an HTTP/1.0 client cannot take an interim
+  // response, and the expectation must be ignored.
+  if (req.version_minor == 0) return false;
   const std::string* e = req.header("expect");
   return e != nullptr && e->size() == 12 && strncasecmp(e->c_str(), "100-continue", 12) == 0;
 }
