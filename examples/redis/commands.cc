@@ -1,5 +1,6 @@
 #include "examples/redis/commands.h"
 
+#include <algorithm>
 #include <charconv>
 #include <climits>
 #include <cstring>
@@ -11,8 +12,18 @@ constexpr std::string_view kWrongType = "WRONGTYPE Operation against a key holdi
 constexpr std::string_view kNotInteger = "ERR value is not an integer or out of range";
 constexpr std::string_view kSyntax = "ERR syntax error";
 
+// An integer exactly as Redis's string2ll() takes one: an optional '-', no
+// '+', no spaces, no leading zeros ("01", "-0"), within 64 bits. Every
+// integer argument and INCR's stored value go through it, as in Redis, so
+// " 1" or "+1" is "not an integer" here too.
 bool parse_int(std::string_view s, long long& out) {
   if (s.empty() || s.size() > 20) return false;
+  if (s == "0") {
+    out = 0;
+    return true;
+  }
+  const size_t digits = s[0] == '-' ? 1 : 0;
+  if (s.size() == digits || s[digits] < '1' || s[digits] > '9') return false;
   auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
   return ec == std::errc() && p == s.data() + s.size();
 }
@@ -101,21 +112,38 @@ void cmd_set(store& db, std::vector<std::string>& args, std::string& out) {
   });
 }
 
+// EXPIRE|PEXPIRE key n [NX | XX | GT | LT], checked in Redis 7's order:
+// options, then the number, then overflow (even for a missing key), then
+// the key. A key without a deadline counts as an infinite one for GT/LT.
 void cmd_expire(store& db, const std::vector<std::string>& args, std::string& out, long long unit_ms) {
+  bool nx = false, xx = false, gt = false, lt = false;
+  for (size_t i = 3; i < args.size(); i++) {
+    if (iequals(args[i], "NX")) nx = true;
+    else if (iequals(args[i], "XX")) xx = true;
+    else if (iequals(args[i], "GT")) gt = true;
+    else if (iequals(args[i], "LT")) lt = true;
+    else return reply_error(out, "ERR Unsupported option " + args[i]);
+  }
+  if (nx && (xx || gt || lt)) return reply_error(out, "ERR NX and XX, GT or LT options at the same time are not compatible");
+  if (gt && lt) return reply_error(out, "ERR GT and LT options at the same time are not compatible");
   long long n = 0;
   if (!parse_int(args[2], n)) return reply_error(out, kNotInteger);
-  if (args.size() > 3) return reply_error(out, "ERR Unsupported option " + args[3]);
+  const std::string invalid = "ERR invalid expire time in '" + lower(args[0]) + "' command";
+  if (n > LLONG_MAX / unit_ms || n < LLONG_MIN / unit_ms) return reply_error(out, invalid);
+  n *= unit_ms;
   db.with_keys({args[1]}, [&](keyspace& ks) {
+    const long long now = ks.now();
+    if (n > LLONG_MAX - now) return reply_error(out, invalid);
+    const long long when = n + now;
     value* v = ks.find(args[1]);
     if (v == nullptr) return reply_integer(out, 0);
-    if (n <= 0) {
-      ks.erase(args[1]);  // a deadline in the past deletes, as in Redis
-    } else {
-      if (n > (LLONG_MAX - ks.now()) / unit_ms) {
-        return reply_error(out, "ERR invalid expire time in '" + lower(args[0]) + "' command");
-      }
-      ks.set_expiry(args[1], *v, ks.now() + n * unit_ms);
+    const bool has_deadline = v->expire_at_ms != 0;
+    if ((nx && has_deadline) || (xx && !has_deadline) || (gt && (!has_deadline || when <= v->expire_at_ms)) ||
+        (lt && has_deadline && when >= v->expire_at_ms)) {
+      return reply_integer(out, 0);
     }
+    if (when <= now) ks.erase(args[1]);  // a deadline already past deletes, as in Redis
+    else ks.set_expiry(args[1], *v, when);
     reply_integer(out, 1);
   });
 }
@@ -144,16 +172,33 @@ void cmd_push(store& db, const std::vector<std::string>& args, std::string& out,
   });
 }
 
+// LPOP|RPOP key [count]: with a count the reply is an array (a null array
+// for a missing key, an empty one for a count of 0), as in Redis 6.2+.
 void cmd_pop(store& db, const std::vector<std::string>& args, std::string& out, bool left) {
+  if (args.size() > 3) return wrong_arity(out, args[0]);
+  const bool has_count = args.size() == 3;
+  long long count = 0;
+  if (has_count && (!parse_int(args[2], count) || count < 0)) {
+    return reply_error(out, "ERR value is out of range, must be positive");
+  }
   db.with_keys({args[1]}, [&](keyspace& ks) {
     value* v = ks.find(args[1]);
-    if (v == nullptr) return reply_nil(out);
+    if (v == nullptr) return has_count ? void(out += "*-1\r\n") : reply_nil(out);
     if (v->type != value::kind::list) return reply_error(out, kWrongType);
-    std::string item = left ? std::move(v->list.front()) : std::move(v->list.back());
-    if (left) v->list.pop_front();
-    else v->list.pop_back();
+    auto pop_one = [&] {
+      std::string item = left ? std::move(v->list.front()) : std::move(v->list.back());
+      if (left) v->list.pop_front();
+      else v->list.pop_back();
+      reply_bulk(out, item);
+    };
+    if (!has_count) {
+      pop_one();
+    } else {
+      const size_t n = static_cast<size_t>(std::min<long long>(count, static_cast<long long>(v->list.size())));
+      reply_array_header(out, n);
+      for (size_t i = 0; i < n; i++) pop_one();
+    }
     if (v->list.empty()) ks.erase(args[1]);
-    reply_bulk(out, item);
   });
 }
 
@@ -185,7 +230,7 @@ constexpr command_spec kCommands[] = {
     {"incr", 2},     {"decr", 2},    {"incrby", 3},   {"decrby", 3},   {"mget", -2},    {"mset", -3},
     {"expire", -3},  {"pexpire", -3}, {"ttl", 2},     {"pttl", 2},     {"persist", 2},  {"type", 2},
     {"dbsize", 1},   {"flushall", -1}, {"flushdb", -1}, {"select", 2}, {"quit", -1},    {"command", -1},
-    {"config", -2},  {"lpush", -3},  {"rpush", -3},   {"lpop", 2},     {"rpop", 2},     {"llen", 2},
+    {"config", -2},  {"lpush", -3},  {"rpush", -3},   {"lpop", -2},    {"rpop", -2},     {"llen", 2},
     {"lrange", 4},
 };
 
@@ -263,7 +308,8 @@ bool execute(store& db, std::vector<std::string>& args, std::string& out) {
     incr_by(db, args[1], name == "incr" ? 1 : -1, out);
   } else if (name == "incrby" || name == "decrby") {
     long long d = 0;
-    if (!parse_int(args[2], d) || (name == "decrby" && d == LLONG_MIN)) reply_error(out, kNotInteger);
+    if (!parse_int(args[2], d)) reply_error(out, kNotInteger);
+    else if (name == "decrby" && d == LLONG_MIN) reply_error(out, "ERR decrement would overflow");
     else incr_by(db, args[1], name == "incrby" ? d : -d, out);
   } else if (name == "mget") {
     std::vector<std::string_view> keys(args.begin() + 1, args.end());

@@ -64,12 +64,13 @@ def _stop(proc, grace=15):
 
 
 @contextlib.contextmanager
-def redis():
-    """Yields the path of a private redis-server's unix socket."""
+def redis(extra_args=()):
+    """Yields the path of a private redis-server's unix socket; `extra_args`
+    go on its command line."""
     d = tempfile.mkdtemp(prefix="bobbin-redis-")
     sock = os.path.join(d, "redis.sock")
     proc = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", sock, "--save", "", "--appendonly", "no",
-                             "--dir", d, "--maxclients", "1000"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--dir", d, "--maxclients", "1000", *extra_args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 10
         while not os.path.exists(sock):
