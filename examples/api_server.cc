@@ -18,7 +18,7 @@
 // Built from bobbin::mutex and condition_variable on fibers, and from
 // std::mutex and std::condition_variable with --threads.
 //
-// Run:  build/examples/api_server --conninfo "host=/tmp/pg dbname=postgres" \
+// Run:  build/examples/api_server --conninfo "host=/tmp/pg dbname=postgres"
 //         [--port 8080] [--carriers 2] [--pool 32] [--threads]
 // SIGINT/SIGTERM: stop accepting, finish requests in flight, print
 // counters (including pin events), exit 0.

@@ -17,7 +17,6 @@
 // Run:  build/examples/echo_server --port 7000 --carriers 2 [--stats]
 //       then e.g. `nc 127.0.0.1 7000`. Prints "listening on ADDR" once ready.
 #include <signal.h>
-#include <sys/resource.h>
 
 #include <atomic>
 #include <cerrno>
@@ -25,10 +24,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "bobbin/bobbin.h"
+#include "examples/common/server.h"
 
 namespace {
 
@@ -59,20 +61,6 @@ void serve(server_state& st, bobbin::tcp_stream s) {
   }
 }
 
-long peak_rss_kib() {
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  return ru.ru_maxrss;
-}
-
-void raise_fd_limit() {
-  rlimit rl{};
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-  }
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -89,7 +77,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  raise_fd_limit();
+  examples::raise_fd_limit();
 
   // Signals go to one plain thread, which stops the accept loop.
   sigset_t sigs;
@@ -123,20 +111,13 @@ int main(int argc, char** argv) {
     listener->stop_accepting();
   });
 
-  std::thread stats_thread;
-  std::atomic<bool> stats_done{false};
+  std::optional<examples::stats_printer> stats_lines;
   if (stats) {
-    stats_thread = std::thread([&] {
-      uint64_t last = 0;
-      while (!stats_done.load()) {
-        for (int i = 0; i < 10 && !stats_done.load(); i++) std::this_thread::sleep_for(100ms);
-        bobbin::runtime_stats s = (*rt)->stats();
-        uint64_t m = st.messages.load();
-        std::fprintf(stderr, "stats: carriers=%u fibers_alive=%llu messages=%llu msg_per_s=%llu rss_peak_kib=%ld\n",
-                     s.carriers, static_cast<unsigned long long>(s.fibers_alive),
-                     static_cast<unsigned long long>(m), static_cast<unsigned long long>(m - last), peak_rss_kib());
-        last = m;
-      }
+    stats_lines.emplace(**rt, [&st, last = uint64_t{0}]() mutable {
+      const uint64_t m = st.messages.load();
+      std::string line = absl::StrCat("messages=", m, " msg_per_s=", m - last);
+      last = m;
+      return line;
     });
   }
 
@@ -175,8 +156,7 @@ int main(int argc, char** argv) {
     connections.join();
   });
   main_fiber.join();
-  stats_done = true;
-  if (stats_thread.joinable()) stats_thread.join();
+  stats_lines.reset();
   signal_thread.join();
   bobbin::runtime_stats s = (*rt)->stats();
   std::printf(
@@ -184,7 +164,7 @@ int main(int argc, char** argv) {
       "context_switches=%llu io_enter_calls=%llu io_submitted=%llu steals=%llu\n",
       s.carriers, static_cast<unsigned long long>(st.accepted.load()),
       static_cast<unsigned long long>(st.messages.load()), static_cast<unsigned long long>(st.bytes.load()),
-      static_cast<unsigned long long>(st.errors.load()), peak_rss_kib(),
+      static_cast<unsigned long long>(st.errors.load()), examples::peak_rss_kib(),
       static_cast<unsigned long long>(s.context_switches), static_cast<unsigned long long>(s.io_enter_calls),
       static_cast<unsigned long long>(s.io_submitted), static_cast<unsigned long long>(s.steals));
   return 0;

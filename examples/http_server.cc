@@ -21,7 +21,9 @@
 // SIGINT/SIGTERM: stop accepting, close idle connections, let in-flight
 // requests finish (up to 10 s), print the counters, exit 0.
 //
-// Run:  build/examples/http_server --port 8080 --carriers 2 --root ./www
+// --stats prints the runtime's counters once a second on stderr.
+//
+// Run:  build/examples/http_server --port 8080 --carriers 2 --root ./www [--stats]
 //       curl -v http://127.0.0.1:8080/static/index.html
 #include <sys/stat.h>
 
@@ -30,6 +32,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -276,13 +279,15 @@ int main(int argc, char** argv) {
   int port = 8080;
   unsigned carriers = 0;
   std::string root = ".";
+  bool stats = false;
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
     if (a == "--port" && i + 1 < argc) port = std::atoi(argv[++i]);
     else if (a == "--carriers" && i + 1 < argc) carriers = static_cast<unsigned>(std::atoi(argv[++i]));
     else if (a == "--root" && i + 1 < argc) root = argv[++i];
+    else if (a == "--stats") stats = true;
     else {
-      std::fprintf(stderr, "usage: %s [--port N] [--carriers N] [--root DIR]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--port N] [--carriers N] [--root DIR] [--stats]\n", argv[0]);
       return 2;
     }
   }
@@ -315,6 +320,12 @@ int main(int argc, char** argv) {
               (*rt)->carriers(), root.c_str());
   std::fflush(stdout);
 
+  std::optional<examples::stats_printer> stats_lines;
+  if (stats) {
+    stats_lines.emplace(**rt, [&srv] {
+      return absl::StrCat("accepted=", srv.connections.accepted(), " requests=", srv.requests.load());
+    });
+  }
   auto main_fiber = (*rt)->spawn([&] {
     std::function<void(bobbin::tcp_stream)> serve = [&srv](bobbin::tcp_stream s) {
       serve_connection(srv, std::move(s));
@@ -325,6 +336,7 @@ int main(int argc, char** argv) {
     connection_fibers.join();
   });
   main_fiber.join();
+  stats_lines.reset();
   std::printf("final: accepted=%llu refused=%llu requests=%llu 4xx=%llu 5xx=%llu rss_peak_kib=%ld\n",
               static_cast<unsigned long long>(srv.connections.accepted()),
               static_cast<unsigned long long>(srv.connections.refused()),

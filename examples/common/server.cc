@@ -148,4 +148,20 @@ signal_thread::~signal_thread() {
   if (thread_.joinable()) thread_.join();
 }
 
+stats_printer::stats_printer(bobbin::runtime& rt, std::function<std::string()> extra)
+    : thread_([this, &rt, extra = std::move(extra)] {
+        while (!done_.load()) {
+          for (int i = 0; i < 10 && !done_.load(); i++) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+          const bobbin::runtime_stats s = rt.stats();
+          std::fprintf(stderr, "stats: carriers=%u fibers_alive=%llu stacks_mapped=%llu rss_peak_kib=%ld %s\n",
+                       s.carriers, static_cast<unsigned long long>(s.fibers_alive),
+                       static_cast<unsigned long long>(s.stacks_mapped), peak_rss_kib(), extra().c_str());
+        }
+      }) {}
+
+stats_printer::~stats_printer() {
+  done_ = true;
+  thread_.join();
+}
+
 }  // namespace examples

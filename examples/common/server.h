@@ -156,6 +156,23 @@ class signal_thread {
   std::thread thread_;
 };
 
+// --stats: from construction to destruction, a plain thread prints one line
+// a second on stderr, "stats: carriers=N fibers_alive=N stacks_mapped=N
+// rss_peak_kib=N " followed by what `extra()` returns (the example's own
+// counters, as key=value pairs). scripts/demo and scripts/soak read it:
+// fibers alive and stacks mapped are what a leak would move.
+class stats_printer {
+ public:
+  stats_printer(bobbin::runtime& rt, std::function<std::string()> extra);
+  ~stats_printer();
+  stats_printer(const stats_printer&) = delete;
+  stats_printer& operator=(const stats_printer&) = delete;
+
+ private:
+  std::atomic<bool> done_{false};
+  std::thread thread_;
+};
+
 }  // namespace examples
 
 #endif  // BOBBIN_EXAMPLES_COMMON_SERVER_H_
