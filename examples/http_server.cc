@@ -16,7 +16,9 @@
 // pipelined requests go out in one write); strict, bounded parsing
 // (examples/http/request_parser.h) where every malformed or oversized request
 // gets its 4xx/5xx and the connection is closed; 60 s idle timeout between
-// requests and 15 s to finish a started one (408).
+// requests and 15 s (--request-timeout) from a request's first byte to its
+// last (408), however slowly it arrives; each write of an answer gets as
+// long, so a client that never reads is cut too.
 //
 // SIGINT/SIGTERM: stop accepting, close idle connections, let in-flight
 // requests finish (up to 10 s), print the counters, exit 0.
@@ -47,7 +49,6 @@ namespace {
 using namespace std::chrono_literals;
 
 constexpr auto kIdleTimeout = 60s;
-constexpr auto kRequestTimeout = 15s;
 constexpr size_t kFileChunk = 64 * 1024;
 constexpr std::string_view kHello = "Hello from bobbin\n";
 
@@ -55,6 +56,10 @@ struct server {
   bobbin::file root;
   http::request_limits limits;
   examples::connection_registry connections;
+  // From a request's first byte to its last: the whole request, however
+  // slowly it trickles in (a slowloris client), then 408. Each write of the
+  // answer gets as long again, so a client that stops reading is cut too.
+  std::chrono::milliseconds request_timeout = 15s;
   std::atomic<uint64_t> requests{0};
   std::atomic<uint64_t> client_errors{0};  // 4xx
   std::atomic<uint64_t> server_errors{0};  // 5xx
@@ -139,12 +144,12 @@ bool serve_static(server& srv, examples::connection& c, std::string_view rel_enc
     if (!r || r.bytes != size) {
       out.resize(at);  // the head is out but the body is not: close
       srv.server_errors.fetch_add(1, std::memory_order_relaxed);
-      (void)examples::flush(c.stream, out, bobbin::deadline(kRequestTimeout));
+      (void)examples::flush(c.stream, out, bobbin::deadline(srv.request_timeout));
       return false;
     }
     return true;
   }
-  if (!examples::flush(c.stream, out, bobbin::deadline(kRequestTimeout))) return false;
+  if (!examples::flush(c.stream, out, bobbin::deadline(srv.request_timeout))) return false;
   std::string chunk(kFileChunk, '\0');
   for (uint64_t off = 0; off < size;) {
     size_t want = static_cast<size_t>(std::min<uint64_t>(kFileChunk, size - off));
@@ -153,7 +158,7 @@ bool serve_static(server& srv, examples::connection& c, std::string_view rel_enc
       srv.server_errors.fetch_add(1, std::memory_order_relaxed);
       return false;  // the file shrank or failed mid-body: the client sees a short body
     }
-    if (!c.stream.write_all(std::string_view(chunk.data(), r.bytes), bobbin::deadline(kRequestTimeout))) return false;
+    if (!c.stream.write_all(std::string_view(chunk.data(), r.bytes), bobbin::deadline(srv.request_timeout))) return false;
     off += r.bytes;
   }
   return true;
@@ -229,7 +234,8 @@ void serve_connection(server& srv, bobbin::tcp_stream stream) {
   examples::input_buffer in;
   std::string out;  // responses not yet written
   bool sent_continue = false;
-  auto send_out = [&] { return examples::flush(conn.stream, out, bobbin::deadline(kRequestTimeout)); };
+  std::optional<bobbin::deadline> request_deadline;  // set while a request is partly read
+  auto send_out = [&] { return examples::flush(conn.stream, out, bobbin::deadline(srv.request_timeout)); };
   for (;;) {
     http::parse_result r = parser.parse(in.unconsumed());
     if (r.state == http::parse_state::complete) {
@@ -240,6 +246,7 @@ void serve_connection(server& srv, bobbin::tcp_stream stream) {
       in.consume(r.consumed);
       parser.reset();
       sent_continue = false;
+      request_deadline.reset();  // the next request's time starts with its first byte
       if (!ok) break;
       if (!keep_alive) {
         (void)send_out();
@@ -256,12 +263,14 @@ void serve_connection(server& srv, bobbin::tcp_stream stream) {
     // Needs more bytes: first send what the batch produced.
     if (!send_out()) break;
     if (parser.head_complete() && !sent_continue && expects_continue(parser.get())) {
-      if (!conn.stream.write_all("HTTP/1.1 100 Continue\r\n\r\n", bobbin::deadline(kRequestTimeout))) break;
+      if (!conn.stream.write_all("HTTP/1.1 100 Continue\r\n\r\n", bobbin::deadline(srv.request_timeout))) break;
       sent_continue = true;
     }
     const bool idle = in.empty();
-    bobbin::io_result rr =
-        srv.connections.read_more(conn, in, bobbin::deadline(kIdleTimeout), bobbin::deadline(kRequestTimeout));
+    if (idle) request_deadline.reset();
+    else if (!request_deadline) request_deadline = bobbin::deadline(srv.request_timeout);
+    const bobbin::deadline idle_deadline(kIdleTimeout);
+    bobbin::io_result rr = srv.connections.read_more(conn, in, idle_deadline, idle ? idle_deadline : *request_deadline);
     if (!rr) {
       if (rr.error == std::errc::timed_out && !idle) {
         append_error(srv, out, 408, false, false);
@@ -280,20 +289,28 @@ int main(int argc, char** argv) {
   unsigned carriers = 0;
   std::string root = ".";
   bool stats = false;
+  double request_timeout_s = 15;
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
     if (a == "--port" && i + 1 < argc) port = std::atoi(argv[++i]);
     else if (a == "--carriers" && i + 1 < argc) carriers = static_cast<unsigned>(std::atoi(argv[++i]));
     else if (a == "--root" && i + 1 < argc) root = argv[++i];
     else if (a == "--stats") stats = true;
+    else if (a == "--request-timeout" && i + 1 < argc) request_timeout_s = std::atof(argv[++i]);
     else {
-      std::fprintf(stderr, "usage: %s [--port N] [--carriers N] [--root DIR] [--stats]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--port N] [--carriers N] [--root DIR] [--request-timeout SECONDS] [--stats]\n",
+                   argv[0]);
       return 2;
     }
   }
   examples::raise_fd_limit();
 
+  if (!(request_timeout_s > 0)) {
+    std::fprintf(stderr, "http_server: --request-timeout must be positive\n");
+    return 2;
+  }
   server srv;
+  srv.request_timeout = std::chrono::milliseconds(static_cast<int64_t>(request_timeout_s * 1000));
   auto root_dir = bobbin::file::open(root, O_RDONLY | O_DIRECTORY);
   if (!root_dir) {
     std::fprintf(stderr, "http_server: --root %s: %s\n", root.c_str(), root_dir.error().message().c_str());
