@@ -456,6 +456,48 @@ TEST(TcpTest, PeerResetIsAnErrorNotACrash) {
   });
 }
 
+// The reset arrives while the server's fiber is parked in the call: a
+// write that filled the socket buffers, and a read waiting for data. Both
+// end at once with the reset, the write reporting what went out.
+TEST(TcpTest, APeerResetEndsAParkedWriteAndAParkedRead) {
+  run_on(2, [] {
+    auto listener = tcp_listener::bind(socket_address::loopback(0)).value();
+    auto writer_peer = tcp_stream::connect(listener.local_address()).value();
+    auto writer = listener.accept().value();
+    auto reader_peer = tcp_stream::connect(listener.local_address()).value();
+    auto reader = listener.accept().value();
+    std::string big(64 << 20, 'x');
+    io_result w, r;
+    std::chrono::steady_clock::duration write_took{}, read_took{};
+    auto write_fiber = bobbin::spawn([&] {
+      const auto t0 = std::chrono::steady_clock::now();
+      w = writer.write_all(big, 10s);
+      write_took = std::chrono::steady_clock::now() - t0;
+    });
+    auto read_fiber = bobbin::spawn([&] {
+      char buf[64];
+      const auto t0 = std::chrono::steady_clock::now();
+      r = reader.read_some(std::span(buf), 10s);
+      read_took = std::chrono::steady_clock::now() - t0;
+    });
+    bobbin::this_fiber::sleep_for(200ms);  // both are parked by now
+    linger lg{1, 0};
+    for (tcp_stream* peer : {&writer_peer, &reader_peer}) {
+      ASSERT_EQ(::setsockopt(peer->native_handle(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+      peer->close();
+    }
+    write_fiber.join();
+    read_fiber.join();
+    EXPECT_TRUE(w.error == std::errc::connection_reset || w.error == std::errc::broken_pipe) << w.error.message();
+    EXPECT_GT(w.bytes, 0u);
+    EXPECT_LT(w.bytes, big.size());
+    EXPECT_LT(write_took, 5s);
+    EXPECT_EQ(r.error, std::errc::connection_reset) << r.error.message();
+    EXPECT_EQ(r.bytes, 0u);
+    EXPECT_LT(read_took, 5s);
+  });
+}
+
 TEST(TcpTest, OrderlyShutdownReadsAsEndOfStream) {
   run_on(2, [] {
     auto listener = tcp_listener::bind(socket_address::loopback(0)).value();
