@@ -10,7 +10,10 @@
 // Expired keys also go away without being read: a background fiber reaps
 // them ten times a second.
 //
-// Run:  build/examples/redis_server --port 6380 --carriers 2
+// --timeout S closes a client idle for S seconds, or one that has read none
+// of its replies for S seconds (default 0: never, as Redis).
+//
+// Run:  build/examples/redis_server --port 6380 --carriers 2 [--timeout S]
 //       redis-cli -p 6380 set k v ; redis-benchmark -p 6380 -t set,get -P 16
 #include <atomic>
 #include <cstdio>
@@ -33,6 +36,13 @@ constexpr size_t kFlushAt = 64 * 1024;  // flush mid-batch past this much output
 struct server {
   redis::store db;
   examples::connection_registry connections;
+  // --timeout, as Redis's `timeout` (0: never): a client that sends nothing
+  // for this long is closed, and so is one whose replies make no progress
+  // for this long (it does not read them). A client that does not read
+  // costs no memory meanwhile: its fiber stops reading while its write
+  // waits, so the input and output buffers stay bounded either way.
+  std::chrono::milliseconds timeout{0};
+  bobbin::deadline deadline() const { return timeout.count() == 0 ? bobbin::deadline() : bobbin::deadline(timeout); }
   std::atomic<uint64_t> commands{0};
   std::atomic<uint64_t> protocol_errors{0};
   std::atomic<uint64_t> expired_reaped{0};
@@ -56,20 +66,20 @@ void serve_client(server& srv, bobbin::tcp_stream stream) {
       }
       parser.reset();
       if (!keep_open) {
-        (void)examples::flush(conn.stream, out);
+        (void)examples::flush_unless_stalled(conn.stream, out, srv.timeout);
         break;
       }
-      if (out.size() >= kFlushAt && !examples::flush(conn.stream, out)) break;
+      if (out.size() >= kFlushAt && !examples::flush_unless_stalled(conn.stream, out, srv.timeout)) break;
       continue;
     }
     if (r.state == redis::parse_state::error) {
       srv.protocol_errors.fetch_add(1, std::memory_order_relaxed);
       redis::reply_error(out, r.error);
-      (void)examples::flush(conn.stream, out);
+      (void)examples::flush_unless_stalled(conn.stream, out, srv.timeout);
       break;
     }
-    if (!examples::flush(conn.stream, out)) break;
-    bobbin::io_result rr = srv.connections.read_more(conn, in, {}, {});
+    if (!examples::flush_unless_stalled(conn.stream, out, srv.timeout)) break;
+    bobbin::io_result rr = srv.connections.read_more(conn, in, srv.deadline(), srv.deadline());
     if (!rr || rr.bytes == 0) break;  // closed, reset or stopped
   }
 }
@@ -79,12 +89,14 @@ void serve_client(server& srv, bobbin::tcp_stream stream) {
 int main(int argc, char** argv) {
   int port = 6379;
   unsigned carriers = 0;
+  double timeout_s = 0;
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
     if (a == "--port" && i + 1 < argc) port = std::atoi(argv[++i]);
     else if (a == "--carriers" && i + 1 < argc) carriers = static_cast<unsigned>(std::atoi(argv[++i]));
+    else if (a == "--timeout" && i + 1 < argc) timeout_s = std::atof(argv[++i]);
     else {
-      std::fprintf(stderr, "usage: %s [--port N] [--carriers N]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--port N] [--carriers N] [--timeout SECONDS]\n", argv[0]);
       return 2;
     }
   }
@@ -94,7 +106,12 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "redis_server: %s\n", std::string(listener.status().ToString()).c_str());
     return 1;
   }
+  if (!(timeout_s >= 0)) {
+    std::fprintf(stderr, "redis_server: --timeout must be 0 (never) or positive\n");
+    return 2;
+  }
   server srv;
+  srv.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
   examples::signal_thread signals([&] { srv.connections.request_stop(*listener); });
   bobbin::runtime_options options;
   options.carriers = carriers;

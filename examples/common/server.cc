@@ -62,6 +62,22 @@ bool flush(bobbin::tcp_stream& s, std::string& out, bobbin::deadline d) {
   return static_cast<bool>(r);
 }
 
+bool flush_unless_stalled(bobbin::tcp_stream& s, std::string& out, std::chrono::milliseconds stall) {
+  std::string_view rest = out;
+  bool ok = true;
+  while (!rest.empty()) {
+    bobbin::io_result r = s.write_all(rest, stall.count() == 0 ? bobbin::deadline() : bobbin::deadline(stall));
+    rest.remove_prefix(r.bytes);
+    if (r) break;
+    if (r.error != std::errc::timed_out || r.bytes == 0) {
+      ok = false;
+      break;
+    }
+  }
+  out.clear();
+  return ok;
+}
+
 bobbin::io_result connection_registry::read_more(connection& c, input_buffer& in, bobbin::deadline idle_deadline,
                                                  bobbin::deadline busy_deadline) {
   if (!in.empty()) return in.read_from(c.stream, busy_deadline);

@@ -66,6 +66,10 @@ class input_buffer {
 
 // Writes `out` whole and clears it; false if the write failed.
 bool flush(bobbin::tcp_stream& s, std::string& out, bobbin::deadline d = {});
+// The same, but the limit is on a stall: false only if no byte went out for
+// `stall` (0: wait for ever), so a large reply to a slow but reading client
+// is not cut while one that stops reading is.
+bool flush_unless_stalled(bobbin::tcp_stream& s, std::string& out, std::chrono::milliseconds stall);
 
 class connection_registry {
  public:
