@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -154,6 +155,10 @@ def markdown(rows):
 
 if not os.path.exists(LOAD):
     sys.exit(f"soak: {LOAD} not built")
+_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+if args.connections > hard - 200:  # one descriptor per connection on each side, and a margin
+    print(f"soak: RLIMIT_NOFILE allows {hard} descriptors: {hard - 200} connections instead of {args.connections}")
+    args.connections = hard - 200
 rows = []
 examples = os.path.join(args.build, "examples")
 root = os.path.join(args.build, "soak-www")
