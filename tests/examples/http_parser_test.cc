@@ -80,20 +80,17 @@ TEST(HttpParserTest, PipelinedRequestsWhole) { expect_pipeline(feed_whole(kPipel
 
 TEST(HttpParserTest, PipelinedRequestsByteByByte) { expect_pipeline(feed(kPipeline, every_byte(kPipeline))); }
 
-TEST(HttpParserTest, PipelinedRequestsInRandomSplits) {
-  std::mt19937 rng(12345);
-  for (int round = 0; round < 500; round++) {
-    std::vector<size_t> cuts;
-    for (size_t i = 1; i < kPipeline.size(); i++) {
-      if (rng() % 8 == 0) cuts.push_back(i);
-    }
-    SCOPED_TRACE(round);
-    expect_pipeline(feed(kPipeline, cuts));
+// Cut points for `wire`: each offset with probability 1/`one_in`.
+std::vector<size_t> random_cuts(const std::string& wire, std::mt19937& rng, unsigned one_in) {
+  std::vector<size_t> cuts;
+  for (size_t i = 1; i < wire.size(); i++) {
+    if (rng() % one_in == 0) cuts.push_back(i);
   }
+  return cuts;
 }
 
-TEST(HttpParserTest, EveryPrefixOfAValidRequestNeedsMore) {
-  const std::string req = "POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nbody";
+// Every proper prefix of `req` (one request) needs more; the whole is it.
+void expect_every_prefix_needs_more(const std::string& req) {
   for (size_t n = 0; n < req.size(); n++) {
     request_parser p;
     EXPECT_EQ(p.parse(std::string_view(req).substr(0, n)).state, parse_state::need_more) << n;
@@ -102,6 +99,18 @@ TEST(HttpParserTest, EveryPrefixOfAValidRequestNeedsMore) {
   parse_result r = p.parse(req);
   EXPECT_EQ(r.state, parse_state::complete);
   EXPECT_EQ(r.consumed, req.size());
+}
+
+TEST(HttpParserTest, PipelinedRequestsInRandomSplits) {
+  std::mt19937 rng(12345);
+  for (int round = 0; round < 500; round++) {
+    SCOPED_TRACE(round);
+    expect_pipeline(feed(kPipeline, random_cuts(kPipeline, rng, 8)));
+  }
+}
+
+TEST(HttpParserTest, EveryPrefixOfAValidRequestNeedsMore) {
+  expect_every_prefix_needs_more("POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nbody");
 }
 
 TEST(HttpParserTest, KeepAliveRules) {
@@ -157,12 +166,8 @@ TEST(HttpParserTest, ChunkedBodiesAreDecodedWhereverTheBytesSplit) {
   expect_chunked(feed(kChunked, every_byte(kChunked)));
   std::mt19937 rng(99);
   for (int round = 0; round < 300; round++) {
-    std::vector<size_t> cuts;
-    for (size_t i = 1; i < kChunked.size(); i++) {
-      if (rng() % 6 == 0) cuts.push_back(i);
-    }
     SCOPED_TRACE(round);
-    expect_chunked(feed(kChunked, cuts));
+    expect_chunked(feed(kChunked, random_cuts(kChunked, rng, 6)));
   }
   // No trailers, and an empty body.
   auto o = feed_whole("POST /e HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
@@ -172,14 +177,9 @@ TEST(HttpParserTest, ChunkedBodiesAreDecodedWhereverTheBytesSplit) {
 
 TEST(HttpParserTest, EveryPrefixOfAChunkedRequestNeedsMore) {
   const std::string req = "POST /e HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nT: v\r\n\r\n";
-  for (size_t n = 0; n < req.size(); n++) {
-    request_parser p;
-    EXPECT_EQ(p.parse(std::string_view(req).substr(0, n)).state, parse_state::need_more) << n;
-  }
+  expect_every_prefix_needs_more(req);
   request_parser p;
-  parse_result r = p.parse(req);
-  ASSERT_EQ(r.state, parse_state::complete);
-  EXPECT_EQ(r.consumed, req.size());
+  ASSERT_EQ(p.parse(req).state, parse_state::complete);
   EXPECT_EQ(p.get().body, "abc");
 }
 

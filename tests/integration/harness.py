@@ -1,10 +1,13 @@
 """What the example-server integration tests share: counting checks, the
-final "N passed, M failed" line, starting a server on an ephemeral port, and
-a raw-socket exchange for what real clients will not send."""
+final "N passed, M failed" line, starting and stopping a server on an
+ephemeral port, a raw-socket exchange for what real clients will not send,
+and the pieces of the slow-client tests (a server's RSS, a client that
+sends without reading)."""
 import re
 import socket
 import subprocess
 import sys
+import time
 
 _passed = 0
 _failed = 0
@@ -57,3 +60,56 @@ def raw(port, data, timeout=5.0):
         pass
     s.close()
     return b"".join(chunks), closed
+
+
+def stop_server(proc, grace=15):
+    """SIGTERM, then SIGKILL if `proc` has not exited after `grace` seconds.
+    Returns its exit status."""
+    proc.terminate()
+    try:
+        return proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+def read_until_close(sock):
+    """Everything `sock` receives until the peer closes it."""
+    data = b""
+    while True:
+        b = sock.recv(65536)
+        if not b:
+            return data
+        data += b
+
+
+def rss_kib(pid):
+    """A process's resident set (VmRSS) in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return -1
+
+
+def send_without_reading(port, payload, limit_s=30):
+    """A client that sends `payload` over and over and never reads: returns
+    (bytes sent, when sending last got stuck, when the server cut the
+    connection or None), times from time.monotonic()."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    s.setblocking(False)
+    sent, stuck_since, cut = 0, None, None
+    start = time.monotonic()
+    while time.monotonic() - start < limit_s:
+        try:
+            sent += s.send(payload)
+            stuck_since = None
+        except BlockingIOError:
+            stuck_since = stuck_since or time.monotonic()
+            time.sleep(0.02)
+        except (BrokenPipeError, ConnectionResetError):
+            cut = time.monotonic()
+            break
+    s.close()
+    return sent, stuck_since, cut

@@ -20,7 +20,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 
 try:
@@ -32,7 +31,7 @@ except ImportError:
     sys.path.append("/usr/lib/python3/dist-packages")
     import requests
 
-from harness import check, finish, start_server
+from harness import check, finish, read_until_close, start_server, stop_server
 
 server_exe = sys.argv[1]
 root = tempfile.mkdtemp(prefix="bobbin_http_conf_")
@@ -183,12 +182,7 @@ try:
         early = b""
     s.settimeout(5)
     s.sendall(b"hello")
-    reply = early
-    while True:
-        b = s.recv(4096)
-        if not b:
-            break
-        reply += b
+    reply = early + read_until_close(s)
     s.close()
     check("HTTP/1.0 with Expect: 100-continue: no interim response, then 200",
           early == b"" and reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"hello"), reply)
@@ -229,23 +223,13 @@ try:
     for i in range(20):
         wire += b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\nbody-%02d\r\n0\r\n\r\n" % (7, i)
     s.sendall(wire + b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    got = b""
-    while True:
-        b = s.recv(65536)
-        if not b:
-            break
-        got += b
+    got = read_until_close(s)
     s.close()
     bodies = re.findall(rb"body-(\d\d)", got)
     check("20 pipelined chunked POSTs answered in order", bodies == [b"%02d" % i for i in range(20)] and got.endswith(HELLO),
           got[-300:])
 finally:
-    server.terminate()
-    try:
-        server.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
+    stop_server(server)
     subprocess.run(["rm", "-rf", root])
 
 finish()

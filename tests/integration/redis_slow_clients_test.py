@@ -15,25 +15,16 @@
 
 Usage: redis_slow_clients_test.py REDIS_SERVER_EXE. Prints "N passed, M failed".
 """
-import re
 import socket
 import subprocess
 import sys
 import time
 
-from harness import check, finish, start_server
+from harness import check, finish, rss_kib, send_without_reading, start_server, stop_server
 
 server_exe = sys.argv[1]
 TIMEOUT_S = 2.0
 server, port = start_server([server_exe, "--port", "0", "--carriers", "2", "--timeout", str(TIMEOUT_S)])
-
-
-def rss_kib():
-    with open(f"/proc/{server.pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return -1
 
 
 def read_reply(s, n):
@@ -48,7 +39,7 @@ def read_reply(s, n):
 
 try:
     # --- a 63 MiB bulk string, slowly, beside normal clients ----------------
-    before = rss_kib()
+    before = rss_kib(server.pid)
     size = 63 * 1024 * 1024
     bench = subprocess.Popen(["redis-benchmark", "-p", str(port), "-t", "set,get", "-c", "20", "-n", "2000000",
                               "-q", "--csv"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -60,7 +51,7 @@ try:
         time.sleep(0.05)
     s.sendall(b"\r\n")
     reply = s.recv(64)
-    peak = rss_kib()
+    peak = rss_kib(server.pid)
     s.sendall(b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n")
     head = b"$%d\r\n" % size
     got = read_reply(s, len(head) + size + 2)
@@ -76,25 +67,9 @@ try:
 
     # --- pipelining without reading ------------------------------------------
     subprocess.run(["redis-cli", "-p", str(port), "DEL", "big"], capture_output=True)
-    before = rss_kib()
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-    s.setblocking(False)
-    batch = b"PING\r\n" * 4096
-    sent, stuck_since, cut = 0, None, None
-    start = time.monotonic()
-    while time.monotonic() - start < 30:
-        try:
-            sent += s.send(batch)
-            stuck_since = None
-        except BlockingIOError:
-            stuck_since = stuck_since or time.monotonic()
-            time.sleep(0.02)
-        except (BrokenPipeError, ConnectionResetError):
-            cut = time.monotonic()
-            break
-    peak = rss_kib()
-    s.close()
+    before = rss_kib(server.pid)
+    sent, stuck_since, cut = send_without_reading(port, b"PING\r\n" * 4096)
+    peak = rss_kib(server.pid)
     print(f"pipelining without reading: {sent:,} bytes sent; cut after "
           f"{(cut - stuck_since) if cut and stuck_since else -1:.1f} s stuck; RSS {before} -> {peak} KiB")
     check("the client's sending is bounded by the buffers (under 64 MiB)", sent < 64 * 1024 * 1024, sent)
@@ -115,11 +90,6 @@ try:
     r = subprocess.run(["redis-cli", "-p", str(port), "PING"], capture_output=True, text=True)
     check("the server still answers", r.stdout.strip() == "PONG", r.stdout)
 finally:
-    server.terminate()
-    try:
-        server.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
+    stop_server(server)
 
 finish()

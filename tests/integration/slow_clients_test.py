@@ -14,10 +14,9 @@ timeout (--request-timeout 2; 15 s by default):
   bounded by the socket buffers, the server's RSS does not grow with it, and
   the connection is cut when the answer's write times out.
 
-Usage: slow_clients_test.py HTTP_SERVER_EXE SLOW_CONNECTIONS STRICT_LATENCY(0|1)
+Usage: slow_clients_test.py HTTP_SERVER_EXE SLOW_CONNECTIONS NORMAL_BUILD(1, or 0 under the sanitizers)
 Prints "N passed, M failed".
 """
-import os
 import re
 import resource
 import socket
@@ -26,29 +25,24 @@ import sys
 import tempfile
 import time
 
-from harness import check, finish, start_server
+from harness import check, finish, rss_kib, send_without_reading, start_server, stop_server
 
-server_exe, slow_count, strict_latency = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
+server_exe, slow_count, normal_build = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 slow_count = min(slow_count, hard - 200)  # the server raises its own limit the same way
 TIMEOUT_S = 2.0
+# How late after its deadline a slow connection may be closed: timers fire
+# on busy carriers, and under the sanitizers everything is 5-20x slower.
+SLACK_S = 1.5 if normal_build else 5.0
 root = tempfile.mkdtemp(prefix="bobbin_slow_")
 server, port = start_server([server_exe, "--port", "0", "--carriers", "2", "--root", root,
                              "--request-timeout", str(TIMEOUT_S)])
 
 
-def rss_kib():
-    with open(f"/proc/{server.pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return -1
-
-
 try:
     # --- slowloris plus normal clients -------------------------------------
-    base_rss = rss_kib()
+    base_rss = rss_kib(server.pid)
     slow = []  # [socket, start, last byte sent, received, closed at]
     for _ in range(slow_count):
         s = socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -56,10 +50,10 @@ try:
         s.setblocking(False)
         now = time.monotonic()
         slow.append([s, now, now, b"", None])
-    connected_rss = rss_kib()
+    connected_rss = rss_kib(server.pid)
     wrk = subprocess.Popen(["wrk", "-t", "1", "-c", "100", "-d", "3s", "--latency", "--timeout", "10s",
                             f"http://127.0.0.1:{port}/"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    end = slow[-1][1] + TIMEOUT_S + 2.0  # the last one's deadline, plus slack, while bytes keep coming
+    end = slow[-1][1] + TIMEOUT_S + SLACK_S + 0.5  # the last one's deadline and slack, while bytes keep coming
     while time.monotonic() < end and any(c[4] is None for c in slow):
         for c in slow:
             if c[4] is not None:
@@ -85,7 +79,7 @@ try:
         time.sleep(0.05)
     wrk_out = wrk.communicate(timeout=60)[0]
     closed = [c for c in slow if c[4] is not None]
-    late = [c[4] - c[1] for c in closed if c[4] - c[1] > TIMEOUT_S + 1.5]
+    late = [c[4] - c[1] for c in closed if c[4] - c[1] > TIMEOUT_S + SLACK_S]
     answered = sum(1 for c in slow if c[3].startswith(b"HTTP/1.1 408 "))
     spans = sorted(c[4] - c[1] for c in closed)
     print(f"slowloris: {len(closed)}/{slow_count} closed by the server, {answered} with a 408; "
@@ -98,7 +92,8 @@ try:
     # may take the 408 with it; nearly all must have been answered.
     check("slow connections answered 408", answered >= slow_count * 0.9, f"{answered} of {slow_count}")
     per_conn = (connected_rss - base_rss) / slow_count
-    check("RSS per slow connection bounded (under 64 KiB)", per_conn < 64, f"{per_conn:.1f} KiB")
+    bound = 64 if normal_build else 512  # the sanitizers' shadow memory, redzones and 4x stacks
+    check(f"RSS per slow connection bounded (under {bound} KiB)", per_conn < bound, f"{per_conn:.1f} KiB")
     n = re.search(r"(\d+) requests in", wrk_out)
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", wrk_out)
     p99_ms = None
@@ -107,33 +102,15 @@ try:
     print(f"normal clients beside them: wrk -c 100, {n.group(1) if n else '?'} requests, p99 {p99_ms} ms")
     check("normal clients: answers, no errors", n is not None and int(n.group(1)) > 100 and
           "Socket errors" not in wrk_out and "Non-2xx" not in wrk_out, wrk_out)
-    if strict_latency:
+    if normal_build:
         check("normal clients: p99 under 50 ms", p99_ms is not None and p99_ms < 50, wrk_out)
     for c in slow:
         c[0].close()
 
     # --- pipelining without reading -----------------------------------------
-    before = rss_kib()
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-    s.setblocking(False)
-    req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 64
-    sent = 0
-    stuck_since = None
-    cut = None
-    start = time.monotonic()
-    while time.monotonic() - start < 30:
-        try:
-            sent += s.send(req)
-            stuck_since = None
-        except BlockingIOError:
-            stuck_since = stuck_since or time.monotonic()
-            time.sleep(0.02)
-        except (BrokenPipeError, ConnectionResetError):
-            cut = time.monotonic()
-            break
-    peak = rss_kib()
-    s.close()
+    before = rss_kib(server.pid)
+    sent, stuck_since, cut = send_without_reading(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 64)
+    peak = rss_kib(server.pid)
     print(f"pipelining without reading: {sent:,} bytes sent before the server stopped reading; cut after "
           f"{(cut - stuck_since) if cut and stuck_since else -1:.1f} s stuck; RSS {before} -> {peak} KiB")
     check("the client's sending is bounded by the buffers (under 64 MiB)", sent < 64 * 1024 * 1024, sent)
@@ -144,12 +121,7 @@ try:
     rc, _ = subprocess.run(["curl", "-s", f"http://127.0.0.1:{port}/"], capture_output=True).returncode, None
     check("the server still answers", rc == 0)
 finally:
-    server.terminate()
-    try:
-        server.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
+    stop_server(server)
     subprocess.run(["rm", "-rf", root])
 
 finish()
