@@ -1,3 +1,4 @@
+#include <algorithm>
 #include "examples/common/server.h"
 
 #include <pthread.h>
@@ -46,12 +47,23 @@ bool connection_registry::enter_idle(connection& c) {
 }
 
 bobbin::io_result input_buffer::read_from(bobbin::tcp_stream& s, bobbin::deadline d, size_t chunk) {
+  // The read lands in a scratch array on the fiber's stack, and only what
+  // arrived is appended. Reading into buf_ made every connection hold a
+  // zero-filled read window (16 KiB, 32 KiB once a request was split across
+  // reads, by std::string's doubling), and the heap crept up for minutes
+  // under churn (scripts/soak: http_server +15% RSS over 10 minutes at
+  // 10,000 connections). Uninitialized, the array costs only the stack
+  // pages the kernel writes into, and the copy is no more than the memset
+  // the old resize did.
+  char scratch[kMaxChunk];
+  chunk = std::min(chunk, sizeof scratch);
+  bobbin::io_result r = s.read_some(std::span(scratch, chunk), d);
   buf_.erase(0, start_);
   start_ = 0;
-  const size_t have = buf_.size();
-  buf_.resize(have + chunk);
-  bobbin::io_result r = s.read_some(std::span(buf_.data() + have, chunk), d);
-  buf_.resize(have + r.bytes);
+  // A large request (a 1 MiB body) leaves a large buffer: let it go once
+  // everything in it is consumed, rather than for the connection's life.
+  if (buf_.empty() && buf_.capacity() > 4 * kMaxChunk) std::string().swap(buf_);
+  buf_.append(scratch, r.bytes);
   return r;
 }
 

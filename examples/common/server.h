@@ -56,8 +56,11 @@ class input_buffer {
   std::string_view unconsumed() const { return std::string_view(buf_).substr(start_); }
   void consume(size_t n) { start_ += n; }
   bool empty() const { return start_ == buf_.size(); }
-  // Appends what one read_some() returns (at most `chunk` bytes).
-  bobbin::io_result read_from(bobbin::tcp_stream& s, bobbin::deadline d, size_t chunk = 16 * 1024);
+  // Appends what one read_some() returns (at most `chunk` bytes, at most
+  // kMaxChunk). The buffer holds only unread bytes: an idle connection
+  // costs no heap.
+  static constexpr size_t kMaxChunk = 16 * 1024;
+  bobbin::io_result read_from(bobbin::tcp_stream& s, bobbin::deadline d, size_t chunk = kMaxChunk);
 
  private:
   std::string buf_;
