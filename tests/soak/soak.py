@@ -26,14 +26,13 @@ import json
 import os
 import re
 import resource
-import signal
 import subprocess
 import sys
 import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
-from harness import check, finish, start_server  # noqa: E402
+from harness import check, finish, rss_kib, start_server, stop_server  # noqa: E402
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--build", required=True)
@@ -49,24 +48,34 @@ args = ap.parse_args()
 LOAD = os.path.join(args.build, "tests", "soak", "soak_load")
 
 
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return -1
-
-
 def open_fds(pid):
-    return len(os.listdir(f"/proc/{pid}/fd"))
+    """Open descriptors, not counting files the process has mapped (the
+    symbolizer of a pinning report keeps its ELF objects open, once each)."""
+    mapped = set()
+    with open(f"/proc/{pid}/maps") as f:
+        for line in f:
+            parts = line.split(None, 5)
+            if len(parts) == 6 and parts[5].startswith("/"):
+                mapped.add(parts[5].strip())
+    n = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") not in mapped:
+                n += 1
+        except FileNotFoundError:
+            pass  # closed meanwhile
+    return n
 
 
 class StatsReader:
-    """Keeps the server's last --stats line (stderr) as a dict."""
+    """Keeps the server's last --stats line (stderr) as a dict, and writes
+    its other stderr lines (pinning reports, say) to `log_path`."""
 
-    def __init__(self, proc):
+    def __init__(self, proc, log_path):
         self.last = {}
         self.tail = []
+        self.pin_reports = 0
+        self.log = open(log_path, "w")
         self.thread = threading.Thread(target=self._read, args=(proc.stderr,), daemon=True)
         self.thread.start()
 
@@ -75,6 +84,10 @@ class StatsReader:
             if line.startswith("stats:"):
                 self.last = dict(re.findall(r"(\w+)=(\d+)", line))
             else:
+                self.log.write(line)
+                self.log.flush()
+                if line.startswith("bobbin: ") and "pinned" in line:
+                    self.pin_reports += 1
                 self.tail = (self.tail + [line.rstrip()])[-20:]
 
     def get(self, key):
@@ -93,7 +106,8 @@ def wait_for(cond, timeout):
 def soak(name, argv, protocol, rows):
     server, port = start_server(argv + ["--port", "0", "--carriers", str(args.carriers), "--stats"])
     pid = server.pid
-    stats = StatsReader(server)
+    log_path = os.path.join(args.build, f"soak-{name}.log")
+    stats = StatsReader(server, log_path)
     try:
         wait_for(lambda: stats.get("fibers_alive") >= 0, 5)
         base_fibers, base_fds = stats.get("fibers_alive"), open_fds(pid)
@@ -128,14 +142,11 @@ def soak(name, argv, protocol, rows):
         growth = (end_rss - first_rss) / first_rss if first_rss else 1
         check(f"{name}: RSS growth after the first interval under 5%", growth < 0.05,
               f"{first_rss} -> {end_rss} KiB ({growth:+.1%})")
-        rows.append((name, "after", base_fibers, stats.get("fibers_alive"), base_fds, open_fds(pid), end_rss, growth))
+        rows.append((name, "after", base_fibers, stats.get("fibers_alive"), base_fds, open_fds(pid), end_rss, growth,
+                     stats.pin_reports))
+        print(f"  {name}: {stats.pin_reports} pinning reports (stderr kept in {log_path})")
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            rc = server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            rc = server.wait()
+        rc = stop_server(server, grace=30)
     check(f"{name}: exit 0 on SIGTERM after the soak", rc == 0, f"rc={rc} {stats.tail}")
 
 
@@ -146,7 +157,8 @@ def markdown(rows):
     for r in rows:
         if r[1] == "after":
             after.append(f"- {r[0]}: after the load, fibers alive {r[3]} (before it: {r[2]}), descriptors {r[5]} "
-                         f"(before: {r[4]}); RSS {r[6]:,} KiB, {r[7]:+.1%} since the end of the first interval.")
+                         f"(before: {r[4]}); RSS {r[6]:,} KiB, {r[7]:+.1%} since the end of the first interval; "
+                         f"{r[8]} pinning reports during the run.")
             continue
         out.append("| %s | %.0f | %s | %s | %d | %d | %s | %d | %d | %d |" %
                    (r[0], r[1], f"{r[2]:,.0f}", f"{r[3]:,.0f}", r[4], r[5], f"{r[6]:,}", r[7], r[8], r[9]))
