@@ -13,7 +13,7 @@
   reply's write has waited --timeout;
 - a client that connects and sends nothing is closed after --timeout.
 
-Usage: redis_slow_clients_test.py REDIS_SERVER_EXE. Prints "N passed, M failed".
+Usage: redis_slow_clients_test.py REDIS_SERVER_EXE [NORMAL_BUILD (1, or 0 under the sanitizers)]. Prints "N passed, M failed".
 """
 import socket
 import subprocess
@@ -23,6 +23,10 @@ import time
 from harness import check, finish, rss_kib, send_without_reading, start_server, stop_server
 
 server_exe = sys.argv[1]
+normal_build = len(sys.argv) < 3 or sys.argv[2] == "1"
+# The sanitizers' shadow memory multiplies every byte the server holds
+# (ThreadSanitizer: 681 MiB for the 63 MiB value, 10.8x).
+RSS_FACTOR = 4 if normal_build else 16
 TIMEOUT_S = 2.0
 server, port = start_server([server_exe, "--port", "0", "--carriers", "2", "--timeout", str(TIMEOUT_S)])
 
@@ -62,7 +66,8 @@ try:
     check("the value reads back whole", got == head + piece * (size // len(piece)) + b"\r\n", len(got))
     growth_mib = (peak - before) / 1024
     print(f"slow bulk: RSS {before} -> {peak} KiB ({growth_mib:.0f} MiB for a 63 MiB value)")
-    check("RSS growth bounded by a small multiple of the value (under 4x)", growth_mib < 4 * 63, f"{growth_mib:.0f} MiB")
+    check(f"RSS growth bounded by a small multiple of the value (under {RSS_FACTOR}x)", growth_mib < RSS_FACTOR * 63,
+          f"{growth_mib:.0f} MiB")
     check("redis-benchmark beside it: no errors", "ERR" not in out and "rror" not in err, (out[-300:], err[-300:]))
 
     # --- pipelining without reading ------------------------------------------
