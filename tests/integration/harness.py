@@ -113,3 +113,21 @@ def send_without_reading(port, payload, limit_s=30):
             break
     s.close()
     return sent, stuck_since, cut
+
+
+def check_client_that_never_reads(port, pid, payload, cut_within_s):
+    """Runs send_without_reading() against the server (process `pid`) and
+    checks what every example server must do: stop reading, so the client's
+    sending is bounded by the socket buffers; keep its RSS flat; cut the
+    connection within `cut_within_s` of the client getting stuck."""
+    before = rss_kib(pid)
+    sent, stuck_since, cut = send_without_reading(port, payload)
+    peak = rss_kib(pid)
+    print(f"pipelining without reading: {sent:,} bytes sent before the server stopped reading; cut after "
+          f"{(cut - stuck_since) if cut and stuck_since else -1:.1f} s stuck; RSS {before} -> {peak} KiB")
+    check("a client that never reads: its sending is bounded by the buffers (under 64 MiB)",
+          sent < 64 * 1024 * 1024, sent)
+    check("a client that never reads: cut once the server's write stalled",
+          cut is not None and stuck_since is not None and cut - stuck_since < cut_within_s, (cut, stuck_since))
+    check("a client that never reads: server RSS did not grow (under 32 MiB)", peak - before < 32 * 1024,
+          f"{before} -> {peak} KiB")
