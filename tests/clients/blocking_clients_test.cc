@@ -144,17 +144,19 @@ outcome run_clients(const std::function<std::pair<long, long>(int, const std::fu
 // The bystander's 5 ms sleep ends behind whatever its carrier already has
 // queued (run queues are first in, first out), up to 200 busy clients: its
 // p99 lateness is 4-5 ms alone and reached 10.6 ms with the rest of the
-// suite running beside it. A pinned carrier makes it 3 s.
+// suite running beside it; on a day the VM ran 2.5-4x slower, the libpq
+// case (PostgreSQL on the same 2 cores) measured 24.8 and 34.7 ms with no
+// pin at all. A pinned carrier makes it 3 s, so 100 ms still tells the two
+// apart, in every build.
 void expect_no_pinning(const outcome& o, long min_ok) {
   EXPECT_GE(o.ok, min_ok);
   EXPECT_EQ(o.bad, 0);
   if (kSanitized) {
     EXPECT_EQ(o.syscall_pin_events, 0u) << (o.pin_reports.empty() ? "" : o.pin_reports[0]);
-    EXPECT_LT(o.bystander_p99_ms, 100.0);
   } else {
     EXPECT_EQ(o.pin_events, 0u) << (o.pin_reports.empty() ? "" : o.pin_reports[0]);
-    EXPECT_LT(o.bystander_p99_ms, 25.0);
   }
+  EXPECT_LT(o.bystander_p99_ms, 100.0);
   EXPECT_GT(o.intercepted_parks, 0u);
 }
 
