@@ -151,7 +151,8 @@ def soak(name, argv, protocol, rows):
               f"{first_rss} -> {last_rss} KiB ({growth:+.1%})")
         rows.append((name, "after", base_fibers, stats.get("fibers_alive"), base_fds, open_fds(pid), end_rss, growth,
                      stats.pin_reports))
-        print(f"  {name}: {stats.pin_reports} pinning reports (stderr kept in {log_path})")
+        print(f"  {name}: RSS {last_rss} KiB in the last interval, {end_rss} KiB after the load; "
+              f"{stats.pin_reports} pinning reports (stderr kept in {log_path})")
     finally:
         rc = stop_server(server, grace=30)
     check(f"{name}: exit 0 on SIGTERM after the soak", rc == 0, f"rc={rc} {stats.tail}")
