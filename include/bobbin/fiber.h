@@ -20,9 +20,11 @@
 //
 // Blocks: join() parks the calling fiber; on a plain thread it blocks it.
 // Spawn may be called from a fiber (bobbin::spawn) or from any thread
-// (runtime::spawn). Cost: one heap allocation for the body and one for the
-// control block, a pooled stack (warm when one was recently freed on this
-// carrier) and a run-queue push; no system call unless a carrier is asleep.
+// (runtime::spawn). Cost: one heap allocation (the control block with the
+// callable and its result beside it), a pooled stack (warm when one was
+// recently freed on this carrier) and a run-queue push; no system call
+// unless a carrier is asleep. The callable is moved into the fiber before
+// its stack is taken; if no stack can be had, it is destroyed there.
 // Errors: when no stack can be had (the runtime's max_fibers reached, or
 // mmap failed) spawn() throws std::system_error(resource_unavailable_try_again)
 // and try_spawn() returns absl::ResourceExhaustedError; nothing is leaked.
@@ -34,6 +36,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <new>
 #include <source_location>
 #include <string_view>
 #include <system_error>
@@ -133,14 +136,24 @@ absl::StatusOr<fiber<std::invoke_result_t<std::decay_t<F>&>>> try_spawn_on(inter
                                                                            const fiber_options& options,
                                                                            const std::source_location& where) {
   using R = std::invoke_result_t<std::decay_t<F>&>;
-  auto body = std::make_unique<internal::typed_body<F, R>>(std::forward<F>(fn));
-  auto* typed = body.get();
+  using body_type = internal::typed_body<F, R>;
+  struct maker_state {
+    std::remove_reference_t<F>* fn;
+    body_type* made;
+  } state{std::addressof(fn), nullptr};
+  const internal::body_maker make{sizeof(body_type), alignof(body_type),
+                                  [](void* where, void* raw) -> internal::fiber_body* {
+                                    auto* s = static_cast<maker_state*>(raw);
+                                    s->made = ::new (where) body_type(std::forward<F>(*s->fn));
+                                    return s->made;
+                                  },
+                                  &state};
   internal::fiber_control* control = nullptr;
-  absl::Status status = internal::spawn_fiber(rt, std::move(body), options, where, &control);
+  absl::Status status = internal::spawn_fiber(rt, make, options, where, &control);
   if (!status.ok()) return status;
   fiber<R> f;
   f.control_ = control;
-  f.body_ = typed;
+  f.body_ = state.made;
   return f;
 }
 

@@ -105,7 +105,10 @@ struct fiber_control {
   // the plain-thread path of every blocking call, so it never unmounts.
   std::atomic<int> pin_depth{0};
   std::atomic<const char*> pin_why{nullptr};
-  std::unique_ptr<fiber_body> body;
+  // Built in the same allocation, after this block (make_fiber_control);
+  // destroyed with it.
+  fiber_body* body = nullptr;
+  std::size_t body_align = 0;  // the block's alignment, to free it
 
   fiber_control* next_global = nullptr;  // link in the global inject queue
 
@@ -172,6 +175,11 @@ struct fiber_control {
   scope_state* owned_scopes = nullptr;
 };
 
+// A control block with the fiber's body built beside it, in one allocation;
+// the body's constructor may throw (then nothing is left allocated).
+fiber_control* make_fiber_control(const body_maker& make);
+// Destroys the body and the block; called by the last release_ref.
+void destroy_fiber_control(fiber_control* f) noexcept;
 void release_ref(fiber_control* f) noexcept;
 
 // what() of an exception a fiber ended with, for reports (fiber_entry.cc).

@@ -1,6 +1,8 @@
 // A fiber's first and last moments, and the handle operations (join, detach)
 // that fiber<T> calls through bobbin/internal/fiber_body.h.
+#include <cstddef>
 #include <exception>
+#include <new>
 #include <system_error>
 #include <string>
 #include <vector>
@@ -98,21 +100,68 @@ void fiber_entry(ctx::transfer_t t) noexcept {
   fiber_exit(self);
 }
 
+namespace {
+
+// The block: the control block, then the body at the first offset its
+// alignment allows. glibc's aligned allocation is slower than malloc, so it
+// is used only for a body that needs more than malloc's alignment.
+constexpr std::size_t kMallocAlign = __STDCPP_DEFAULT_NEW_ALIGNMENT__;
+static_assert(alignof(fiber_control) <= kMallocAlign);
+
+std::size_t body_offset(std::size_t align) {
+  return (sizeof(fiber_control) + align - 1) / align * align;
+}
+
+void free_block(void* block, std::size_t align) noexcept {
+  if (align > kMallocAlign) {
+    ::operator delete(block, std::align_val_t(align));
+  } else {
+    ::operator delete(block);
+  }
+}
+
+}  // namespace
+
+fiber_control* make_fiber_control(const body_maker& make) {
+  const std::size_t align = make.align < alignof(fiber_control) ? alignof(fiber_control) : make.align;
+  const std::size_t size = body_offset(align) + make.size;
+  void* block = align > kMallocAlign ? ::operator new(size, std::align_val_t(align)) : ::operator new(size);
+  fiber_body* body = nullptr;
+  try {
+    body = make.construct(static_cast<char*>(block) + body_offset(align), make.state);
+  } catch (...) {
+    free_block(block, align);
+    throw;
+  }
+  auto* f = ::new (block) fiber_control;
+  f->body = body;
+  f->body_align = align;
+  return f;
+}
+
+void destroy_fiber_control(fiber_control* f) noexcept {
+  fiber_body* body = f->body;
+  const std::size_t align = f->body_align;
+  f->~fiber_control();
+  body->~fiber_body();
+  free_block(f, align);
+}
+
 void release_ref(fiber_control* f) noexcept {
   if (f->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
   // A lock-cycle walk may be reading it (runtime/sync/lock_cycle.cc).
   if (g_track_mutex_holders.load(std::memory_order_relaxed)) wait_out_cycle_walks();
-  delete f;
+  destroy_fiber_control(f);
 }
 
-absl::Status spawn_fiber(runtime_impl* rt, std::unique_ptr<fiber_body> body, const fiber_options& options,
+absl::Status spawn_fiber(runtime_impl* rt, const body_maker& make, const fiber_options& options,
                          const std::source_location& where, fiber_control** out) {
   if (rt == nullptr) {
     carrier* c = current_carrier();
     BOBBIN_CHECK(c != nullptr, "bobbin: bobbin::spawn() called off a fiber; use runtime::spawn() from a thread");
     rt = c->rt();
   }
-  return rt->spawn(std::move(body), options, where, out);
+  return rt->spawn(make, options, where, out);
 }
 
 fiber_body* join_fiber(fiber_control* f) {
@@ -121,13 +170,13 @@ fiber_body* join_fiber(fiber_control* f) {
   f->join_lock.lock();
   if (f->finished) {
     f->join_lock.unlock();
-    return f->body.get();
+    return f->body;
   }
   waiter w;
   w.prepare();
   f->joiners.push_back(&w);
   park(w, f->join_lock, f->joiners, deadline::never(), wait_reason::join, /*cancellable=*/false);
-  return f->body.get();
+  return f->body;
 }
 
 bool wait_fiber(fiber_control* f, deadline d) {

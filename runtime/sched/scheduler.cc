@@ -225,9 +225,10 @@ absl::Status runtime_impl::start() {
   return absl::OkStatus();
 }
 
-absl::Status runtime_impl::spawn(std::unique_ptr<fiber_body> body, const fiber_options& options,
+absl::Status runtime_impl::spawn(const body_maker& make, const fiber_options& options,
                                  const std::source_location& where, fiber_control** out) {
   if (stopping()) return absl::FailedPreconditionError("bobbin: spawn on a runtime that is shutting down");
+  fiber_control* f = make_fiber_control(make);
   carrier* here = current_carrier();
   std::vector<fiber_stack>* cache = (here != nullptr && here->rt() == this) ? here->stack_cache() : nullptr;
   std::size_t size = options.stack_size;
@@ -235,15 +236,16 @@ absl::Status runtime_impl::spawn(std::unique_ptr<fiber_body> body, const fiber_o
   size *= 4;
 #endif
   absl::StatusOr<fiber_stack> stack = stacks_.allocate(size, cache);
-  if (!stack.ok()) return stack.status();
+  if (!stack.ok()) {
+    destroy_fiber_control(f);
+    return stack.status();
+  }
 
-  auto* f = new fiber_control;
   f->rt = this;
   f->id = next_fiber_id();
   f->name = std::string(options.name);
   f->spawned_at = where;
   if (here != nullptr && here->current() != nullptr) f->parent_id = here->current()->id;
-  f->body = std::move(body);
   f->stack = *stack;
   f->ctx.stack_low = f->stack.low();
   f->ctx.stack_size = f->stack.size;

@@ -37,7 +37,7 @@ class runtime_impl {
   void report_abandoned(const std::vector<fiber_control*>& abandoned) const;
   bool stopping() const { return stopping_.load(std::memory_order_acquire); }
 
-  absl::Status spawn(std::unique_ptr<fiber_body> body, const fiber_options& options, const std::source_location& where,
+  absl::Status spawn(const body_maker& make, const fiber_options& options, const std::source_location& where,
                      fiber_control** out);
 
   // Makes a parked or new fiber runnable, from any thread. On one of this

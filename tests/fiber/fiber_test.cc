@@ -5,6 +5,7 @@
 #include <sys/resource.h>
 
 #include <atomic>
+#include <cstdint>
 #include <cstdio>
 #include <fstream>
 #include <set>
@@ -186,6 +187,63 @@ TEST(FiberTest, MaxFibersGivesClearErrorNotCrash) {
     // Capacity is back once they ended.
     bobbin::spawn([] {}).join();
   }, o);
+}
+
+// A fiber's body is built in the allocation of its control block
+// (runtime/fiber/fiber_entry.cc): captures keep their alignment, a body
+// whose construction throws leaves nothing behind, and
+// a spawn that fails for want of a stack destroys the body it built. The
+// leak checks are AddressSanitizer's, in the sanitizer pass.
+struct counted_capture {
+  static inline std::atomic<int> live{0};
+  bool throw_on_move = false;
+  counted_capture() { live++; }
+  counted_capture(const counted_capture& o) : throw_on_move(o.throw_on_move) { live++; }
+  // The lambda is moved into the body: this is the body's construction.
+  counted_capture(counted_capture&& o) : throw_on_move(o.throw_on_move) {
+    if (throw_on_move) throw std::runtime_error("move refused");
+    live++;
+  }
+  ~counted_capture() { live--; }
+};
+
+TEST(FiberTest, BodiesKeepAlignmentAndAreDestroyedOnEveryPath) {
+  counted_capture::live = 0;
+  bobbin::runtime_options o;
+  o.carriers = 2;
+  o.max_fibers = 3;  // main + 2
+  bobbin::run([] {
+    struct alignas(256) wide {
+      unsigned char bytes[256];
+    };
+    wide w{};
+    w.bytes[0] = 7;
+    w.bytes[255] = 9;
+    auto aligned = bobbin::spawn([w] {
+      EXPECT_EQ(reinterpret_cast<std::uintptr_t>(&w) % 256, 0u);
+      return w.bytes[0] + w.bytes[255];
+    });
+    EXPECT_EQ(aligned.join(), 16);
+
+    counted_capture refuses;
+    refuses.throw_on_move = true;
+    EXPECT_THROW(bobbin::spawn([refuses] {}), std::runtime_error);
+    EXPECT_EQ(counted_capture::live, 1);  // only `refuses` itself
+
+    bobbin::latch release(1);
+    auto a = bobbin::spawn([&] { release.wait(); });
+    counted_capture kept;
+    auto b = bobbin::spawn([&release, kept] { release.wait(); });
+    EXPECT_EQ(counted_capture::live, 3);
+    auto c = bobbin::try_spawn([kept] {});
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kResourceExhausted);
+    EXPECT_EQ(counted_capture::live, 3);  // the refused body was destroyed
+    release.count_down();
+    a.join();
+    b.join();
+    EXPECT_EQ(counted_capture::live, 2);  // join released b's body
+  }, o);
+  EXPECT_EQ(counted_capture::live, 0);
 }
 
 // The address space runs out (RLIMIT_AS, in a child process): spawning fails
