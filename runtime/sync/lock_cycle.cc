@@ -141,7 +141,8 @@ void mutex_wait_mark::check_for_cycle() {
     const uint32_t seq = holder->mutex_wait_seq.load(std::memory_order_acquire);
     const auto* next = static_cast<const mutex*>(holder->waiting_for_mutex.load(std::memory_order_acquire));
     if (next == nullptr) return;  // the holder is not waiting for a mutex: it can go on
-    chain[n++] = {holder, m, next, seq};
+    chain[n++] = link{.holder = holder, .held = m, .waits_for = next, .wait_seq = seq,
+                      .id = 0, .name = {}, .rt = nullptr};
     m = next;
   }
   // Confirm (see the header): the same waits, the same holders, now.

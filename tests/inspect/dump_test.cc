@@ -39,13 +39,6 @@ int count_of(const std::string& text, const std::string& what) {
   return n;
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 // Runs Python's json parser over `json` with `check` (Python code that sees
 // `d`, the parsed dump, and `expect`, the integer passed); returns what it
 // printed, "ok" if every assert held.
