@@ -174,6 +174,40 @@ def main():
             cpu = med([r[3] for r in rows]) if rows else 0
             lines.append(f"| {name} | {conns} | {rps:,.0f} | {p50:.3f} | {errs} | {cpu:.2f} | {ratio} |")
     lines.append("")
+
+    # Issue 10's targets for the example servers, each with its verdict: the
+    # Redis example on 1 carrier against redis-server with pipelining, and
+    # http_server on 2 carriers against itself on 1 (nginx's 2 workers
+    # against its 1, from the same run, for context: on this 2-core machine
+    # the load generator shares the cores a 2-thread server uses).
+    def http_rps(name, conns):
+        rows = http_res.get((name, conns), [])
+        return med([r[0] for r in rows]) if rows else 0
+
+    def verdict(ratio, target):
+        if not ratio:
+            return "n/a"
+        if ratio >= target:
+            return "met"
+        short = (1 - ratio / target) * 100
+        return f"**missed** by {short:.0f}%" if short >= 0.5 else "**missed** by <1%"
+
+    lines.append("### Targets of issue 10 for the example servers\n")
+    lines.append("| check | C | ratio | target | verdict | context |")
+    lines.append("|---|---:|---:|---:|---|---|")
+    bobbin_get = med([r for r, _ in redis_res.get((redis_servers[0][0], 50, 16, "GET"), [(0, 0)])])
+    redis_get = med([r for r, _ in redis_res.get((ref_name, 50, 16, "GET"), [(0, 0)])])
+    ratio = bobbin_get / redis_get if redis_get else 0
+    lines.append(f"| Redis example (1 carrier) vs redis-server, `-P 16` GET | 50 | {ratio:.2f}x | ≥ 1.0x | "
+                 f"{verdict(ratio, 1.0)} | |")
+    for conns in conns_list:
+        one, two = http_rps(http_servers[0][0], conns), http_rps(http_servers[1][0], conns)
+        ratio = two / one if one else 0
+        n1, n2 = http_rps(http_servers[2][0], conns), http_rps(http_servers[3][0], conns)
+        context = f"nginx 2 workers vs 1: {n2 / n1:.2f}x" if n1 else ""
+        lines.append(f"| http_server, 2 carriers vs 1 (wrk) | {conns} | {ratio:.2f}x | ≥ 1.0x | "
+                     f"{verdict(ratio, 1.0)} | {context} |")
+    lines.append("")
     section = "\n".join(lines)
 
     results_md.write_section(args.results, "servers", section)
