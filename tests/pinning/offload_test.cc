@@ -62,6 +62,12 @@ TEST(OffloadTest, ASaturatedPoolQueuesEveryCallAndCompletesThemAll) {
   auto rt = bobbin::runtime::start({.carriers = 2, .offload_threads = 8}).value();
   constexpr int kCalls = 2000;
   std::atomic<int> running{0}, peak{0};
+  // A call waits until the pool has been seen full once (or until a shared
+  // deadline), so that reaching 8 at once does not depend on timing: under
+  // ThreadSanitizer on 2 cores a 1 ms call could end before the 8th began
+  // (peak 7, CI of 2026-12-02). A pool of fewer threads still fails, after
+  // the deadline; a pool that ran more at once fails at once.
+  const auto stop_waiting = std::chrono::steady_clock::now() + 10s;
   std::vector<bobbin::fiber<long>> fs;
   for (int i = 0; i < kCalls; i++) {
     fs.push_back(rt->spawn([&, i] {
@@ -69,6 +75,9 @@ TEST(OffloadTest, ASaturatedPoolQueuesEveryCallAndCompletesThemAll) {
         int now = ++running;
         int p = peak.load();
         while (now > p && !peak.compare_exchange_weak(p, now)) {
+        }
+        while (peak.load() < 8 && std::chrono::steady_clock::now() < stop_waiting) {
+          std::this_thread::sleep_for(100us);
         }
         std::this_thread::sleep_for(1ms);
         --running;
