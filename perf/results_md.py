@@ -1,5 +1,6 @@
-"""What every perf/ report shares: the machine line, and replacing one
-marked section of perf/RESULTS.md without touching the others."""
+"""What every perf/ report shares: the machine line, a target's verdict, and
+replacing one marked section of perf/RESULTS.md without touching the
+others."""
 import os
 import platform
 
@@ -15,6 +16,17 @@ def machine():
                 model = line.split(":", 1)[1].strip()
                 break
     return f"{model}, {os.cpu_count()} CPUs, Linux {platform.release()}"
+
+
+def verdict(ratio, target):
+    """'met', '**missed** by N%' for a ratio that must reach at least
+    `target`, or 'n/a' when there is no ratio (None or 0: a side did not run)."""
+    if not ratio:
+        return "n/a"
+    if ratio >= target:
+        return "met"
+    short = (1 - ratio / target) * 100
+    return f"**missed** by {short:.0f}%" if short >= 0.5 else "**missed** by <1%"
 
 
 def write_section(path, name, section):

@@ -112,9 +112,8 @@ def render(raw):
             lines.append(f"| {label} | {cps:,.0f}{mark} | {ratio} | {med(rows, 'bystander_p99_ms'):.1f} ms | "
                          f"{pins} | {med(rows, 'rss_kb') / 1024:.1f} MiB |")
             if mode == "intercept" and base:
-                ok = cps / base >= 1.0
                 verdicts.append(f"- {client}: intercepted {cps / base:.2f}x threads: "
-                                f"{'met' if ok else f'**missed** by {(1 - cps / base) * 100:.0f}%'} (target ≥ 1.0x); "
+                                f"{results_md.verdict(cps / base, 1.0)} (target ≥ 1.0x); "
                                 f"{pins} pin events")
         lines.append("")
     lines += ["### Targets", ""] + verdicts + [""]

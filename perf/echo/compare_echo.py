@@ -204,14 +204,6 @@ def _has_cairo():
     return "pngcairo" in out.stdout + out.stderr
 
 
-def verdict(ratio, target):
-    if ratio is None:
-        return "n/a"
-    if ratio >= target:
-        return "met"
-    return f"**missed** by {(1 - ratio / target) * 100:.0f}%"
-
-
 def render(data):
     lines = ["## Echo servers: the same protocol seven ways (issues 5 and 10)\n",
              f"- Command: `{data['command']}` ("
@@ -262,7 +254,7 @@ def render(data):
             cpu = f"{pc / bc:.2f}x" if bc and pc and bc > 0 and pc > 0 else "n/a"
             shown = f"{ratio:.2f}x" if ratio is not None else "n/a"
             want = f"> {target:g}x" if key == "threads" else f"≥ {target:g}x"
-            ok = verdict(ratio, target)
+            ok = results_md.verdict(ratio, target)
             if key == "threads" and ratio is not None and ratio <= 1:
                 ok = "**missed**: not ahead"  # the target is strictly ahead
             lines.append(f"| {labels[key]} | {conns:,} | {shown} | {want} | {ok} | {cpu} |")
@@ -285,7 +277,7 @@ def render(data):
         one = median_of(data, "bobbin", 1, conns, "throughput_rps")
         ratio = two / one if two and one else None
         shown = f"{ratio:.2f}x" if ratio is not None else "n/a"
-        lines.append(f"| 2 carriers vs 1 | {conns:,} | {shown} | ≥ 1.0x | {verdict(ratio, 1.0)} |")
+        lines.append(f"| 2 carriers vs 1 | {conns:,} | {shown} | ≥ 1.0x | {results_md.verdict(ratio, 1.0)} |")
     lines.append("")
     lines += render_cross_check(data)
     section = "\n".join(lines)

@@ -184,14 +184,6 @@ def main():
         rows = http_res.get((name, conns), [])
         return med([r[0] for r in rows]) if rows else 0
 
-    def verdict(ratio, target):
-        if not ratio:
-            return "n/a"
-        if ratio >= target:
-            return "met"
-        short = (1 - ratio / target) * 100
-        return f"**missed** by {short:.0f}%" if short >= 0.5 else "**missed** by <1%"
-
     lines.append("### Targets of issue 10 for the example servers\n")
     lines.append("| check | C | ratio | target | verdict | context |")
     lines.append("|---|---:|---:|---:|---|---|")
@@ -199,14 +191,14 @@ def main():
     redis_get = med([r for r, _ in redis_res.get((ref_name, 50, 16, "GET"), [(0, 0)])])
     ratio = bobbin_get / redis_get if redis_get else 0
     lines.append(f"| Redis example (1 carrier) vs redis-server, `-P 16` GET | 50 | {ratio:.2f}x | ≥ 1.0x | "
-                 f"{verdict(ratio, 1.0)} | |")
+                 f"{results_md.verdict(ratio, 1.0)} | |")
     for conns in conns_list:
         one, two = http_rps(http_servers[0][0], conns), http_rps(http_servers[1][0], conns)
         ratio = two / one if one else 0
         n1, n2 = http_rps(http_servers[2][0], conns), http_rps(http_servers[3][0], conns)
         context = f"nginx 2 workers vs 1: {n2 / n1:.2f}x" if n1 else ""
         lines.append(f"| http_server, 2 carriers vs 1 (wrk) | {conns} | {ratio:.2f}x | ≥ 1.0x | "
-                     f"{verdict(ratio, 1.0)} | {context} |")
+                     f"{results_md.verdict(ratio, 1.0)} | {context} |")
     lines.append("")
     section = "\n".join(lines)
 
