@@ -18,6 +18,7 @@
 
 #include <liburing.h>
 
+#include <atomic>
 #include <cstdint>
 #include <type_traits>
 
@@ -67,6 +68,11 @@ class io_object {
 
   // Hands the fd to the caller (the object will not close it).
   int release_fd();
+
+  // How many operations in a row run_now() completed without the caller
+  // parking (tcp_listener::accept keeps it to bound a burst). Relaxed: a
+  // count shared by fibers accepting on one listener needs no order.
+  std::atomic<uint32_t> completed_without_parking{0};
 
  private:
   friend struct cancel_done;

@@ -125,18 +125,34 @@ TEST(FiberTest, YieldingLoopDoesNotStarveOthers) {
   });
 }
 
+// Sleepers wake in the order of their deadlines, on 2 carriers. The
+// deadlines are instants 15 ms apart from one start taken after every
+// sleeper exists, not durations from each sleeper's own start: creating a
+// fiber under ThreadSanitizer takes about 8 ms, which turned durations
+// taken 8 ms apart into a different order (5 woke before 4, 9 runs of 20).
+// What remains between two wake-ups is the gap, so a sleeper is late enough
+// to swap only if its carrier loses the CPU for a whole gap between the
+// timer and the push; the gap is scaled in the sanitizer builds.
 TEST(FiberTest, SleepOrdering) {
   run_on(2, [] {
+    const auto gap = bobbin::testing::scaled(std::chrono::milliseconds(15));
     bobbin::mutex mu;
     std::vector<int> order;
+    std::chrono::steady_clock::time_point start;
+    bobbin::latch go(1);
     std::vector<bobbin::fiber<>> fs;
     for (int i : {5, 1, 4, 2, 3}) {
       fs.push_back(bobbin::spawn([&, i] {
-        bobbin::this_fiber::sleep_for(std::chrono::milliseconds(i * 15));
+        go.wait();  // `start` is set before the latch opens
+        const auto due = start + i * gap;
+        bobbin::this_fiber::sleep_until(due);
+        EXPECT_GE(std::chrono::steady_clock::now(), due) << "sleeper " << i << " woke early";
         std::lock_guard l(mu);
         order.push_back(i);
       }));
     }
+    start = std::chrono::steady_clock::now();
+    go.count_down();
     for (auto& f : fs) f.join();
     EXPECT_EQ(order, (std::vector<int>{1, 2, 3, 4, 5}));
   });
