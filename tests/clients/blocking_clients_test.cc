@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "bobbin/bobbin.h"
+#include "tests/testing/runtime_fixture.h"
 
 namespace {
 
@@ -52,6 +53,10 @@ std::string env(const char* name) {
     return {};
   }
   return v;
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 struct outcome {
@@ -94,7 +99,19 @@ outcome run_clients(const std::function<std::pair<long, long>(int, const std::fu
     // A sanitizer's own allocator lock (ASan's quarantine recycling, behind
     // free() in freeaddrinfo, contended by 64 pool threads: 26.7 ms once in
     // CI) is a futex no production build has and no interposer can park.
-    const bool in_sanitizer_runtime = kSanitized && report.find("__sanitizer::") != std::string::npos;
+    // When a pin's stack could not be captured, the report names only the
+    // call, and a futex or a memory-mapping call cannot be told apart from
+    // the sanitizer runtime's own, which makes them behind every allocation
+    // (with one core kept busy: futex(2) 23.6 ms under ASan, mmap 21.0 ms
+    // under TSan, both in the libpq case). Under the sanitizers those are
+    // not counted; every call interception parks still is, and the normal
+    // build counts every pin. Parking OS locks is issues 29-33.
+    const bool unattributed_runtime_call =
+        e.stack.empty() && (ends_with(e.detail, " futex(2)") || ends_with(e.detail, " syscall 9") ||
+                            ends_with(e.detail, " syscall 10") || ends_with(e.detail, " syscall 11") ||
+                            ends_with(e.detail, " syscall 28"));  // mmap, mprotect, munmap, madvise
+    const bool in_sanitizer_runtime =
+        kSanitized && (report.find("__sanitizer::") != std::string::npos || unattributed_runtime_call);
     if (e.reason == bobbin::pin_reason::syscall && !in_sanitizer_runtime) out.syscall_pin_events++;
     out.pin_reports.push_back(std::move(report));
   });
@@ -167,7 +184,8 @@ outcome run_clients(const std::function<std::pair<long, long>(int, const std::fu
 // suite running beside it; on a day the VM ran 2.5-4x slower, the libpq
 // case (PostgreSQL on the same 2 cores) measured 24.8 and 34.7 ms with no
 // pin at all. A pinned carrier makes it 3 s, so 100 ms still tells the two
-// apart, in every build.
+// apart. The bound is scaled in the sanitizer builds (ASan with one core
+// kept busy: 115.6 ms), up to 600 ms, which still does.
 void expect_no_pinning(const outcome& o) {
   EXPECT_EQ(o.bad, 0);
   EXPECT_EQ(o.idle_callers, 0) << "callers that never got a reply";
@@ -176,7 +194,8 @@ void expect_no_pinning(const outcome& o) {
   } else {
     EXPECT_EQ(o.pin_events, 0u) << (o.pin_reports.empty() ? "" : o.pin_reports[0]);
   }
-  EXPECT_LT(o.bystander_p99_ms, 100.0);
+  const auto bystander_bound = std::min<std::chrono::milliseconds>(bobbin::testing::scaled(100ms), 600ms);
+  EXPECT_LT(o.bystander_p99_ms, static_cast<double>(bystander_bound.count()));
   EXPECT_GT(o.intercepted_parks, 0u);
 }
 
