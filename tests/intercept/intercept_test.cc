@@ -90,8 +90,8 @@ TEST(InterceptTest, EnvironmentTurnsItOffForTheProcess) {
 // 200 fibers each sleeping 50 ms with the libc call, then 200 in
 // std::this_thread::sleep_for and clock_nanosleep, on 2 carriers: the
 // sleeps overlap. That is shown by how many sleepers are inside the call at
-// once, not by a bound on the total time, which spawn latency sets (about
-// 8 ms a fiber under ThreadSanitizer: 2,086 ms against a 2,000 ms bound on a
+// once, not by a bound on the total time, which spawn latency sets (2.4-3.4
+// ms a fiber under ThreadSanitizer: 2,086 ms against a 2,000 ms bound on a
 // loaded machine). Every sleeper starts from one latch, once all exist; a
 // usleep that blocked its carrier would let at most the 2 carriers and
 // their 2 spares sleep at once, so a peak of 50 (of 200) cannot come from

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <cerrno>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -55,6 +56,22 @@ bobbin::fiber<int> spawn_echo_server(tcp_listener& listener, int n, bobbin::dead
     }
     return n;
   });
+}
+
+// Connects `n` plain blocking sockets to `addr`, from a plain thread (the
+// kernel completes each handshake before accept() is called); returns them.
+std::vector<int> connect_plain_sockets(const socket_address& addr, int n) {
+  std::vector<int> fds;
+  for (int i = 0; i < n; i++) {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(addr.port());
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0) << std::strerror(errno);
+    fds.push_back(fd);
+  }
+  return fds;
 }
 
 TEST(AddressTest, ParsesAndPrints) {
@@ -168,17 +185,7 @@ TEST(TcpTest, ABurstOfConnectionsIsAcceptedWithoutATurnOfTheQueueEach) {
     // All connected (the kernel completes the handshakes) before the first
     // accept: the accept loop finds them all waiting.
     std::vector<int> clients;
-    std::thread([&] {
-      for (int i = 0; i < kBurst; i++) {
-        int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        sockaddr_in sa{};
-        sa.sin_family = AF_INET;
-        sa.sin_port = htons(addr.port());
-        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
-        clients.push_back(fd);
-      }
-    }).join();
+    std::thread([&] { clients = connect_plain_sockets(addr, kBurst); }).join();
     long first = -1, last = -1;
     for (int i = 0; i < kBurst; i++) {
       auto s = listener.accept(10s);
@@ -230,18 +237,7 @@ TEST(TcpTest, ABurstOfNewConnectionsDoesNotStarveAnEstablishedOne) {
     });
     auto echo = bobbin::spawn([s = listener.accept(10s).value()]() mutable { echo_loop(std::move(s)); });
     while (round_trips.load() < 10) bobbin::this_fiber::sleep_for(1ms);
-    std::vector<int> clients;
-    bobbin::offload([&] {
-      for (int i = 0; i < burst; i++) {
-        int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        sockaddr_in sa{};
-        sa.sin_family = AF_INET;
-        sa.sin_port = htons(addr.port());
-        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
-        clients.push_back(fd);
-      }
-    });
+    const std::vector<int> clients = bobbin::offload([&] { return connect_plain_sockets(addr, burst); });
     std::vector<tcp_stream> accepted;
     const long before = round_trips.load();
     for (int i = 0; i < burst; i++) {
