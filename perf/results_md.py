@@ -29,14 +29,21 @@ def verdict(ratio, target):
     return f"**missed** by {short:.0f}%" if short >= 0.5 else "**missed** by <1%"
 
 
-def write_section(path, name, section):
+def write_section(path, name, section, before=None):
     """Puts `section` between <!-- name:begin --> and <!-- name:end -->,
-    replacing what was there, or appends it."""
+    replacing what was there, or adds it: just before the text `before` when
+    that is in the file (a block inside another section), else at the end."""
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    text = open(path).read() if os.path.exists(path) else HEADING
+    text = HEADING
+    if os.path.exists(path):
+        with open(path) as f:
+            text = f.read()
     block = f"{begin}\n{section}\n{end}"
     if begin in text and end in text:
         text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+    elif before is not None and before in text:
+        at = text.index(before)
+        text = text[:at] + block + "\n" + text[at:]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     with open(path, "w") as f:

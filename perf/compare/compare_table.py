@@ -1,0 +1,170 @@
+"""The verdict and the table of `scripts/bench --compare REV`: figures of two
+builds measured in the same interleaved rounds, reduced to medians with their
+spread, a mark on every figure that got worse, and the exit status a script
+can act on. Pure functions of the measured figures, so tests can feed them
+canned ones (tests/scripts/bench_compare_test.py).
+
+A row is one figure of one workload:
+  {"workload": "echo, 1 carrier, 1,000 connections, echo_load",
+   "figure": "msg/s", "better": "higher" | "lower",
+   "rev": [per-round value or None], "tree": [...],
+   "yardstick": [per-round value of the raw io_uring loop] (echo rows only),
+   "missing": "why REV has no figure" (optional)}
+Lists are indexed by round, so rev[i], tree[i] and yardstick[i] were measured
+minutes apart on the same machine state."""
+import statistics
+
+# A figure is marked when its median is worse than this; the exit status
+# also wants the two sides' ranges (min-max over rounds) not to overlap.
+WORSE = 0.05
+
+
+def values(xs):
+    return [x for x in xs or [] if x is not None]
+
+
+def summary(xs):
+    """(median, low, high) of the rounds that produced a figure, or None."""
+    v = values(xs)
+    return (statistics.median(v), min(v), max(v)) if v else None
+
+
+def spread(xs):
+    """max/min - 1 over the rounds: how far the figure moved during the run."""
+    v = [x for x in values(xs) if x > 0]
+    return max(v) / min(v) - 1 if len(v) >= 2 else None
+
+
+def paired_ratios(row):
+    """tree/rev per round, for the rounds where both sides produced a figure:
+    the machine's speed cancels in each, what remains is noise and change."""
+    return [t / r for r, t in zip(row.get("rev") or [], row.get("tree") or [])
+            if r is not None and t is not None and r > 0]
+
+
+def judge(row):
+    """The verdict on one row: a dict with the medians, the change of the
+    work tree against REV (positive: the figure grew), whether it is worse by
+    more than WORSE, and whether the ranges overlap."""
+    a, b = summary(row.get("rev")), summary(row.get("tree"))
+    out = {"rev": a, "tree": b, "change": None, "worse": False, "overlap": True, "regressed": False}
+    if a is None or b is None or a[0] == 0:
+        return out
+    change = b[0] / a[0] - 1
+    worse = change < -WORSE if row["better"] == "higher" else change > WORSE
+    overlap = not (b[2] < a[1] or a[2] < b[1])
+    out.update(change=change, worse=worse, overlap=overlap, regressed=worse and not overlap)
+    return out
+
+
+def fast_half_ratio(row):
+    """Median tree/rev ratio over the rounds in which the yardstick ran at or
+    above its median: a loss that shows only while the machine runs fast
+    (issue 28) shows here even when the slow rounds hide it in the median."""
+    ys = row.get("yardstick")
+    if not ys or not values(ys):
+        return None
+    cut = statistics.median(values(ys))
+    pairs = [t / r for r, t, y in zip(row["rev"], row["tree"], ys)
+             if r is not None and t is not None and y is not None and r > 0 and y >= cut]
+    return statistics.median(pairs) if pairs else None
+
+
+def yardstick_moved(row):
+    """(yardstick spread, noise) when the raw loop's figure moved across the
+    rounds by more than the noise between rounds, else None. The noise is
+    the spread of the paired tree/rev ratios, where the machine's speed
+    cancels."""
+    moved = spread(row.get("yardstick"))
+    noise = spread(paired_ratios(row))
+    if moved is None or noise is None:
+        return None
+    return (moved, noise) if moved > noise else None
+
+
+def regressions(rows):
+    """Rows whose median is worse by more than WORSE with spreads apart:
+    what makes `scripts/bench --compare` exit non-zero."""
+    return [r for r in rows if judge(r)["regressed"]]
+
+
+def fmt(v):
+    if v is None:
+        return "n/a"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    if abs(v) >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def cell(s):
+    return "n/a" if s is None else f"{fmt(s[0])} ({fmt(s[1])}–{fmt(s[2])})"
+
+
+def mark(j, better):
+    if j["change"] is None:
+        return ""
+    if not j["worse"]:
+        return ""
+    by = abs(j["change"]) * 100
+    text = f"**worse by {by:.0f}%**"
+    return text + (", ranges apart" if j["regressed"] else ", ranges overlap")
+
+
+def render(run, rows):
+    """The markdown table of one comparison, with its header lines."""
+    rev, tree = run["rev"], run["tree"]
+    rev_name = rev["spec"] if rev["spec"].startswith(rev["sha"][:7]) else f"{rev['spec']} = {rev['sha'][:10]}"
+    tree_name = f"work tree at {tree['sha'][:10]}" + (" with uncommitted changes" if tree.get("dirty") else "")
+    lines = [f"### {tree_name} against {rev_name}\n",
+             f"- Command: `{run['command']}`: {run['rounds']} interleaved rounds; in each round every workload "
+             "runs REV, the work tree and the yardstick back to back, in an order that rotates between rounds.",
+             f"- REV: {rev['sha'][:10]} ({rev.get('subject', '')[:90]})",
+             f"- Work tree: {tree['sha'][:10]} ({tree.get('subject', '')[:90]})"
+             + (", with uncommitted changes" if tree.get("dirty") else ""),
+             f"- Date: {run['date']}",
+             f"- Machine: {run['machine']}",
+             "- Figures: median over the rounds, (lowest–highest) beside it. Change: the work tree's median against "
+             f"REV's. Marked: worse by more than {WORSE:.0%}; \"ranges apart\" (the exit status counts those) when "
+             "no round of the one side overlaps the other's range. Fast rounds: the median of the per-round ratios "
+             "(work tree ÷ REV) in the rounds where the yardstick ran at or above its median.\n",
+             "| workload | figure | REV | work tree | change | fast rounds | mark |",
+             "|---|---|---:|---:|---:|---:|---|"]
+    for row in rows:
+        if row.get("missing"):
+            tree_s = summary(row.get("tree"))
+            lines.append(f"| {row['workload']} | {row['figure']} | {row['missing']} | {cell(tree_s)} | | | |")
+            continue
+        j = judge(row)
+        change = "n/a" if j["change"] is None else f"{j['change'] * 100:+.1f}%"
+        fast = fast_half_ratio(row)
+        fast_s = "" if fast is None else f"{fast:.2f}x"
+        lines.append(f"| {row['workload']} | {row['figure']} | {cell(j['rev'])} | {cell(j['tree'])} | {change} | "
+                     f"{fast_s} | {mark(j, row['better'])} |")
+    lines.append("")
+    yard = [r for r in rows if r.get("yardstick")]
+    if yard:
+        lines.append("Yardstick: the raw io_uring callback loop (perf/echo/uring_raw_echo, the work tree's) on the "
+                     "same cell in the same round. Noise: the spread (highest ÷ lowest − 1) of the per-round ratios, "
+                     "work tree ÷ REV, in which the machine's speed cancels.\n")
+        lines.append("| workload | figure | raw loop | raw loop spread | noise | machine moved |")
+        lines.append("|---|---|---:|---:|---:|---|")
+        for row in yard:
+            moved = yardstick_moved(row)
+            m, n = spread(row["yardstick"]), spread(paired_ratios(row))
+            lines.append(f"| {row['workload']} | {row['figure']} | {cell(summary(row['yardstick']))} | "
+                         f"{'n/a' if m is None else f'{m:.0%}'} | {'n/a' if n is None else f'{n:.0%}'} | "
+                         + ("**yes**: compare the ratios, not the absolute figures" if moved else "no") + " |")
+        lines.append("")
+    bad = regressions(rows)
+    worse = [r for r in rows if judge(r)["worse"]]
+    if bad:
+        lines.append(f"Verdict: **{len(bad)} figure(s) worse by more than {WORSE:.0%} with ranges apart**: "
+                     + "; ".join(f"{r['workload']} {r['figure']}" for r in bad) + ".\n")
+    elif worse:
+        lines.append(f"Verdict: {len(worse)} figure(s) worse by more than {WORSE:.0%} in the median, but each "
+                     "within the other side's range: no regression is shown.\n")
+    else:
+        lines.append(f"Verdict: no figure worse by more than {WORSE:.0%}.\n")
+    return "\n".join(lines)
