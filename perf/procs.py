@@ -7,9 +7,13 @@ import subprocess
 import time
 
 
-def wait_port(port, timeout=10.0):
+def wait_port(port, timeout=10.0, proc=None):
+    """Until something accepts on 127.0.0.1:port; RuntimeError after
+    `timeout`, or as soon as `proc` (the server, when given) has exited."""
     end = time.time() + timeout
     while time.time() < end:
+        if proc is not None and proc.poll() is not None:
+            break
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             return
@@ -26,7 +30,17 @@ class server:
     def __enter__(self):
         self.proc = subprocess.Popen(["taskset", "-c", self.cpus, *self.argv], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
-        wait_port(self.port)
+        try:
+            wait_port(self.port, proc=self.proc)
+        except RuntimeError:
+            # A server that exited (an unknown flag) or never listened: say
+            # how it ended, and leave no process behind.
+            code = self.proc.poll()
+            if code is None:
+                self.proc.kill()
+                self.proc.wait()
+            raise RuntimeError(f"{os.path.basename(self.name)} did not listen on {self.port}"
+                               + (f" (exit status {code})" if code is not None else ""))
         return self
 
     def __exit__(self, *exc):

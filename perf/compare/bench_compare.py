@@ -34,6 +34,7 @@ build-compare/last_run.json. Exit status: 0, or 1 when a figure is worse by
 more than 5% in the median and the two sides' ranges do not overlap, or 2 on
 a usage or build error."""
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -140,9 +141,9 @@ def log(msg):
 def checkout(sha):
     """REV's source in a worktree that stays between runs."""
     src = os.path.join(COMPARE_DIR, sha[:12], "src")
-    if os.path.exists(os.path.join(src, ".git")):
-        if git("rev-parse", "HEAD", cwd=src, check=False) == sha:
-            return src
+    if os.path.exists(os.path.join(src, ".git")) and git("rev-parse", "HEAD", cwd=src, check=False) == sha:
+        return src
+    if os.path.exists(src):  # a checkout left half-made, or moved by hand
         shutil.rmtree(src)
     git("worktree", "prune")
     os.makedirs(os.path.dirname(src), exist_ok=True)
@@ -193,6 +194,35 @@ class Ports:
     def next(self):
         self.port += 1
         return self.port
+
+
+@dataclasses.dataclass
+class Bench:
+    """What a run has set up: the targets each side built, the build
+    folders, the shared generators and yardstick, ports and a scratch root."""
+    have: dict
+    builds: dict
+    generators: dict
+    yardstick: str
+    ports: Ports
+    root: str
+    seconds: float
+    min_time: str
+
+    def run(self, kind, p, side, target):
+        """One side's run of one workload in one round."""
+        if side != "yardstick" and target not in self.have[side]:
+            return {"missing": f"no {target}"}
+        if kind == "echo":
+            gen = self.generators[p["generator"]]
+            if gen is None:
+                return {"missing": "no Go"}
+            exe = self.yardstick if side == "yardstick" else os.path.join(self.builds[side], target)
+            return run_echo(exe, gen, p["connections"], self.seconds, self.ports.next())
+        exe = os.path.join(self.builds[side], target)
+        if kind == "http":
+            return run_http(exe, p["connections"], self.seconds, self.ports.next(), self.root)
+        return run_micro(exe, self.min_time)
 
 
 def run_echo(exe, generator, conns, seconds, port):
@@ -297,13 +327,13 @@ def measure(args, rev, tree):
     rev_build = os.path.join(COMPARE_DIR, rev["sha"][:12], "build")
     have = {"rev": build(rev_src, rev_build, SIDE_TARGETS),
             "tree": build(ROOT, TREE_BUILD, SIDE_TARGETS + SHARED_TARGETS)}
-    builds = {"rev": rev_build, "tree": TREE_BUILD}
-    generators = {"echo_load": os.path.join(TREE_BUILD, "perf", "echo_load"), "go_echoload": build_go_generator()}
-    yard_exe = os.path.join(TREE_BUILD, "perf", "uring_raw_echo")
+    bench = Bench(have=have, builds={"rev": rev_build, "tree": TREE_BUILD},
+                  generators={"echo_load": os.path.join(TREE_BUILD, "perf", "echo_load"),
+                              "go_echoload": build_go_generator()},
+                  yardstick=os.path.join(TREE_BUILD, "perf", "uring_raw_echo"), ports=Ports(),
+                  root=tempfile.mkdtemp(prefix="bobbin_compare_"), seconds=args.seconds,
+                  min_time="0.1" if args.quick else "0.2")
     cells = workloads(args.quick)
-    ports = Ports()
-    root = tempfile.mkdtemp(prefix="bobbin_compare_")
-    min_time = "0.1" if args.quick else "0.2"
     # raw[cell][side] = [per-round result dict]
     raw = {cell_name(k, p): {"rev": [], "tree": [], "yardstick": []} for k, p in cells}
     sides = ["rev", "tree", "yardstick"]
@@ -316,26 +346,18 @@ def measure(args, rev, tree):
                     continue
                 target = {"echo": "perf/bobbin_echo", "http": "examples/http_server",
                           "micro": f"perf/{p.get('bench')}"}[kind]
-                if side != "yardstick" and target not in have[side]:
-                    r = {"missing": f"no {target}"}
-                elif kind == "echo":
-                    gen = generators[p["generator"]]
-                    if gen is None:
-                        r = {"missing": "no Go"}
-                    else:
-                        exe = yard_exe if side == "yardstick" else os.path.join(builds[side], target)
-                        r = run_echo(exe, gen, p["connections"], args.seconds, ports.next())
-                elif kind == "http":
-                    r = run_http(os.path.join(builds[side], target), p["connections"], args.seconds, ports.next(),
-                                 root)
-                else:
-                    r = run_micro(os.path.join(builds[side], target), min_time)
+                try:
+                    r = bench.run(kind, p, side, target)
+                except (RuntimeError, subprocess.TimeoutExpired, OSError, ValueError, KeyError) as e:
+                    # A server that would not start or a generator that hung:
+                    # the table says so for this workload; the run goes on.
+                    r = {"failed": str(e).splitlines()[0][:200] if str(e) else type(e).__name__}
                 raw[name][side].append(r)
                 shown = ", ".join(f"{k} {compare_table.fmt(v)}" for k, v in list(r.items())[:3]
                                   if isinstance(v, (int, float)))
                 log(f"round {rnd + 1}/{args.rounds} {name} {side}: "
                     f"{shown if shown else r.get('failed') or r.get('missing') or 'no figure'}")
-    shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(bench.root, ignore_errors=True)
     return {"rev": rev, "tree": tree, "date": datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"),
             "machine": results_md.machine(), "command": args.command, "rounds": args.rounds, "quick": args.quick,
             "cells": [[k, p] for k, p in cells], "raw": raw}
@@ -370,6 +392,8 @@ def rows_of(run):
                 row["missing"] = f"not in REV ({missing})"
             elif kind == "micro" and not compare_table.values(row["rev"]):
                 row["missing"] = "not in REV"
+            elif kind == "micro" and not compare_table.values(row["tree"]):
+                row["missing"], row["missing_in"] = "not in the work tree", "tree"
             rows.append(row)
         failed = sum(1 for side in ("rev", "tree") for r in res[side] if "failed" in r)
         if failed:

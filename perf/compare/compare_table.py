@@ -9,7 +9,8 @@ A row is one figure of one workload:
    "figure": "msg/s", "better": "higher" | "lower",
    "rev": [per-round value or None], "tree": [...],
    "yardstick": [per-round value of the raw io_uring loop] (echo rows only),
-   "missing": "why REV has no figure" (optional)}
+   "missing": "why one side has no figure" (optional),
+   "missing_in": "tree" when that side is the work tree (else REV)}
 Lists are indexed by round, so rev[i], tree[i] and yardstick[i] were measured
 minutes apart on the same machine state."""
 import statistics
@@ -132,6 +133,10 @@ def render(run, rows):
              "| workload | figure | REV | work tree | change | fast rounds | mark |",
              "|---|---|---:|---:|---:|---:|---|"]
     for row in rows:
+        if row.get("missing") and row.get("missing_in") == "tree":
+            lines.append(f"| {row['workload']} | {row['figure']} | {cell(summary(row.get('rev')))} | "
+                         f"{row['missing']} | | | |")
+            continue
         if row.get("missing"):
             tree_s = summary(row.get("tree"))
             lines.append(f"| {row['workload']} | {row['figure']} | {row['missing']} | {cell(tree_s)} | | | |")

@@ -48,7 +48,7 @@ def canned_run(raw_tree_http=True, rev_http_missing=True, slow_tree=False):
             [{"req/s": 50e3, "server CPU µs/req": 20.0, "p99 ms": 2.0}] * rounds,
             "tree": [{"req/s": 51e3, "server CPU µs/req": 19.0, "p99 ms": 2.0}] * rounds, "yardstick": []},
         "micro: switch_bench": {
-            "rev": [{"bobbin_yield": 30.0 + i} for i in range(rounds)],
+            "rev": [{"bobbin_yield": 30.0 + i, "bobbin_old_thing": 7.0} for i in range(rounds)],
             "tree": [{"bobbin_yield": 30.5 + i, "bobbin_new_thing": 5.0} for i in range(rounds)],
             "yardstick": []},
     }
@@ -164,6 +164,7 @@ class Rendering(unittest.TestCase):
         text = self.render(canned_run())
         self.assertIn("| http_server, 50 conns, wrk | req/s | not in REV (no examples/http_server) | 51,000", text)
         self.assertIn("| micro: bobbin_new_thing | ns per item | not in REV |", text)
+        self.assertIn("| micro: bobbin_old_thing | ns per item | 7.00 (7.00–7.00) | not in the work tree |", text)
         self.assertIn("Verdict: no figure worse", text)
 
     def test_wrk_output_is_parsed(self):
@@ -180,6 +181,27 @@ Requests/sec:  40000.00
 """
         self.assertEqual(bench_compare.parse_wrk(text), (120000, 3.0, 1.52, 3))
         self.assertIsNone(bench_compare.parse_wrk("wrk: connection refused"))
+
+
+class AServerThatDoesNotStart(unittest.TestCase):
+    def test_is_a_failed_run_not_a_crash(self):
+        """A REV whose server rejects today's flags: the round records why,
+        and no process is left behind."""
+        with tempfile.TemporaryDirectory() as d:
+            os.makedirs(os.path.join(d, "examples"))
+            exe = os.path.join(d, "examples", "http_server")
+            with open(exe, "w") as f:
+                f.write("#!/bin/sh\necho \"unknown flag $1\" >&2\nexit 3\n")
+            os.chmod(exe, 0o755)
+            bench = bench_compare.Bench(have={"rev": {"examples/http_server"}}, builds={"rev": d}, generators={},
+                                        yardstick="", ports=bench_compare.Ports(29400), root=d, seconds=1,
+                                        min_time="0.1")
+            with self.assertRaises(RuntimeError) as e:
+                bench.run("http", {"connections": 50}, "rev", "examples/http_server")
+            self.assertIn("did not listen", str(e.exception))
+            self.assertIn("exit status 3", str(e.exception))
+            missing = bench.run("micro", {"bench": "park_bench"}, "rev", "perf/park_bench")
+            self.assertEqual(missing, {"missing": "no perf/park_bench"})
 
 
 class ResultsFileAndExitStatus(unittest.TestCase):
