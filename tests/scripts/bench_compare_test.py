@@ -68,7 +68,7 @@ class OptionParsing(unittest.TestCase):
 
     def test_defaults_and_quick(self):
         a = bench_compare.parse_args(["HEAD~2"])
-        self.assertEqual((a.rev, a.rounds, a.quick), ("HEAD~2", 5, False))
+        self.assertEqual((a.rev, a.rounds, a.quick), ("HEAD~2", 7, False))
         self.assertEqual(a.command, "scripts/bench --compare HEAD~2")
         q = bench_compare.parse_args(["b0a5d92", "--quick"])
         self.assertEqual((q.rounds, q.quick), (3, True))
@@ -113,7 +113,7 @@ class Verdict(unittest.TestCase):
     def test_a_lower_throughput_with_ranges_apart_is_a_regression(self):
         j = compare_table.judge(row([100, 101, 102, 99, 100], [90, 91, 89, 90, 92]))
         self.assertTrue(j["worse"] and j["regressed"])
-        self.assertAlmostEqual(j["change"], -0.10)
+        self.assertAlmostEqual(j["change"], 91 / 101 - 1)  # the median of the per-round ratios, round 2
         self.assertEqual(j["rev"], (100, 99, 102))
 
     def test_more_cpu_per_message_is_worse(self):
@@ -130,10 +130,22 @@ class Verdict(unittest.TestCase):
     def test_within_five_percent_is_not_marked(self):
         self.assertFalse(compare_table.judge(row([100, 100, 100], [96, 96, 96]))["worse"])
 
+    def test_the_ratio_pairs_rounds_so_a_drifting_machine_cancels(self):
+        # The machine halves its speed after round 2; both sides follow.
+        j = compare_table.judge(row([200, 210, 100, 105, 102], [198, 208, 101, 104, 101]))
+        self.assertLess(abs(j["change"]), 0.02)
+        self.assertFalse(j["worse"])
+
+    def test_p99_is_marked_past_its_own_threshold(self):
+        p99 = dict(better="lower", figure="p99 µs")
+        self.assertFalse(compare_table.judge(row([1000] * 3, [1150] * 3, **p99))["worse"])
+        self.assertTrue(compare_table.judge(row([1000] * 3, [1250] * 3, **p99))["regressed"])
+
     def test_failed_rounds_are_left_out(self):
         j = compare_table.judge(row([100, None, 102], [101, 99, None]))
         self.assertEqual(j["rev"], (101, 100, 102))
         self.assertEqual(j["tree"], (100, 99, 101))
+        self.assertAlmostEqual(j["change"], 101 / 100 - 1)  # only round 1 has both sides
 
     def test_a_loss_only_while_the_machine_runs_fast_shows_in_the_fast_rounds(self):
         r = row([200, 100, 210, 104, 205], [140, 99, 150, 102, 145], yardstick=[300, 150, 320, 155, 310])
@@ -155,7 +167,7 @@ class Rendering(unittest.TestCase):
         self.assertIn("work tree at bbbbbbbbbb with uncommitted changes", text)
         self.assertIn("test machine", text)
         self.assertIn("| echo, 1,000 conns, echo_load | server CPU µs/msg | 3.50 (3.50–3.50) | 5.00 (5.00–5.00) | "
-                      "+42.9% |", text)
+                      "1.43x |", text)
         self.assertIn("**worse by 43%**, ranges apart", text)
         self.assertIn("Verdict: **", text)
         self.assertIn("**yes**: compare the ratios", text)  # the yardstick moved 2x
