@@ -9,8 +9,12 @@ A row is one figure of one workload:
    "figure": "msg/s", "better": "higher" | "lower",
    "rev": [per-round value or None], "tree": [...],
    "yardstick": [per-round value of the raw io_uring loop] (echo rows only),
+   "yardstick_speed": [the raw loop's msg/s per round] (echo rows only),
    "missing": "why one side has no figure" (optional),
    "missing_in": "tree" when that side is the work tree (else REV)}
+or, for a workload with failed runs,
+  {"workload": ..., "figure": "failed runs", "rounds": N,
+   "failures": {"rev": [count, first reason], "tree": [count, first reason]}}
 Lists are indexed by round, so rev[i], tree[i] and yardstick[i] were measured
 minutes apart on the same machine state."""
 import statistics
@@ -25,6 +29,9 @@ WORSE = 0.05
 # micro-benchmarks stayed within a few percent in the median: at 5% every p99
 # row of an unchanged tree would be marked sooner or later.
 WORSE_TAIL = 0.20
+
+
+EVERY_ROUND_MIN = 7
 
 
 def threshold(row):
@@ -71,15 +78,31 @@ def judge(row):
     limit = threshold(row)
     worse = change < -limit if row["better"] == "higher" else change > limit
     overlap = not (b[2] < a[1] or a[2] < b[1])
-    out.update(change=change, worse=worse, overlap=overlap, regressed=worse and not overlap)
+    # Apart: the two sides' ranges do not overlap, or (on a machine whose
+    # speed drifts more than the change) every round's pair went the worse
+    # way, in at least EVERY_ROUND_MIN rounds: by chance that happens once in
+    # 2^7 = 128 (a one-sided sign test at p < 0.01); with 5 rounds it would
+    # be once in 32, and a run has about 36 rows.
+    every_round = len(pairs) >= EVERY_ROUND_MIN and all(
+        (x < 1) if row["better"] == "higher" else (x > 1) for x in pairs)
+    out.update(change=change, worse=worse, overlap=overlap, regressed=worse and (not overlap or every_round),
+               every_round=every_round)
     return out
+
+
+def failed_more(row):
+    """A workload whose work tree failed more runs than REV did: a
+    regression however its figures compare."""
+    f = row.get("failures")
+    return bool(f) and f["tree"][0] > f["rev"][0]
 
 
 def fast_half_ratio(row):
     """Median tree/rev ratio over the rounds in which the yardstick ran at or
     above its median: a loss that shows only while the machine runs fast
-    (issue 28) shows here even when the slow rounds hide it in the median."""
-    ys = row.get("yardstick")
+    (issue 28) shows here even when the slow rounds hide it in the median.
+    Rounds are chosen by the raw loop's msg/s, for CPU rows as well."""
+    ys = row.get("yardstick_speed") or row.get("yardstick")
     if not ys or not values(ys):
         return None
     cut = statistics.median(values(ys))
@@ -101,9 +124,10 @@ def yardstick_moved(row):
 
 
 def regressions(rows):
-    """Rows whose median is worse by more than WORSE with spreads apart:
-    what makes `scripts/bench --compare` exit non-zero."""
-    return [r for r in rows if judge(r)["regressed"]]
+    """Rows worse than their threshold with the sides apart, and workloads
+    the work tree failed more often than REV: what makes
+    `scripts/bench --compare` exit 1."""
+    return [r for r in rows if failed_more(r) or (not r.get("failures") and judge(r)["regressed"])]
 
 
 def fmt(v):
@@ -120,14 +144,13 @@ def cell(s):
     return "n/a" if s is None else f"{fmt(s[0])} ({fmt(s[1])}–{fmt(s[2])})"
 
 
-def mark(j, better):
-    if j["change"] is None:
-        return ""
+def mark(j):
     if not j["worse"]:
         return ""
-    by = abs(j["change"]) * 100
-    text = f"**worse by {by:.0f}%**"
-    return text + (", ranges apart" if j["regressed"] else ", ranges overlap")
+    text = f"**worse by {abs(j['change']) * 100:.0f}%**"
+    if not j["overlap"]:
+        return text + ", ranges apart"
+    return text + (", every round" if j["every_round"] else ", ranges overlap")
 
 
 def render(run, rows):
@@ -146,13 +169,22 @@ def render(run, rows):
              "- Figures: median over the rounds, (lowest–highest) beside it. Ratio: the median of the per-round "
              "ratios, work tree ÷ REV, each pair measured seconds apart so that the machine's drift cancels (for "
              f"µs, ns and ms figures lower is better). Marked: worse by more than {WORSE:.0%} ({WORSE_TAIL:.0%} "
-             "for p99, whose noise floor is that wide here); \"ranges apart\" (the exit status counts those) "
+             "for p99, whose noise floor is that wide here); the exit status counts a mark when the sides are "
+             "apart: \"ranges apart\" "
              "when "
-             "no round of the one side overlaps the other's range. Fast rounds: the median of the per-round ratios "
+             "no round of the one side overlaps the other's range, \"every round\" when each round's pair went the "
+             "worse way. Fast rounds: the median of the per-round ratios "
              "(work tree ÷ REV) in the rounds where the yardstick ran at or above its median.\n",
              "| workload | figure | REV | work tree | ratio | fast rounds | mark |",
              "|---|---|---:|---:|---:|---:|---|"]
     for row in rows:
+        if row.get("failures"):
+            f, n = row["failures"], row["rounds"]
+            side = lambda s: f"{f[s][0]} of {n}" + (f": {f[s][1][:60]}" if f[s][1] else "")  # noqa: E731
+            flag = "**the work tree failed more often**" if failed_more(row) else ""
+            lines.append(f"| {row['workload']} | failed runs | {side('rev')} | {side('tree')} | | | {flag} |"
+                         .replace("\n", " "))
+            continue
         if row.get("missing") and row.get("missing_in") == "tree":
             lines.append(f"| {row['workload']} | {row['figure']} | {cell(summary(row.get('rev')))} | "
                          f"{row['missing']} | | | |")
@@ -166,7 +198,7 @@ def render(run, rows):
         fast = fast_half_ratio(row)
         fast_s = "" if fast is None else f"{fast:.2f}x"
         lines.append(f"| {row['workload']} | {row['figure']} | {cell(j['rev'])} | {cell(j['tree'])} | {change} | "
-                     f"{fast_s} | {mark(j, row['better'])} |")
+                     f"{fast_s} | {mark(j)} |")
     lines.append("")
     yard = [r for r in rows if r.get("yardstick")]
     if yard:
@@ -183,9 +215,10 @@ def render(run, rows):
                          + ("**yes**: compare the ratios, not the absolute figures" if moved else "no") + " |")
         lines.append("")
     bad = regressions(rows)
-    worse = [r for r in rows if judge(r)["worse"]]
+    worse = [r for r in rows if not r.get("failures") and judge(r)["worse"]]
     if bad:
-        lines.append(f"Verdict: **{len(bad)} figure(s) worse than their threshold with ranges apart**: "
+        lines.append(f"Verdict: **{len(bad)} regression(s)** (worse than the threshold with the sides apart, or "
+                     "more failed runs): "
                      + "; ".join(f"{r['workload']} {r['figure']}" for r in bad) + ".\n")
     elif worse:
         lines.append(f"Verdict: {len(worse)} figure(s) worse than their threshold in the median, but each "

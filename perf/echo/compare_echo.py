@@ -36,6 +36,7 @@ import tempfile
 
 PERF = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, PERF)
+import go_build  # noqa: E402  (perf/go_build.py)
 import results_md  # noqa: E402  (perf/results_md.py)
 from procs import server  # noqa: E402  (perf/procs.py)
 
@@ -90,14 +91,10 @@ def run_cell(exe, threads, conns, port, generator="echo_load"):
 
 
 def build_go_peer():
-    """perf/go/echo, built with Debian's golang-go (scripts/bootstrap --bench)."""
-    if shutil.which("go") is None:
-        print("compare_echo: go not found; the Go peer is skipped", file=sys.stderr)
-        return
-    env = dict(os.environ, GOFLAGS="-mod=mod", GO111MODULE="on")
+    """perf/go/echo and perf/go/echoload (perf/go_build.py); a missing Go
+    skips the Go peer and the cross-check, which say so."""
     for exe, pkg in (("go_echo", "./echo"), ("go_echoload", "./echoload")):
-        subprocess.run(["go", "build", "-o", os.path.abspath(os.path.join(args.build, "perf", exe)), pkg],
-                       cwd=os.path.join(PERF, "go"), env=env, check=True, timeout=600)
+        go_build.build(os.path.join(args.build, "perf", exe), pkg)
 
 
 def measure():

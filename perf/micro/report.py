@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import go_build  # noqa: E402  (perf/go_build.py)
 import results_md  # noqa: E402  (perf/results_md.py)
 
 ap = argparse.ArgumentParser()
@@ -51,15 +52,8 @@ def run_bench(binary):
 
 def run_go():
     """perf/go, built with the Go toolchain from Debian; {} if there is none."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    src = os.path.join(os.path.dirname(here), "go")
-    exe = os.path.join(os.path.abspath(args.build), "perf", "gobench")
-    env = dict(os.environ, GOFLAGS="-mod=mod", GO111MODULE="on")
-    try:
-        subprocess.run(["go", "build", "-o", exe, "./micro"], cwd=src, env=env, check=True, capture_output=True,
-                       text=True, timeout=600)
-    except (OSError, subprocess.CalledProcessError) as e:
-        print(f"perf/go not built ({e}); Go figures are n/a", file=sys.stderr)
+    exe = go_build.build(os.path.join(args.build, "perf", "gobench"), "./micro")
+    if exe is None:
         return {}
     argv = [exe, "-reps", str(reps)] + (["-quick"] if args.quick else [])
     out = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
