@@ -25,6 +25,7 @@ here = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(here))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(here)), "tests", "clients"))
 import results_md  # noqa: E402
+import wrk  # noqa: E402  (perf/wrk.py)
 import servers  # noqa: E402
 
 ap = argparse.ArgumentParser()
@@ -72,21 +73,14 @@ def stop_api(proc):
     return dict(kv.split("=", 1) for kv in final.group(1).split()) if final else {}
 
 
-def to_ms(text):
-    m = re.match(r"([\d.]+)(us|ms|s)", text)
-    v = float(m.group(1))
-    return v / 1000 if m.group(2) == "us" else v * 1000 if m.group(2) == "s" else v
-
-
 def run_wrk(port, script):
     out = subprocess.run(["wrk", "-t", "1", "-c", str(args.connections), "-d", f"{args.seconds}s", "--latency",
                           "--timeout", "10s", "-s", script, f"http://127.0.0.1:{port}/"],
                          capture_output=True, text=True, timeout=args.seconds + 60).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p99 = to_ms(re.search(r"\s99%\s+(\S+)", out).group(1))
-    errors = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p99_ms": p99, "errors": errors + (int(non2xx.group(1)) if non2xx else 0)}
+    r = wrk.parse(out)
+    if r is None:
+        raise RuntimeError(f"wrk gave no result on port {port}")
+    return {"rps": r["rps"], "p99_ms": r["p99_ms"], "errors": r["errors"]}
 
 
 def run_ab(port):

@@ -5,16 +5,16 @@ run on CPU 0 with one carrier and generators on CPU 1, as in
 perf/echo/compare_echo.py."""
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import echo_cell  # noqa: E402  (perf/echo_cell.py)
+import wrk  # noqa: E402  (perf/wrk.py)
 from procs import cpu_seconds, server  # noqa: E402  (perf/procs.py)
 
 SERVER_CPU, CLIENT_CPU = "0", "1"
-ECHO_SIZE = 64
 
 
 class Ports:
@@ -36,42 +36,14 @@ class Ports:
 
 
 def run_echo(exe, generator, conns, seconds, port):
-    """{"msg/s", "server CPU µs/msg", "p99 µs"} for one echo server."""
-    with server(exe, [exe, "--port", str(port), "--threads", "1"], port, SERVER_CPU) as s:
-        cmd = ["taskset", "-c", CLIENT_CPU, generator, "--port", str(port), "--connections", str(conns),
-               "--size", str(ECHO_SIZE), "--duration", str(seconds), "--warmup", "1", "--server-pid",
-               str(s.proc.pid)]
-        if os.path.basename(generator) == "echo_load":
-            cmd.append("--json")  # go_echoload writes JSON only
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 180)
-    try:
-        r = json.loads(out.stdout.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        return {"failed": (out.stderr.strip()[-200:] or f"exit {out.returncode}")}
-    if out.returncode != 0 or r.get("errors", 0) or r.get("connect_errors", 0):
-        return {"failed": f"exit {out.returncode}, {r.get('errors', 0)} errors, "
-                          f"{r.get('connect_errors', 0)} connect errors"}
+    """{"msg/s", "server CPU µs/msg", "p99 µs"} for one echo server on 1
+    carrier, after a 1 s warm-up."""
+    r = echo_cell.run(exe, generator, 1, conns, port, SERVER_CPU, CLIENT_CPU, seconds, 1)
+    if "failed" in r or r.get("errors", 0) or r.get("connect_errors", 0):
+        return {"failed": r.get("failed") or f"{r.get('errors', 0)} errors, "
+                                              f"{r.get('connect_errors', 0)} connect errors"}
     cpu = r.get("server_cpu_us_per_msg", -1)
     return {"msg/s": r["throughput_rps"], "server CPU µs/msg": cpu if cpu > 0 else None, "p99 µs": r.get("p99_us")}
-
-
-def parse_wrk(text):
-    """wrk --latency's report: (requests, seconds, p99 ms, errors), or None."""
-    m = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", text)
-    if not m:
-        return None
-    requests = int(m.group(1))
-    secs = float(m.group(2)) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[m.group(3)]
-    p = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
-    p99 = float(p.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1000.0}[p.group(2)] if p else None
-    errors = 0
-    e = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
-    if e:
-        errors += sum(int(x) for x in e.groups())
-    n = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-    if n:
-        errors += int(n.group(1))
-    return requests, secs, p99, errors
 
 
 def run_http(exe, conns, seconds, port, root):
@@ -82,13 +54,13 @@ def run_http(exe, conns, seconds, port, root):
                               f"{seconds:g}s", "--latency", f"http://127.0.0.1:{port}/"], capture_output=True,
                              text=True, timeout=seconds + 120)
         c1 = cpu_seconds(s.proc.pid)
-    parsed = parse_wrk(out.stdout)
-    if out.returncode != 0 or parsed is None:
+    r = wrk.parse(out.stdout)
+    if out.returncode != 0 or r is None:
         return {"failed": out.stderr.strip()[-200:] or f"wrk exit {out.returncode}"}
-    requests, secs, p99, errors = parsed
-    if errors or requests == 0:
-        return {"failed": f"{errors} errors in {requests} requests"}
-    return {"req/s": requests / secs, "server CPU µs/req": (c1 - c0) * 1e6 / requests, "p99 ms": p99}
+    if r["errors"] or r["requests"] == 0:
+        return {"failed": f"{r['errors']} errors in {r['requests']} requests"}
+    return {"req/s": r["requests"] / r["seconds"], "server CPU µs/req": (c1 - c0) * 1e6 / r["requests"],
+            "p99 ms": r["p99_ms"]}
 
 
 def run_micro(exe, min_time):

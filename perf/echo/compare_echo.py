@@ -36,9 +36,9 @@ import tempfile
 
 PERF = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, PERF)
+import echo_cell  # noqa: E402  (perf/echo_cell.py)
 import go_build  # noqa: E402  (perf/go_build.py)
 import results_md  # noqa: E402  (perf/results_md.py)
-from procs import server  # noqa: E402  (perf/procs.py)
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--build", default="build-release")
@@ -75,19 +75,8 @@ CPUS = {1: ("0", "1"), 2: ("0,1", "1")}  # server CPUs, load generator CPUs
 
 def run_cell(exe, threads, conns, port, generator="echo_load"):
     server_cpus, client_cpus = CPUS[threads]
-    with server(exe, [exe, "--port", str(port), "--threads", str(threads)], port, server_cpus) as s:
-        load = os.path.join(args.build, "perf", generator)
-        cmd = ["taskset", "-c", client_cpus, load, "--port", str(port), "--connections", str(conns),
-               "--size", str(SIZE), "--duration", str(args.seconds), "--warmup", str(args.warmup),
-               "--server-pid", str(s.proc.pid)]
-        if generator == "echo_load":
-            cmd.append("--json")  # go_echoload writes JSON only
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.seconds + args.warmup + 120)
-    line = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else "{}"
-    result = json.loads(line)
-    if out.returncode != 0:
-        result["failed"] = out.stderr.strip()[-200:] or f"exit {out.returncode}"
-    return result
+    return echo_cell.run(exe, os.path.join(args.build, "perf", generator), threads, conns, port, server_cpus,
+                         client_cpus, args.seconds, args.warmup, SIZE)
 
 
 def build_go_peer():

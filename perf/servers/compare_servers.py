@@ -19,7 +19,6 @@ Writes the section between the "servers" markers of perf/RESULTS.md.
 import argparse
 import datetime
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -27,6 +26,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import results_md  # noqa: E402  (perf/results_md.py)
+import wrk  # noqa: E402  (perf/wrk.py)
 from procs import cpu_seconds, server  # noqa: E402  (perf/procs.py)
 import tempfile
 
@@ -60,11 +60,10 @@ def run_wrk(port, conns, seconds, client_cpus):
     out = subprocess.run(["taskset", "-c", client_cpus, "wrk", "-t", "1", "-c", str(conns), "-d", f"{seconds}s",
                           "--latency", f"http://127.0.0.1:{port}/"], capture_output=True, text=True,
                          timeout=seconds + 60).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    m = re.search(r"^\s+50%\s+([\d.]+)(us|ms|s)", out, re.M)
-    p50 = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
-    errors = "Socket errors" in out or "Non-2xx" in out
-    return rps, p50, errors
+    r = wrk.parse(out)
+    if r is None:
+        raise RuntimeError(f"wrk gave no result on port {port}")
+    return r["rps"], r["p50_ms"], r["errors"] > 0
 
 
 def nginx_conf(tmp, workers):
