@@ -57,8 +57,9 @@ def tree_info():
 def checkout(sha):
     """REV's source in the kept worktree, moved to `sha`. git rewrites only
     the files that differ, so ninja recompiles only what changed."""
-    if os.path.exists(os.path.join(REV_SRC, ".git")) and git("rev-parse", "HEAD", cwd=REV_SRC, check=False):
-        if git("rev-parse", "HEAD", cwd=REV_SRC) != sha:
+    head = git("rev-parse", "HEAD", cwd=REV_SRC, check=False) if os.path.exists(os.path.join(REV_SRC, ".git")) else ""
+    if head:
+        if head != sha:
             log(f"bench --compare: moving {os.path.relpath(REV_SRC, ROOT)} to {sha[:10]}")
             git("checkout", "--quiet", "--force", "--detach", sha, cwd=REV_SRC)
         return REV_SRC
