@@ -217,6 +217,15 @@ void carrier::idle_as_inactive_spare() {
     n = take_from_backlog(batch, run_queue::kCapacity + 1);  // all of it, a batch at a time
     if (n == 0) break;
   }
+  // A wakeup meant for work may have landed here: wake_idle_carrier() pops
+  // whichever carrier published itself idle last, and a spare published
+  // while active stays in the idle list until it runs again, even after the
+  // monitor has retired it; and a spinning spare, retired mid-spin, leaves
+  // the spin without the work it was counted on to find (wake_idle_carrier
+  // wakes nobody while one spins). This carrier will not run that work, so
+  // it passes the wakeup on; otherwise the work waits while every other
+  // carrier sleeps (pinning_test hung so under ThreadSanitizer).
+  if (!rt_->stopping() && rt_->any_work_visible(this)) rt_->wake_idle_carrier();
   if (ring_.cq_ready() || has_remote_.load(std::memory_order_acquire) || active.load(std::memory_order_acquire) ||
       !bound_.empty() || rt_->stopping()) {
     return;

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <mutex>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -257,6 +258,65 @@ TEST(PinningTest, SparesKeepOtherFibersRunningWhileEveryCarrierIsBlocked) {
   // Without spares the messages would wait ~600 ms for a carrier.
   EXPECT_LT(lat[lat.size() / 2], 50.0) << "median latency";
   EXPECT_LT(lat.back(), 250.0) << "max latency";
+  EXPECT_GE(rt->stats().spare_activations, 1u);
+}
+
+TEST(PinningTest, RetiringASpareDoesNotSwallowAWakeup) {
+  // An active spare that idles publishes itself in the idle list, and one
+  // that spins counts as the carrier that will find new work. When its
+  // episode ends the monitor retires it, and a retired spare runs nothing:
+  // a wakeup that picked it (or that was skipped because it spun) must be
+  // passed on, or the fiber waits in the global queue while every other
+  // carrier sleeps (this hung SparesKeepOtherFibersRunning... under
+  // ThreadSanitizer). Many short episodes; a plain thread wakes a fiber
+  // every 100 us throughout, and stops at a varying moment around the
+  // spare's retirement: that last wakeup must still run the fiber.
+  auto o = options(2, /*intercept=*/false);
+  o.pin_threshold = 2ms;
+  auto rt = bobbin::runtime::start(o).value();
+  bobbin::channel<int> ch(bobbin::unbounded);
+  std::atomic<int> received{0};
+  auto consumer = rt->spawn([&] {
+    while (auto v = ch.receive()) received.store(*v, std::memory_order_release);
+  });
+  std::minstd_rand rng(12345);
+  constexpr int kEpisodes = 60;
+  int sent = 0, episodes = 0;
+  auto send_for = [&](std::chrono::microseconds d) {
+    const auto until = clock_type::now() + d;
+    do {
+      ch.send(++sent);
+      std::this_thread::sleep_for(100us);
+    } while (clock_type::now() < until);
+  };
+  for (int i = 1; i <= kEpisodes; i++) {
+    int p1[2], p2[2];
+    ASSERT_EQ(::pipe(p1), 0);
+    ASSERT_EQ(::pipe(p2), 0);
+    auto b1 = rt->spawn([&] { return blocking_pipe_read(p1[0]); });
+    auto b2 = rt->spawn([&] { return blocking_pipe_read(p2[0]); });
+    const auto give_up = clock_type::now() + 5s;
+    while (rt->stats().spare_carriers_active == 0 && clock_type::now() < give_up) send_for(200us);
+    ASSERT_EQ(::write(p1[1], "x", 1), 1);
+    ASSERT_EQ(::write(p2[1], "x", 1), 1);
+    EXPECT_EQ(b1.join(), 1);
+    EXPECT_EQ(b2.join(), 1);
+    for (int fd : {p1[0], p1[1], p2[0], p2[1]}) ::close(fd);
+    // The monitor retires the spares within an interval (500 us here).
+    send_for(std::chrono::microseconds(rng() % 3000));
+    const auto until = clock_type::now() + 5s;
+    while (received.load(std::memory_order_acquire) != sent && clock_type::now() < until) {
+      std::this_thread::sleep_for(50us);
+    }
+    if (received.load(std::memory_order_acquire) != sent) {
+      ADD_FAILURE() << "episode " << i << ": the consumer was not run within 5 s of its last wakeup";
+      break;
+    }
+    episodes = i;
+  }
+  EXPECT_EQ(episodes, kEpisodes);
+  ch.close();
+  consumer.join();
   EXPECT_GE(rt->stats().spare_activations, 1u);
 }
 
