@@ -117,6 +117,7 @@ struct runtime_stats {
   uint64_t spare_activations = 0;  // times a spare carrier was brought online
   uint64_t offloaded_calls = 0;    // calls run on the blocking pool
   uint64_t intercepted_parks = 0;  // blocking libc calls that parked their fiber
+  uint64_t futex_parks = 0;        // futex waits (OS locks) that parked their fiber on the futex ring
 };
 
 class BOBBIN_API runtime {

@@ -41,6 +41,8 @@ enum class wait_reason : uint8_t {
   libc_poll,
   libc_sleep,
   libc_fsync,
+  // Waiting for an OS lock or futex word (runtime/park/futex_wait.h).
+  os_lock,
   count_,  // not a reason: the number of reasons
 };
 

@@ -177,6 +177,8 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -228,6 +230,10 @@ absl::Status runtime_impl::start() {
   }
   offload_pool_ = std::make_unique<blocking_pool>(options_.offload_threads);
   monitor_ = std::make_unique<pin_monitor>(this, options_.pin_threshold, spares);
+  // The one place the futex waits' fallback is chosen (futex_wait.h).
+  const char* futex_env = std::getenv("BOBBIN_FUTEX_RING");
+  const bool futex_ring_off = futex_env != nullptr && std::strcmp(futex_env, "off") == 0;
+  futex_ring_usable_.store(!futex_ring_off && futex_ring::supported_by_kernel(), std::memory_order_relaxed);
   for (auto& c : carriers_) {
     absl::Status st = c->start();
     if (!st.ok()) {
@@ -446,6 +452,12 @@ void runtime_impl::shutdown() {
   if (monitor_) monitor_->stop();
   for (auto& c : carriers_) c->wake();
   for (auto& c : carriers_) c->join();
+  // No fiber runs any more: no wait can be armed; the reaper stops, and
+  // fibers still parked on the futex ring are abandoned below.
+  {
+    absl::MutexLock l(&futex_ring_mu_);
+    if (futex_ring_owner_) futex_ring_owner_->stop();
+  }
   // Offloaded calls still running finish; their fibers are abandoned below.
   if (offload_pool_) offload_pool_->shutdown();
   // Threads still inside ready() (see there) finish touching this runtime.
@@ -518,7 +530,25 @@ runtime_stats runtime_impl::stats() const {
     s.backlog_wakeups = monitor_->backlog_wakeups();
   }
   if (offload_pool_) s.offloaded_calls = offload_pool_->calls();
+  if (futex_ring* r = futex_ring_.load(std::memory_order_acquire)) s.futex_parks = r->waits();
   return s;
+}
+
+futex_ring* runtime_impl::start_futex_ring() {
+  absl::MutexLock l(&futex_ring_mu_);
+  if (futex_ring_owner_ == nullptr && futex_ring_usable_.load(std::memory_order_relaxed) && !stopping()) {
+    auto r = std::make_unique<futex_ring>();
+    absl::Status st = r->start();
+    if (!st.ok()) {
+      // Waits fall back to blocking their carrier; say so once.
+      futex_ring_usable_.store(false, std::memory_order_relaxed);
+      write_stderr(absl::StrCat(st.message(), "; OS lock waits will block their carrier\n"));
+      return nullptr;
+    }
+    futex_ring_owner_ = std::move(r);
+    futex_ring_.store(futex_ring_owner_.get(), std::memory_order_release);
+  }
+  return futex_ring_.load(std::memory_order_acquire);
 }
 
 }  // namespace bobbin::internal

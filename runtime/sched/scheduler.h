@@ -19,6 +19,7 @@
 #include "runtime/fiber/fiber_control.h"
 #include "runtime/fiber/stack_pool.h"
 #include "runtime/offload/blocking_pool.h"
+#include "runtime/park/futex_wait.h"
 #include "runtime/pinning/monitor.h"
 #include "runtime/sched/carrier.h"
 #include "runtime/sched/fiber_fifo.h"
@@ -69,6 +70,13 @@ class runtime_impl {
 
   const runtime_options& options() const { return options_; }
   blocking_pool& offload_pool() { return *offload_pool_; }
+  // The ring fibers' futex waits park on (runtime/park/futex_wait.h),
+  // started on first use; null when futex waits block the carrier instead
+  // (no IORING_OP_FUTEX_WAIT, or BOBBIN_FUTEX_RING=off at start).
+  futex_ring* futex_ring_for_waits() {
+    if (futex_ring* r = futex_ring_.load(std::memory_order_acquire)) return r;
+    return futex_ring_usable_.load(std::memory_order_relaxed) ? start_futex_ring() : nullptr;
+  }
   void set_pin_listener(pin_listener l) { monitor_->set_listener(std::move(l)); }
   std::vector<std::unique_ptr<carrier>>& carriers() { return carriers_; }
   stack_pool& stacks() { return stacks_; }
@@ -113,6 +121,11 @@ class runtime_impl {
   stack_pool stacks_;
   std::unique_ptr<blocking_pool> offload_pool_;
   std::unique_ptr<pin_monitor> monitor_;
+  futex_ring* start_futex_ring();
+  absl::Mutex futex_ring_mu_;
+  std::unique_ptr<futex_ring> futex_ring_owner_ ABSL_GUARDED_BY(futex_ring_mu_);
+  std::atomic<futex_ring*> futex_ring_{nullptr};
+  std::atomic<bool> futex_ring_usable_{false};
   std::atomic<bool> stopping_{false};
   std::atomic<bool> stopped_{false};
   std::atomic<bool> cancel_new_fibers_{false};  // shutdown's grace period has begun

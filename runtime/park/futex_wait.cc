@@ -1,0 +1,253 @@
+// A fiber's futex wait (see futex_wait.h for where it is armed and why).
+//
+// One wait on the futex ring, from the fiber's side:
+//   1. lock the wait's `parked` spin lock, prepare IORING_OP_FUTEX_WAIT (and,
+//      with a deadline, an IORING_OP_LINK_TIMEOUT linked to it) and submit;
+//   2. park: the switch releases `parked` once the fiber's context is saved;
+//   3. the reaper sees each of the wait's completions; after the last one it
+//      takes and drops `parked` (so the fiber is surely off its stack) and
+//      makes the fiber runnable.
+// The record lives on the fiber's stack: the fiber cannot resume before the
+// last completion, so nothing touches it after the fiber returns.
+//
+// The futex opcodes are filled in by hand: liburing 2.3 (Debian 12) predates
+// its io_uring_prep_futex_* helpers (2.6), while the kernel (6.7+) has them.
+#include "runtime/park/futex_wait.h"
+
+#include <linux/futex.h>
+#include <linux/time_types.h>
+#include <pthread.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/fiber/context.h"  // BOBBIN_TSAN
+#include "runtime/fiber/fiber_control.h"
+#include "runtime/sched/carrier.h"
+#include "runtime/sched/scheduler.h"
+#include "runtime/util/check.h"
+
+namespace bobbin::internal {
+
+namespace {
+
+// From the kernel's uapi (io_uring.h, futex.h), absent from liburing 2.3's
+// copy of the header.
+constexpr uint8_t kOpFutexWait = 51;
+constexpr uint32_t kFutex2SizeU32 = 0x02;
+constexpr uint32_t kFutex2Private = 128;
+constexpr uint64_t kStopUserData = 1;  // the reaper's wake-up at stop()
+constexpr unsigned kRingEntries = 1024;
+
+struct ring_wait {
+  completion on_wait{&waited};
+  completion on_timeout{&timeout_done};
+  spin_lock parked;
+  std::atomic<int> pending{0};  // completions still to come
+  int res = 0;                  // the wait's own completion
+  fiber_control* fiber = nullptr;
+  __kernel_timespec when{};
+
+  static void waited(completion* c, int res, uint32_t) {
+    auto* w = reinterpret_cast<ring_wait*>(c);
+    w->res = res;
+    w->one_done();
+  }
+  static void timeout_done(completion* c, int, uint32_t) {
+    reinterpret_cast<ring_wait*>(reinterpret_cast<char*>(c) - offsetof(ring_wait, on_timeout))->one_done();
+  }
+  void one_done() {
+    if (pending.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+    fiber_control* f = fiber;
+    parked.lock();  // the fiber has left its stack once this is free
+    parked.unlock();
+    f->rt->ready(f, /*next=*/false);  // `*this` may be gone from here on
+  }
+};
+
+inline void tsan_release([[maybe_unused]] void* addr) {
+#if BOBBIN_TSAN
+  __tsan_release(addr);
+#endif
+}
+inline void tsan_acquire([[maybe_unused]] void* addr) {
+#if BOBBIN_TSAN
+  __tsan_acquire(addr);
+#endif
+}
+
+long raw_futex(const std::atomic<uint32_t>* word, int op, uint32_t val, const timespec* ts, uint32_t val3) {
+  return ::syscall(SYS_futex, reinterpret_cast<const uint32_t*>(word), op, val, ts, nullptr, val3);
+}
+
+// Blocks the thread (a plain one, or a carrier for a pinned fiber or when
+// the futex ring is not usable).
+futex_wait_result thread_futex_wait(const std::atomic<uint32_t>* word, uint32_t expected, deadline d,
+                                    futex_scope scope) {
+  int op = FUTEX_WAIT_BITSET | (scope == futex_scope::process_private ? FUTEX_PRIVATE_FLAG : 0);
+  timespec abs{};
+  if (!d.is_never()) {
+    const int64_t ns = d.monotonic_ns();
+    abs.tv_sec = ns / 1000000000;
+    abs.tv_nsec = ns % 1000000000;
+  }
+  long r = raw_futex(word, op, expected, d.is_never() ? nullptr : &abs, FUTEX_BITSET_MATCH_ANY);
+  if (r == 0) return futex_wait_result::woken;
+  if (errno == EAGAIN) return futex_wait_result::value_changed;
+  if (errno == ETIMEDOUT) return futex_wait_result::timed_out;
+  return futex_wait_result::woken;  // EINTR: spurious, as futex(2) allows
+}
+
+}  // namespace
+
+bool futex_ring::supported_by_kernel() {
+  static const bool supported = [] {
+    io_uring_probe* probe = io_uring_get_probe();
+    if (probe == nullptr) return false;
+    const bool ok = io_uring_opcode_supported(probe, kOpFutexWait) != 0;
+    io_uring_free_probe(probe);
+    return ok;
+  }();
+  return supported;
+}
+
+futex_ring::~futex_ring() { stop(); }
+
+absl::Status futex_ring::start() {
+  // Plain flags on purpose: no SINGLE_ISSUER (every carrier submits) and no
+  // DEFER_TASKRUN (a wake must complete while its submitter is busy).
+  int r = io_uring_queue_init(kRingEntries, &ring_, 0);
+  if (r < 0) return absl::UnavailableError(absl::StrCat("bobbin: futex ring: io_uring_queue_init: ", std::strerror(-r)));
+  ring_up_ = true;
+  reaper_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "bobbin-futex");
+    reap_loop();
+  });
+  return absl::OkStatus();
+}
+
+void futex_ring::stop() {
+  if (!ring_up_) return;
+  if (reaper_.joinable()) {
+    stopping_.store(true, std::memory_order_release);
+    submit_lock_.lock();
+    while (io_uring_sq_space_left(&ring_) == 0) submit_prepared();
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+    io_uring_prep_nop(sqe);
+    io_uring_sqe_set_data64(sqe, kStopUserData);
+    submit_prepared();
+    submit_lock_.unlock();
+    reaper_.join();
+  }
+  // Waits still armed belong to fibers the shutdown abandons; closing the
+  // ring cancels them without running their completions.
+  io_uring_queue_exit(&ring_);
+  ring_up_ = false;
+}
+
+void futex_ring::submit_prepared() {
+  for (;;) {
+    int r = io_uring_submit(&ring_);
+    if (r >= 0 || io_uring_sq_ready(&ring_) == 0) return;
+    // EBUSY/EAGAIN: the completion queue is full and the reaper is emptying
+    // it; EINTR: a signal. The prepared SQEs must still reach the kernel.
+    BOBBIN_CHECK(r == -EBUSY || r == -EAGAIN || r == -EINTR, "bobbin: futex ring: io_uring_submit failed");
+    sched_yield();
+  }
+}
+
+void futex_ring::reap_loop() {
+  for (;;) {
+    int r = io_uring_enter(ring_.ring_fd, 0, 1, IORING_ENTER_GETEVENTS, nullptr);
+    BOBBIN_CHECK(r >= 0 || r == -EINTR || r == -EAGAIN || r == -EBUSY, "bobbin: futex ring: io_uring_enter failed");
+    bool stop = false;
+    unsigned head, n = 0;
+    io_uring_cqe* cqe;
+    io_uring_for_each_cqe(&ring_, head, cqe) {
+      n++;
+      const uint64_t ud = cqe->user_data;
+      if (ud == kStopUserData) {
+        stop = true;
+      } else if (ud != 0) {
+        auto* c = reinterpret_cast<completion*>(ud);
+        tsan_acquire(c);  // the submitter's writes (see futex_wait)
+        c->fn(c, cqe->res, cqe->flags);
+      }
+    }
+    io_uring_cq_advance(&ring_, n);
+    if (stop) return;
+  }
+}
+
+futex_wait_result futex_wait(const std::atomic<uint32_t>* word, uint32_t expected, deadline d, futex_scope scope,
+                             wait_reason reason) {
+  if (word->load(std::memory_order_acquire) != expected) return futex_wait_result::value_changed;
+  if (d.expired()) return futex_wait_result::timed_out;
+  carrier* c = current_fiber_carrier();
+  futex_ring* ring = c != nullptr ? c->rt()->futex_ring_for_waits() : nullptr;
+  if (ring == nullptr) {
+    // A plain thread, a pinned fiber, or no usable futex ring: block the
+    // thread; on a carrier the mark names the wait in the pinning report.
+    pinned_block_marker marker(reason);
+    return thread_futex_wait(word, expected, d, scope);
+  }
+
+  fiber_control* self = c->current();
+  ring_wait w;
+  w.fiber = self;
+  const bool timed = !d.is_never();
+  if (timed) {
+    const int64_t ns = d.monotonic_ns();
+    w.when.tv_sec = ns / 1000000000;
+    w.when.tv_nsec = ns % 1000000000;
+  }
+  w.pending.store(timed ? 2 : 1, std::memory_order_relaxed);
+  // The kernel orders the submission before its completions; tell
+  // ThreadSanitizer, which cannot see that (the reaper acquires in
+  // reap_loop before it touches the record).
+  tsan_release(&w.on_wait);
+  if (timed) tsan_release(&w.on_timeout);
+  w.parked.lock();
+  const bool armed = ring->submit(timed ? 2 : 1, [&](io_uring_sqe** sqe) {
+    io_uring_sqe* wait = sqe[0];
+    std::memset(wait, 0, sizeof *wait);
+    wait->opcode = kOpFutexWait;
+    wait->fd = static_cast<int32_t>(kFutex2SizeU32 | (scope == futex_scope::process_private ? kFutex2Private : 0));
+    wait->addr = reinterpret_cast<uint64_t>(word);
+    wait->addr2 = expected;
+    wait->addr3 = FUTEX_BITSET_MATCH_ANY;
+    io_uring_sqe_set_data(wait, &w.on_wait);
+    if (timed) {
+      wait->flags |= IOSQE_IO_LINK;
+      io_uring_prep_link_timeout(sqe[1], &w.when, IORING_TIMEOUT_ABS);
+      io_uring_sqe_set_data(sqe[1], &w.on_timeout);
+    }
+  });
+  if (!armed) {  // the submission queue stayed full: wait as a thread would
+    w.parked.unlock();
+    pinned_block_marker marker(reason);
+    return thread_futex_wait(word, expected, d, scope);
+  }
+  self->reason.store(reason, std::memory_order_relaxed);
+  self->parked_at_ms.store(c->clock_ms() | (timed ? kParkedWithDeadline : 0), std::memory_order_relaxed);
+  self->state.store(fiber_state::parked, std::memory_order_relaxed);
+  switch_action a{&self->ctx, switch_action::unlock, self, &w.parked};
+  c->switch_away(self, &a);
+
+  if (w.res == 0) return futex_wait_result::woken;  // it consumed a wake, even if the timeout also fired
+  if (w.res == -EAGAIN) return futex_wait_result::value_changed;
+  if (w.res == -ECANCELED && timed) return futex_wait_result::timed_out;
+  return futex_wait_result::woken;  // anything else: spurious, the caller re-checks
+}
+
+int futex_wake(const std::atomic<uint32_t>* word, int n, futex_scope scope) {
+  int op = FUTEX_WAKE | (scope == futex_scope::process_private ? FUTEX_PRIVATE_FLAG : 0);
+  long r = raw_futex(word, op, static_cast<uint32_t>(n), nullptr, 0);
+  return r < 0 ? 0 : static_cast<int>(r);
+}
+
+}  // namespace bobbin::internal

@@ -1,0 +1,126 @@
+// Not part of the bobbin API.
+//
+// Waiting on a futex word from a fiber: the one primitive that OS locks and
+// waits taken over from glibc (pthread mutexes, condition variables,
+// reader-writer locks, raw futex calls) park on, so that a FUTEX_WAKE from
+// anyone -- a plain thread inside glibc, a fiber, the kernel -- resumes a
+// parked fiber, and the fiber's carrier runs other fibers meanwhile.
+//
+// Where the wait is armed. Not on the carrier's own ring: those are set up
+// SINGLE_ISSUER | DEFER_TASKRUN, and a futex wake on such a ring is delivered
+// only when that carrier next enters it. A carrier stuck in a pinned call
+// would then hold back a fiber whose lock is already free (measured: never
+// delivered in 3 s; ../shared/research/os-locks.md §0), the shape of the JDK's
+// pinning deadlocks. Instead every runtime has one futex ring, set up without
+// those flags, which any carrier submits to under a lock and one thread of
+// its own ("bobbin-futex") reaps. A woken fiber is made runnable on the
+// global queue, so any carrier that is not stuck runs it. The price is one
+// thread hop per wake (the ring wait and a thread's futex wait were measured
+// equally fast here: median 64 µs against 147 µs from unlock to resume).
+//
+// Fallback, chosen in one place (futex_ring::usable): a kernel without
+// IORING_OP_FUTEX_WAIT (before 6.7), or BOBBIN_FUTEX_RING=off in the
+// environment when the runtime starts, makes a fiber's futex wait a plain
+// futex(2) wait that blocks its carrier, marked so that the pinning monitor
+// reports it and activates a spare carrier. Plain threads and fibers inside
+// a pinned_scope always wait that way.
+//
+// No wake is lost to a deadline: the ring wait's timeout is linked to it, so
+// the wait's own completion says whether it consumed a wake (0) or was cut
+// off by the timeout (-ECANCELED), and the caller is told what happened.
+#ifndef BOBBIN_RUNTIME_PARK_FUTEX_WAIT_H_
+#define BOBBIN_RUNTIME_PARK_FUTEX_WAIT_H_
+
+#include <liburing.h>
+
+#include <atomic>
+#include <cstdint>
+#include <thread>
+
+#include "absl/status/status.h"
+#include "bobbin/deadline.h"
+#include "bobbin/internal/spin_lock.h"
+#include "bobbin/wait_reason.h"
+
+namespace bobbin::internal {
+
+enum class futex_wait_result {
+  woken,          // a FUTEX_WAKE (or a spurious return): re-check the word
+  value_changed,  // the word did not hold `expected` when the wait began
+  timed_out,      // the deadline passed first
+};
+
+// Whose futex key the wait uses: glibc's process-private locks wake with
+// FUTEX_WAKE_PRIVATE; process-shared ones (and libstdc++'s std::future and
+// static-init guards) with plain FUTEX_WAKE. A wake of one kind never
+// reaches a wait of the other.
+enum class futex_scope { process_private, shared };
+
+// Waits while *word == expected, until woken or `d` passes. On a fiber that
+// is not pinned it parks (see above); elsewhere it blocks the thread. Like
+// futex(2), it may return `woken` without a wake: callers re-check the word.
+// Not interrupted by a cancellation (request_stop) of the fiber, as the
+// locks built on it are not.
+futex_wait_result futex_wait(const std::atomic<uint32_t>* word, uint32_t expected, deadline d, futex_scope scope,
+                             wait_reason reason);
+
+// Wakes up to `n` waiters on `word` (fibers or threads); returns how many.
+int futex_wake(const std::atomic<uint32_t>* word, int n, futex_scope scope);
+
+// The runtime's futex ring: created by the runtime on first use, stopped by
+// its shutdown after the carriers (a fiber still parked then is abandoned
+// with the rest). Internal to futex_wait.cc but for the runtime's ownership.
+class futex_ring {
+ public:
+  futex_ring() = default;
+  futex_ring(const futex_ring&) = delete;
+  futex_ring& operator=(const futex_ring&) = delete;
+  ~futex_ring();
+
+  // Whether fibers can park on this kernel and in this environment; the
+  // probe runs once per runtime.
+  static bool supported_by_kernel();
+  absl::Status start();
+  void stop();
+
+  // Prepares `sqes` (1 or 2: a wait and its linked timeout) with
+  // prep(io_uring_sqe**) and submits them together; once prepared, they
+  // reach the kernel. False (nothing prepared) only if the submission queue
+  // stays full.
+  template <class Prep>
+  bool submit(unsigned sqes, Prep&& prep);
+
+  uint64_t waits() const { return waits_.load(std::memory_order_relaxed); }
+
+ private:
+  void reap_loop();
+  // Hands every prepared SQE to the kernel, retrying while the completion
+  // queue is full (the reaper is emptying it). Called under submit_lock_.
+  void submit_prepared();
+
+  io_uring ring_{};
+  bool ring_up_ = false;
+  spin_lock submit_lock_;  // the submission queue; never a pthread mutex
+  std::thread reaper_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<uint64_t> waits_{0};
+};
+
+template <class Prep>
+bool futex_ring::submit(unsigned sqes, Prep&& prep) {
+  submit_lock_.lock();
+  if (io_uring_sq_space_left(&ring_) < sqes) submit_prepared();
+  io_uring_sqe* batch[2] = {nullptr, nullptr};
+  if (io_uring_sq_space_left(&ring_) >= sqes) {
+    for (unsigned i = 0; i < sqes; i++) batch[i] = io_uring_get_sqe(&ring_);
+    prep(batch);
+    waits_.fetch_add(1, std::memory_order_relaxed);
+    submit_prepared();
+  }
+  submit_lock_.unlock();
+  return batch[0] != nullptr;
+}
+
+}  // namespace bobbin::internal
+
+#endif  // BOBBIN_RUNTIME_PARK_FUTEX_WAIT_H_
