@@ -455,7 +455,7 @@ void runtime_impl::shutdown() {
   // No fiber runs any more: no wait can be armed; the reaper stops, and
   // fibers still parked on the futex ring are abandoned below.
   {
-    absl::MutexLock l(&futex_ring_mu_);
+    mutex_lock l(&futex_ring_mu_);
     if (futex_ring_owner_) futex_ring_owner_->stop();
   }
   // Offloaded calls still running finish; their fibers are abandoned below.
@@ -535,7 +535,7 @@ runtime_stats runtime_impl::stats() const {
 }
 
 futex_ring* runtime_impl::start_futex_ring() {
-  absl::MutexLock l(&futex_ring_mu_);
+  mutex_lock l(&futex_ring_mu_);
   if (futex_ring_owner_ == nullptr && futex_ring_usable_.load(std::memory_order_relaxed) && !stopping()) {
     auto r = std::make_unique<futex_ring>();
     absl::Status st = r->start();

@@ -80,7 +80,10 @@ TEST_P(FutexWaitTest, ThreadWakesAParkedFiberWhileItsCarrierRunsOthers) {
     }
   });
   while (!waiting) std::this_thread::sleep_for(1ms);
-  std::this_thread::sleep_for(50ms);
+  // Until the ticker has run 5 times while the waiter waits (on a carrier
+  // the waiter blocked it never would), 5 s at most.
+  const auto give_up = clock_type::now() + 5s;
+  while (ticks.load() < 5 && clock_type::now() < give_up) std::this_thread::sleep_for(1ms);
   word.store(7);
   futex_wake(&word, 1, kPrivate);
   EXPECT_EQ(waiter.join(), 7u);
