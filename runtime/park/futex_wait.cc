@@ -244,6 +244,11 @@ futex_wait_result futex_wait(const std::atomic<uint32_t>* word, uint32_t expecte
   return futex_wait_result::woken;  // anything else: spurious, the caller re-checks
 }
 
+bool futex_wait_parks() noexcept {
+  carrier* c = current_fiber_carrier();
+  return c != nullptr && c->rt()->futex_ring_for_waits() != nullptr;
+}
+
 int futex_wake(const std::atomic<uint32_t>* word, int n, futex_scope scope) {
   int op = FUTEX_WAKE | (scope == futex_scope::process_private ? FUTEX_PRIVATE_FLAG : 0);
   long r = raw_futex(word, op, static_cast<uint32_t>(n), nullptr, 0);

@@ -64,6 +64,12 @@ enum class futex_scope { process_private, shared };
 futex_wait_result futex_wait(const std::atomic<uint32_t>* word, uint32_t expected, deadline d, futex_scope scope,
                              wait_reason reason);
 
+// Whether futex_wait() called here would park the calling fiber (true), or
+// block the thread: off a fiber, on a pinned one, or with no usable futex
+// ring. A lock whose holder may be a fiber parked on this very carrier must
+// not be waited for by blocking the carrier (os_mutex.cc polls instead).
+bool futex_wait_parks() noexcept;
+
 // Wakes up to `n` waiters on `word` (fibers or threads); returns how many.
 int futex_wake(const std::atomic<uint32_t>* word, int n, futex_scope scope);
 

@@ -1,0 +1,144 @@
+// Interceptors for pthread mutexes: pthread_mutex_lock, trylock, timedlock,
+// clocklock and unlock, which std::mutex, std::timed_mutex and
+// std::recursive_mutex (and most C libraries' locks) call.
+//
+// On a fiber that may park, a mutex of the kinds runtime/sync/os_mutex.h
+// takes is locked and unlocked there: the fiber owns it, and waiting for it
+// parks the fiber. Everything else -- a plain thread, a carrier between
+// fibers, BOBBIN_INTERCEPT=0, a process-shared, robust,
+// priority-inheriting or -protecting mutex -- is glibc's own call. Off a
+// carrier thread that is one thread-local load and a branch before it. A
+// pinned fiber still owns the mutexes it locks; it waits for them as a
+// thread would.
+//
+// glibc's internal uses of a mutex (pthread_cond_wait's unlock and relock)
+// do not come through here; see README "OS locks and waits" for what that
+// means for condition variables until they are taken over as well.
+#undef _FORTIFY_SOURCE
+#undef _FILE_OFFSET_BITS
+#include <pthread.h>
+#include <time.h>
+
+#include <cerrno>
+#include <chrono>
+
+#include "runtime/intercept/fiber_calls.h"
+#include "runtime/intercept/libc.h"
+#include "runtime/sync/os_mutex.h"
+
+namespace bobbin::internal::intercept {
+namespace real {
+BOBBIN_NEXT_SYMBOL(pthread_mutex_lock)
+BOBBIN_NEXT_SYMBOL(pthread_mutex_trylock)
+BOBBIN_NEXT_SYMBOL(pthread_mutex_timedlock)
+BOBBIN_NEXT_SYMBOL(pthread_mutex_clocklock)
+BOBBIN_NEXT_SYMBOL(pthread_mutex_unlock)
+}  // namespace real
+
+namespace {
+
+// The fiber that locks or unlocks `m` through os_mutex, or null for
+// glibc's call. A pinned fiber is one too: it still owns what it locks (a
+// recursive mutex it holds must not look held by its carrier's thread when
+// it re-enters inside a pinned_scope); its waits block the carrier instead
+// of parking (futex_wait.h), and the pinning report names them.
+fiber_control* owning_fiber(const pthread_mutex_t* m) noexcept {
+  carrier* c = bobbin::internal::current_carrier();
+  fiber_control* f = c != nullptr ? c->current() : nullptr;
+  if (f == nullptr || !c->rt()->options().intercept_blocking_calls || !enabled_for_process()) return nullptr;
+  return os_mutex::handles(m) ? f : nullptr;
+}
+
+// The deadline of an absolute time on `clock`, or nullopt-like `valid`
+// false when glibc would answer EINVAL.
+bool to_deadline(clockid_t clock, const timespec* abstime, deadline* d) noexcept {
+  if (abstime == nullptr || abstime->tv_nsec < 0 || abstime->tv_nsec >= 1'000'000'000) return false;
+  const auto at = std::chrono::seconds(abstime->tv_sec) + std::chrono::nanoseconds(abstime->tv_nsec);
+  if (clock == CLOCK_MONOTONIC) {
+    *d = deadline(std::chrono::steady_clock::time_point(std::chrono::duration_cast<std::chrono::steady_clock::duration>(at)));
+    return true;
+  }
+  // CLOCK_REALTIME: the time left now, on the monotonic clock (a jump of
+  // the wall clock during the wait does not move the deadline).
+  timespec now{};
+  clock_gettime(CLOCK_REALTIME, &now);
+  const auto left = at - (std::chrono::seconds(now.tv_sec) + std::chrono::nanoseconds(now.tv_nsec));
+  *d = deadline(left);
+  return true;
+}
+
+int timed_lock(pthread_mutex_t* m, fiber_control* f, clockid_t clock, const timespec* abstime) noexcept {
+  // glibc checks the time only when it has to wait: a free mutex is taken
+  // whatever abstime holds.
+  if (os_mutex::trylock(m, f) == 0) return 0;
+  deadline d;
+  if (!to_deadline(clock, abstime, &d)) return EINVAL;
+  return os_mutex::lock(m, f, d);
+}
+
+}  // namespace
+}  // namespace bobbin::internal::intercept
+
+using bobbin::internal::fiber_control;
+using namespace bobbin::internal::intercept;  // NOLINT: the interceptors below are its whole point
+namespace os_mutex = bobbin::internal::os_mutex;
+
+__attribute__((noinline)) static int mutex_lock_on_carrier(pthread_mutex_t* m) {
+  fiber_control* f = owning_fiber(m);
+  if (f == nullptr) return real::pthread_mutex_lock(m);
+  return os_mutex::lock(m, f, bobbin::deadline::never());
+}
+
+BOBBIN_INTERPOSE int pthread_mutex_lock(pthread_mutex_t* m) {
+  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) return real::pthread_mutex_lock(m);
+  return mutex_lock_on_carrier(m);
+}
+
+__attribute__((noinline)) static int mutex_trylock_on_carrier(pthread_mutex_t* m) {
+  fiber_control* f = owning_fiber(m);
+  if (f == nullptr) return real::pthread_mutex_trylock(m);
+  return os_mutex::trylock(m, f);
+}
+
+BOBBIN_INTERPOSE int pthread_mutex_trylock(pthread_mutex_t* m) {
+  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) return real::pthread_mutex_trylock(m);
+  return mutex_trylock_on_carrier(m);
+}
+
+__attribute__((noinline)) static int mutex_timedlock_on_carrier(pthread_mutex_t* m, const timespec* abstime) {
+  fiber_control* f = owning_fiber(m);
+  if (f == nullptr) return real::pthread_mutex_timedlock(m, abstime);
+  return timed_lock(m, f, CLOCK_REALTIME, abstime);
+}
+
+BOBBIN_INTERPOSE int pthread_mutex_timedlock(pthread_mutex_t* m, const timespec* abstime) {
+  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) return real::pthread_mutex_timedlock(m, abstime);
+  return mutex_timedlock_on_carrier(m, abstime);
+}
+
+__attribute__((noinline)) static int mutex_clocklock_on_carrier(pthread_mutex_t* m, clockid_t clock,
+                                                               const timespec* abstime) {
+  fiber_control* f = owning_fiber(m);
+  if (f == nullptr || (clock != CLOCK_MONOTONIC && clock != CLOCK_REALTIME)) {
+    return real::pthread_mutex_clocklock(m, clock, abstime);  // glibc answers EINVAL for other clocks
+  }
+  return timed_lock(m, f, clock, abstime);
+}
+
+BOBBIN_INTERPOSE int pthread_mutex_clocklock(pthread_mutex_t* m, clockid_t clock, const timespec* abstime) {
+  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) {
+    return real::pthread_mutex_clocklock(m, clock, abstime);
+  }
+  return mutex_clocklock_on_carrier(m, clock, abstime);
+}
+
+__attribute__((noinline)) static int mutex_unlock_on_carrier(pthread_mutex_t* m) {
+  fiber_control* f = owning_fiber(m);
+  if (f == nullptr) return real::pthread_mutex_unlock(m);
+  return os_mutex::unlock(m, f);
+}
+
+BOBBIN_INTERPOSE int pthread_mutex_unlock(pthread_mutex_t* m) {
+  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) return real::pthread_mutex_unlock(m);
+  return mutex_unlock_on_carrier(m);
+}

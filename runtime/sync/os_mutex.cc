@@ -1,0 +1,288 @@
+// glibc's pthread mutex protocol, run by a fiber (os_mutex.h says which
+// mutexes and why).
+//
+// The protocol is glibc 2.36's own (nptl/pthread_mutex_lock.c,
+// lowlevellock.h), followed exactly, because threads inside glibc use the
+// same mutex at the same time:
+//   - __lock: 0 free, 1 locked, 2 locked and maybe waited for. Lock is
+//     cmpxchg(0 -> 1); failing that, xchg(2) until it returns 0, with a futex
+//     wait for the value 2 between tries. Unlock is xchg(0) and, when the old
+//     value was above 1, FUTEX_WAKE_PRIVATE of one waiter. No hand-off: the
+//     woken waiter competes again (a thread or fiber may take the lock
+//     first), which is why the wait is a loop.
+//   - __owner: who holds it, written after the lock is taken and cleared
+//     before it is released (glibc asserts it is 0 when it takes a NORMAL
+//     mutex). A thread writes its kernel thread id; a fiber writes
+//     owner_id(), negative, so that a recursive or error-checking mutex a
+//     fiber holds is never taken for its carrier's, and vice versa.
+//   - __count: the recursion depth of a RECURSIVE mutex.
+//   - __nusers: +1 per lock, -1 per unlock (pthread_mutex_destroy returns
+//     EBUSY while it is not 0), so a lock taken here and released by glibc,
+//     or the reverse, balances.
+// The one change: the futex wait is runtime/park/futex_wait.h's, which parks
+// the fiber, and any FUTEX_WAKE on the word -- glibc's unlock on a plain
+// thread, unlock() here -- makes it runnable again on any carrier (the rule
+// and its reason: README "OS locks and waits").
+//
+// Where futex waits cannot park (kernels before 6.7), a fiber polls the lock
+// on a timer instead (poll_word): never by blocking its carrier.
+//
+// Beyond glibc: a fiber tries the lock a few times before it parks (a park
+// and wake cost microseconds; most critical sections are shorter), and a
+// starvation guard: a fiber that has waited kStarvationNs marks the mutex
+// (in a small side table: glibc's struct has no spare field), and while a
+// mark stands, fibers that find the mutex free give the waiter a turn
+// instead of taking it. Threads are not asked: the OS already time-slices
+// them.
+#include "runtime/sync/os_mutex.h"
+
+#include <time.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <climits>
+#include <cstdint>
+
+#include "bobbin/this_fiber.h"
+#include "runtime/fiber/context.h"  // BOBBIN_TSAN
+#include "runtime/fiber/fiber_control.h"
+#include "runtime/park/futex_wait.h"
+#include "runtime/sched/carrier.h"
+
+namespace bobbin::internal::os_mutex {
+
+namespace {
+
+// glibc's mutex kinds (nptl/pthreadP.h): the type in the low two bits, then
+// flags. Only PTHREAD_MUTEX_NO_ELISION_NP, which glibc sets on mutexes that
+// must not use lock elision, leaves a mutex one of ours.
+constexpr int kTypeMask = 3;
+constexpr int kRecursive = PTHREAD_MUTEX_RECURSIVE_NP;
+constexpr int kErrorCheck = PTHREAD_MUTEX_ERRORCHECK_NP;
+constexpr int kNoElision = 512;
+
+// Lock attempts before parking (bobbin::mutex measured 8 best, mutex.cc).
+constexpr int kSpinAttempts = 8;
+// A waiter that has waited this long asks barging fibers to let it in.
+constexpr int64_t kStarvationNs = 1'000'000;
+// Turns a barging fiber gives a starving waiter before it takes the lock
+// anyway (the waiter may be a thread, or gone).
+constexpr int kPoliteYields = 64;
+
+// Starving waiters per mutex, by address hash. A collision only makes
+// fibers on another mutex polite for a while.
+constexpr unsigned kStarvingSlots = 64;
+std::atomic<uint32_t> starving[kStarvingSlots];
+
+std::atomic<uint32_t>& starving_slot(const pthread_mutex_t* m) {
+  return starving[(reinterpret_cast<uintptr_t>(m) >> 4) % kStarvingSlots];
+}
+
+std::atomic<uint32_t>* word(pthread_mutex_t* m) {
+  static_assert(sizeof(m->__data.__lock) == sizeof(std::atomic<uint32_t>));
+  return reinterpret_cast<std::atomic<uint32_t>*>(&m->__data.__lock);
+}
+
+// Fields glibc writes with plain stores under the lock and reads without it
+// (__owner): relaxed atomics here, the same instructions on x86, so that
+// ThreadSanitizer sees no race with another fiber's access.
+template <class T>
+T load(const T& field) {
+  return __atomic_load_n(&field, __ATOMIC_RELAXED);
+}
+template <class T>
+void store(T& field, T v) {
+  __atomic_store_n(&field, v, __ATOMIC_RELAXED);
+}
+
+int64_t monotonic_now_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+// ThreadSanitizer cannot see a lock taken here (glibc's interceptor in the
+// sanitizer runtime is bypassed on a fiber), so it is told.
+#if BOBBIN_TSAN
+void tsan_pre_lock(void* m, unsigned flags) { __tsan_mutex_pre_lock(m, flags); }
+void tsan_post_lock(void* m, unsigned flags) { __tsan_mutex_post_lock(m, flags, 0); }
+void tsan_pre_unlock(void* m) { __tsan_mutex_pre_unlock(m, 0); }
+void tsan_post_unlock(void* m) { __tsan_mutex_post_unlock(m, 0); }
+constexpr unsigned kTsanTry = __tsan_mutex_try_lock;
+constexpr unsigned kTsanTryFailed = __tsan_mutex_try_lock_failed;
+#else
+void tsan_pre_lock(void*, unsigned) {}
+void tsan_post_lock(void*, unsigned) {}
+void tsan_pre_unlock(void*) {}
+void tsan_post_unlock(void*) {}
+constexpr unsigned kTsanTry = 0;
+constexpr unsigned kTsanTryFailed = 0;
+#endif
+
+bool try_word(std::atomic<uint32_t>* w) {
+  uint32_t expected = 0;
+  return w->compare_exchange_strong(expected, 1, std::memory_order_acquire, std::memory_order_relaxed);
+}
+
+// The fallback when futex waits cannot park (no IORING_OP_FUTEX_WAIT before
+// Linux 6.7, or BOBBIN_FUTEX_RING=off): blocking the carrier in futex(2)
+// would hang whenever the holder is a fiber parked on that same carrier (it
+// could never run to unlock), so the fiber polls instead, parked on a timer
+// between tries: kPollFirst, doubling to kPollMax. A lock released while it
+// sleeps is taken up to kPollMax late, and barging threads may take it first.
+constexpr std::chrono::microseconds kPollFirst{20};
+constexpr std::chrono::microseconds kPollMax{1000};
+
+int poll_word(std::atomic<uint32_t>* w, deadline d) {
+  std::chrono::microseconds pause = kPollFirst;
+  // xchg(2), as a futex waiter would: the releaser then knows a waiter may
+  // exist and wakes (no one, here; a thread waiting in glibc otherwise).
+  while (w->exchange(2, std::memory_order_acquire) != 0) {
+    if (d.expired()) return ETIMEDOUT;
+    const deadline next(pause);
+    // A cancelled fiber's sleeps return at once: it still must let the
+    // holder run.
+    if (!this_fiber::sleep_until(d.is_never() || next.time() < d.time() ? next : d)) this_fiber::yield();
+    pause = std::min(pause * 2, kPollMax);
+  }
+  return 0;
+}
+
+// Takes the lock word (glibc's lll_lock / lll_clocklock), parking between
+// tries. 0 or ETIMEDOUT.
+int acquire_word(pthread_mutex_t* m, deadline d) {
+  std::atomic<uint32_t>* w = word(m);
+  std::atomic<uint32_t>& starving_here = starving_slot(m);
+  // Barging: a free lock is taken at once, unless a fiber starves for it
+  // (and this fiber may unmount: a pinned one only waits).
+  const bool may_park = current_fiber_carrier() != nullptr;
+  for (int yields = 0; may_park && starving_here.load(std::memory_order_relaxed) != 0 && yields < kPoliteYields;
+       yields++) {
+    if (w->load(std::memory_order_relaxed) != 0) break;  // it will wait its turn below
+    this_fiber::yield();
+  }
+  for (int i = 0; i < kSpinAttempts; i++) {
+    if (w->load(std::memory_order_relaxed) == 0 && try_word(w)) return 0;
+    __builtin_ia32_pause();
+  }
+  if (may_park && !futex_wait_parks()) return poll_word(w, d);
+  int64_t first_wait_ns = 0;
+  bool marked_starving = false;
+  int result = 0;
+  while (w->exchange(2, std::memory_order_acquire) != 0) {
+    if (futex_wait(w, 2, d, futex_scope::process_private, wait_reason::os_lock) == futex_wait_result::timed_out) {
+      result = ETIMEDOUT;
+      break;
+    }
+    if (!marked_starving) {
+      const int64_t now = monotonic_now_ns();
+      if (first_wait_ns == 0) {
+        first_wait_ns = now;
+      } else if (now - first_wait_ns >= kStarvationNs) {
+        starving_here.fetch_add(1, std::memory_order_relaxed);
+        marked_starving = true;
+      }
+    }
+  }
+  if (marked_starving) starving_here.fetch_sub(1, std::memory_order_relaxed);
+  return result;
+}
+
+// Releases the lock word (glibc's lll_unlock).
+void release_word(pthread_mutex_t* m) {
+  std::atomic<uint32_t>* w = word(m);
+  if (w->exchange(0, std::memory_order_release) > 1) futex_wake(w, 1, futex_scope::process_private);
+}
+
+void note_locked(pthread_mutex_t* m, int id, int type) {
+  store(m->__data.__owner, id);
+  if (type == kRecursive) store(m->__data.__count, 1u);
+  store(m->__data.__nusers, load(m->__data.__nusers) + 1);
+}
+
+}  // namespace
+
+int owner_id(const fiber_control* f) noexcept {
+  return static_cast<int>(0x80000000u | static_cast<uint32_t>(f->id & 0x7fffffff));
+}
+
+bool handles(const pthread_mutex_t* m) noexcept {
+  const int kind = load(m->__data.__kind);
+  return kind >= 0 && (kind & ~kNoElision) <= kTypeMask;
+}
+
+int lock(pthread_mutex_t* m, fiber_control* self, deadline d) noexcept {
+  const int type = load(m->__data.__kind) & kTypeMask;
+  const int id = owner_id(self);
+  if (type == kRecursive && load(m->__data.__owner) == id) {
+    const unsigned depth = load(m->__data.__count);
+    if (depth + 1 == 0) return EAGAIN;
+    tsan_pre_lock(m, 0);
+    store(m->__data.__count, depth + 1);
+    tsan_post_lock(m, 0);
+    return 0;
+  }
+  if (type == kErrorCheck && load(m->__data.__owner) == id) return EDEADLK;
+  const unsigned tsan_flags = d.is_never() ? 0 : kTsanTry;  // a timed lock may fail
+  tsan_pre_lock(m, tsan_flags);
+  const int r = acquire_word(m, d);
+  if (r != 0) {
+    tsan_post_lock(m, tsan_flags | kTsanTryFailed);
+    return r;
+  }
+  note_locked(m, id, type);
+  tsan_post_lock(m, tsan_flags);
+  return 0;
+}
+
+int trylock(pthread_mutex_t* m, fiber_control* self) noexcept {
+  const int type = load(m->__data.__kind) & kTypeMask;
+  const int id = owner_id(self);
+  tsan_pre_lock(m, kTsanTry);
+  if (type == kRecursive && load(m->__data.__owner) == id) {
+    const unsigned depth = load(m->__data.__count);
+    if (depth + 1 == 0) {
+      tsan_post_lock(m, kTsanTry | kTsanTryFailed);
+      return EAGAIN;
+    }
+    store(m->__data.__count, depth + 1);
+    tsan_post_lock(m, kTsanTry);
+    return 0;
+  }
+  // An error-checking mutex the caller holds: EBUSY, as glibc says.
+  if (!try_word(word(m))) {
+    tsan_post_lock(m, kTsanTry | kTsanTryFailed);
+    return EBUSY;
+  }
+  note_locked(m, id, type);
+  tsan_post_lock(m, kTsanTry);
+  return 0;
+}
+
+int unlock(pthread_mutex_t* m, fiber_control* self) noexcept {
+  const int type = load(m->__data.__kind) & kTypeMask;
+  const int id = owner_id(self);
+  if (type == kRecursive) {
+    if (load(m->__data.__owner) != id) return EPERM;
+    const unsigned depth = load(m->__data.__count) - 1;
+    if (depth != 0) {
+      tsan_pre_unlock(m);
+      store(m->__data.__count, depth);
+      tsan_post_unlock(m);
+      return 0;
+    }
+  } else if (type == kErrorCheck) {
+    if (load(m->__data.__owner) != id || word(m)->load(std::memory_order_relaxed) == 0) return EPERM;
+  }
+  // NORMAL and ADAPTIVE: no owner check, as in glibc.
+  tsan_pre_unlock(m);
+  store(m->__data.__owner, 0);
+  store(m->__data.__nusers, load(m->__data.__nusers) - 1);
+  release_word(m);
+  tsan_post_unlock(m);
+  return 0;
+}
+
+}  // namespace bobbin::internal::os_mutex
