@@ -225,15 +225,14 @@ int lock(pthread_mutex_t* m, fiber_control* self, deadline d) noexcept {
     return 0;
   }
   if (type == kErrorCheck && load(m->__data.__owner) == id) return EDEADLK;
-  const unsigned tsan_flags = d.is_never() ? 0 : kTsanTry;  // a timed lock may fail
-  tsan_pre_lock(m, tsan_flags);
   const int r = acquire_word(m, d);
-  if (r != 0) {
-    tsan_post_lock(m, tsan_flags | kTsanTryFailed);
-    return r;
-  }
+  if (r != 0) return r;
+  // Told only once the lock is taken: ThreadSanitizer ignores the caller's
+  // synchronization between pre_lock and post_lock, and a fiber switch
+  // inside that window (the park) would lose its ordering.
+  tsan_pre_lock(m, 0);
   note_locked(m, id, type);
-  tsan_post_lock(m, tsan_flags);
+  tsan_post_lock(m, 0);
   return 0;
 }
 

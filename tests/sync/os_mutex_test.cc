@@ -5,7 +5,6 @@
 // its carrier, owns the lock; glibc's bookkeeping stays intact.
 #include <gtest/gtest.h>
 #include <pthread.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -161,7 +160,9 @@ TEST_P(OsMutexTest, ErrorCheckingMutexAnswersAsForThreads) {
   auto other = rt->spawn([&] { return std::make_pair(pthread_mutex_unlock(&m), pthread_mutex_trylock(&m)); }).join();
   EXPECT_EQ(other.first, EPERM);
   EXPECT_EQ(other.second, EBUSY);
-  EXPECT_EQ(pthread_mutex_unlock(&m), EPERM);
+  // (ThreadSanitizer's own interceptor reports a plain thread's wrong
+  // unlock as the misuse it is, before glibc answers EPERM.)
+  if (!bobbin::testing::kUnderTsan) EXPECT_EQ(pthread_mutex_unlock(&m), EPERM);
   stage = 2;
   EXPECT_EQ(owner.join(), (std::vector<int>{0, EDEADLK, EBUSY, 0, EPERM}));
   // A thread can take it afterwards, and glibc's count of users is even.
@@ -190,7 +191,7 @@ TEST_P(OsMutexTest, RecursiveMutexHeldByAFiberIsNotAnotherFibersOrAThreads) {
   EXPECT_EQ(other.first, EBUSY);
   EXPECT_EQ(other.second, EPERM);
   EXPECT_EQ(pthread_mutex_trylock(&m), EBUSY);
-  EXPECT_EQ(pthread_mutex_unlock(&m), EPERM);
+  if (!bobbin::testing::kUnderTsan) EXPECT_EQ(pthread_mutex_unlock(&m), EPERM);  // see above
   stage = 2;
   EXPECT_EQ(owner.join(), 0);
   EXPECT_EQ(pthread_mutex_destroy(&m), 0);
@@ -343,16 +344,17 @@ TEST_P(OsMutexTest, PinnedFiberStillOwnsWhatItLocks) {
 INSTANTIATE_TEST_SUITE_P(Carriers, OsMutexTest, ::testing::Values(1u, 2u),
                          [](const auto& info) { return std::to_string(info.param) + "_carriers"; });
 
-// A read(2) bobbin does not intercept (syscall(2) is not taken over): it
-// blocks the carrier for as long as the pipe is empty.
-long blocking_pipe_read(int fd) {
+// A read(2) inside a pinned_scope: the plain call, which blocks the carrier
+// for as long as the pipe is empty (the pinning monitor sees it as pinned).
+ssize_t blocking_pipe_read(int fd) {
+  bobbin::pinned_scope pin("os_mutex_test: a stuck carrier");
   char c;
-  return ::syscall(SYS_read, fd, &c, 1);
+  return ::read(fd, &c, 1);
 }
 
 TEST(OsMutexStuckCarrierTest, AStuckCarrierDoesNotHoldBackTheNextOwner) {
   // One carrier: a fiber parks waiting for a std::mutex a plain thread
-  // holds; another fiber then blocks the carrier in read(2) for 1 s. The
+  // holds; another fiber then blocks the carrier in a pinned read(2) for 1 s. The
   // thread's unlock wakes the waiter, which takes the lock on the spare
   // carrier the pinning monitor brings up, long before the read ends (the
   // rule: a fiber woken from an OS-lock wait resumes on any carrier).
