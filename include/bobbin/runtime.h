@@ -79,6 +79,15 @@ struct runtime_options {
   // carrier, as on a plain thread. BOBBIN_INTERCEPT=0 turns it off for the
   // whole process whatever this says.
   bool intercept_blocking_calls = true;
+  // A fiber that waited for an OS lock (a std::mutex, README "OS locks and
+  // waits") resumes on the carrier it parked on, as after an intercepted
+  // libc call: the code around the lock is compiled for threads and may
+  // keep a thread-local's address across pthread_mutex_lock (GCC does in
+  // -fPIC code), which on another carrier would name that thread's
+  // variable. While that carrier is stuck in a pinned call the fiber waits
+  // for it, and its wake is passed on to another waiter. true: it resumes
+  // on any carrier at once; only for code that keeps no such address.
+  bool os_lock_waiters_migrate = false;
   // Deadlock report (see "Seeing inside" in the README): when every fiber
   // has been parked this long on bobbin primitives without deadlines (no
   // I/O, sleep or timed wait that could end it) and nothing has run, write

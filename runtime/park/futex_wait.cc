@@ -50,6 +50,9 @@ struct ring_wait {
   std::atomic<int> pending{0};  // completions still to come
   int res = 0;                  // the wait's own completion
   fiber_control* fiber = nullptr;
+  carrier* home = nullptr;  // futex_resume::parking_carrier: resume there only
+  const std::atomic<uint32_t>* word = nullptr;
+  futex_scope scope = futex_scope::process_private;
   __kernel_timespec when{};
 
   static void waited(completion* c, int res, uint32_t) {
@@ -63,9 +66,19 @@ struct ring_wait {
   void one_done() {
     if (pending.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
     fiber_control* f = fiber;
+    carrier* to = home;
+    // A wake consumed for a fiber whose carrier is stuck: pass one on (a
+    // spurious wake is allowed by every futex protocol), so that a lock
+    // this fiber cannot take yet goes to a waiter that can run.
+    if (to != nullptr && res == 0 && to->blocked.load(std::memory_order_relaxed)) futex_wake(word, 1, scope);
     parked.lock();  // the fiber has left its stack once this is free
     parked.unlock();
-    f->rt->ready(f, /*next=*/false);  // `*this` may be gone from here on
+    // `*this` may be gone from here on.
+    if (to != nullptr) {
+      to->post(remote_request{remote_request::resume_bound, -1, reinterpret_cast<uint64_t>(f), nullptr});
+    } else {
+      f->rt->ready(f, /*next=*/false);
+    }
   }
 };
 
@@ -184,7 +197,7 @@ void futex_ring::reap_loop() {
 }
 
 futex_wait_result futex_wait(const std::atomic<uint32_t>* word, uint32_t expected, deadline d, futex_scope scope,
-                             wait_reason reason) {
+                             wait_reason reason, futex_resume resume) {
   if (word->load(std::memory_order_acquire) != expected) return futex_wait_result::value_changed;
   if (d.expired()) return futex_wait_result::timed_out;
   carrier* c = current_fiber_carrier();
@@ -199,6 +212,9 @@ futex_wait_result futex_wait(const std::atomic<uint32_t>* word, uint32_t expecte
   fiber_control* self = c->current();
   ring_wait w;
   w.fiber = self;
+  if (resume == futex_resume::parking_carrier) w.home = c;
+  w.word = word;
+  w.scope = scope;
   const bool timed = !d.is_never();
   if (timed) {
     const int64_t ns = d.monotonic_ns();
@@ -236,7 +252,9 @@ futex_wait_result futex_wait(const std::atomic<uint32_t>* word, uint32_t expecte
   self->parked_at_ms.store(c->clock_ms() | (timed ? kParkedWithDeadline : 0), std::memory_order_relaxed);
   self->state.store(fiber_state::parked, std::memory_order_relaxed);
   switch_action a{&self->ctx, switch_action::unlock, self, &w.parked};
-  c->switch_away(self, &a);
+  // A bound resumption goes through the scheduler loop under TSan, as for
+  // the intercepted calls (kSanitizerSeesOnlyTheLoop).
+  c->switch_away(self, &a, /*via_scheduler=*/w.home != nullptr);
 
   if (w.res == 0) return futex_wait_result::woken;  // it consumed a wake, even if the timeout also fired
   if (w.res == -EAGAIN) return futex_wait_result::value_changed;

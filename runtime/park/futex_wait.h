@@ -14,7 +14,8 @@
 // pinning deadlocks. Instead every runtime has one futex ring, set up without
 // those flags, which any carrier submits to under a lock and one thread of
 // its own ("bobbin-futex") reaps. A woken fiber is made runnable on the
-// global queue, so any carrier that is not stuck runs it. The price is one
+// global queue, so any carrier that is not stuck runs it, or, when the
+// caller asks (futex_resume), on the carrier it parked on. The price is one
 // thread hop per wake (the ring wait and a thread's futex wait were measured
 // equally fast here: median 64 µs against 147 µs from unlock to resume).
 //
@@ -56,13 +57,24 @@ enum class futex_wait_result {
 // reaches a wait of the other.
 enum class futex_scope { process_private, shared };
 
+// Where a fiber woken from a parked futex wait runs next.
+enum class futex_resume {
+  // The carrier it parked on (carrier::push_bound), as after an intercepted
+  // libc call: its caller is compiled code that may keep a thread-local's
+  // address across the call. While that carrier is blocked (the pinning
+  // monitor says so), the wake is also passed on to another waiter, so
+  // that a free lock is not left to a fiber that cannot run yet.
+  parking_carrier,
+  any_carrier,  // the global queue: the first carrier free runs it
+};
+
 // Waits while *word == expected, until woken or `d` passes. On a fiber that
 // is not pinned it parks (see above); elsewhere it blocks the thread. Like
 // futex(2), it may return `woken` without a wake: callers re-check the word.
 // Not interrupted by a cancellation (request_stop) of the fiber, as the
 // locks built on it are not.
 futex_wait_result futex_wait(const std::atomic<uint32_t>* word, uint32_t expected, deadline d, futex_scope scope,
-                             wait_reason reason);
+                             wait_reason reason, futex_resume resume = futex_resume::any_carrier);
 
 // Whether futex_wait() called here would park the calling fiber (true), or
 // block the thread: off a fiber, on a pinned one, or with no usable futex

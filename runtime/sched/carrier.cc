@@ -378,6 +378,9 @@ void complete_switch(ctx::transfer_t t) noexcept {
       f->rt->push_global(f);
       f->rt->wake_idle_carrier();
       break;
+    case switch_action::requeue_bound:
+      current_carrier()->push_bound(f);
+      break;
     case switch_action::unlock:
       if (lock != nullptr) lock->unlock();
       break;
@@ -432,6 +435,13 @@ void carrier::push_bound(fiber_control* f) {
 }
 
 fiber_control* carrier::pop_bound() { return bound_.pop_front(); }
+
+void carrier::yield_bound(fiber_control* self) {
+  // Queued by the context that arrives, once self's context is saved (it
+  // runs on this same carrier thread).
+  switch_action a{&self->ctx, switch_action::requeue_bound, self, nullptr};
+  switch_away(self, &a, /*via_scheduler=*/true);
+}
 
 fiber_control* carrier::pop_local(bool allow_bound) {
   if (runnext_.load(std::memory_order_relaxed) != nullptr) {
@@ -705,6 +715,10 @@ void carrier::handle_remote_requests() {
   for (const remote_request& r : todo) {
     if (r.what == remote_request::cancel_fiber_op) {
       cancel_ring_op_here(this, reinterpret_cast<fiber_control*>(r.target_user_data));
+      continue;
+    }
+    if (r.what == remote_request::resume_bound) {
+      push_bound(reinterpret_cast<fiber_control*>(r.target_user_data));
       continue;
     }
     reserve_sqes(1);

@@ -50,6 +50,7 @@ struct switch_action {
     none,     // just record where the leaving context stopped
     requeue,  // the leaving fiber yielded: make it runnable
     requeue_shared,  // same, on the global queue for an idle carrier to take
+    requeue_bound,   // same, on the carrier it left only (carrier::yield_bound)
     unlock,   // the leaving fiber parked under `lock`: release it
     exit,     // the leaving fiber ended: free its stack and drop its reference
   };
@@ -65,7 +66,10 @@ struct switch_action {
 struct remote_request {
   // cancel_fiber_op: cancel the operation a cancelled fiber is parked in,
   // if it still is (runtime/fiber/cancel.h); target_user_data is the fiber.
-  enum kind : uint8_t { cancel_fd, remove_timeout, cancel_user_data, cancel_fiber_op } what;
+  // resume_bound: make the fiber target_user_data runnable on this carrier
+  // only (push_bound), for a wake delivered by another thread (the futex
+  // ring's reaper, runtime/park/futex_wait.h).
+  enum kind : uint8_t { cancel_fd, remove_timeout, cancel_user_data, cancel_fiber_op, resume_bound } what;
   int fd;
   uint64_t target_user_data;   // remove_timeout, cancel_user_data: whose operations
   completion* done;            // gets the request's own completion (may be null)
@@ -112,6 +116,15 @@ class carrier {
   // call (runtime/intercept), whose caller may hold thread-local addresses
   // (errno's, compiled as a const function) across the call.
   void push_bound(fiber_control* f);
+  // Lets the fibers runnable here run, then resumes `self` (the running
+  // fiber) on this carrier: a yield for code that must not migrate (a wait
+  // inside an intercepted call that has nothing to park on).
+  void yield_bound(fiber_control* self);
+  // Whether fibers that can run only here are waiting for this carrier:
+  // bound ones, or requests from other threads (which may resume one).
+  bool bound_work_waiting() const {
+    return !bound_.empty() || has_remote_.load(std::memory_order_relaxed);
+  }
   // Whether this carrier's queue is longer, or has waited longer, than it
   // should handle alone: then an idle carrier is worth waking to share it.
   bool wants_help();

@@ -21,8 +21,9 @@
 //     or the reverse, balances.
 // The one change: the futex wait is runtime/park/futex_wait.h's, which parks
 // the fiber, and any FUTEX_WAKE on the word -- glibc's unlock on a plain
-// thread, unlock() here -- makes it runnable again on any carrier (the rule
-// and its reason: README "OS locks and waits").
+// thread, unlock() here -- makes it runnable again, on the carrier it parked
+// on unless runtime_options::os_lock_waiters_migrate says any carrier (the
+// rule and its reason: README "OS locks and waits").
 //
 // Where futex waits cannot park (kernels before 6.7), a fiber polls the lock
 // on a timer instead (poll_word): never by blocking its carrier.
@@ -30,12 +31,14 @@
 // Beyond glibc: a fiber tries the lock a few times before it parks (a park
 // and wake cost microseconds; most critical sections are shorter), and a
 // starvation guard: a fiber that has waited kStarvationNs marks the mutex
-// (in a small side table: glibc's struct has no spare field), and while a
-// mark stands, fibers that find the mutex free give the waiter a turn
-// instead of taking it. Threads are not asked: the OS already time-slices
-// them.
+// (in a small side table: glibc's struct has no spare field) and, each time
+// it is woken, retries a while between yields instead of parking again at
+// the back of the kernel's queue; while a mark stands, fibers that find the
+// mutex free give the waiter a turn instead of taking it. Threads are not
+// asked: the OS already time-slices them.
 #include "runtime/sync/os_mutex.h"
 
+#include <liburing.h>
 #include <time.h>
 
 #include <algorithm>
@@ -45,11 +48,12 @@
 #include <climits>
 #include <cstdint>
 
-#include "bobbin/this_fiber.h"
 #include "runtime/fiber/context.h"  // BOBBIN_TSAN
 #include "runtime/fiber/fiber_control.h"
+#include "runtime/io/io_wait.h"
 #include "runtime/park/futex_wait.h"
 #include "runtime/sched/carrier.h"
+#include "runtime/sched/scheduler.h"
 
 namespace bobbin::internal::os_mutex {
 
@@ -70,14 +74,21 @@ constexpr int64_t kStarvationNs = 1'000'000;
 // Turns a barging fiber gives a starving waiter before it takes the lock
 // anyway (the waiter may be a thread, or gone).
 constexpr int kPoliteYields = 64;
+// Tries a starving waiter makes, yielding between them, each time it is
+// woken, before it parks again.
+constexpr int kStarvingPolls = 64;
 
-// Starving waiters per mutex, by address hash. A collision only makes
-// fibers on another mutex polite for a while.
-constexpr unsigned kStarvingSlots = 64;
-std::atomic<uint32_t> starving[kStarvingSlots];
+// Fibers waiting for a mutex, and those of them starving, by address hash.
+// A collision only makes fibers on another mutex polite for a while.
+struct alignas(64) waiter_counts {
+  std::atomic<uint32_t> waiting{0};
+  std::atomic<uint32_t> starving{0};
+};
+constexpr unsigned kWaiterSlots = 64;
+waiter_counts waiter_slots[kWaiterSlots];
 
-std::atomic<uint32_t>& starving_slot(const pthread_mutex_t* m) {
-  return starving[(reinterpret_cast<uintptr_t>(m) >> 4) % kStarvingSlots];
+waiter_counts& starving_slot(const pthread_mutex_t* m) {
+  return waiter_slots[(reinterpret_cast<uintptr_t>(m) >> 4) % kWaiterSlots];
 }
 
 std::atomic<uint32_t>* word(pthread_mutex_t* m) {
@@ -135,16 +146,24 @@ bool try_word(std::atomic<uint32_t>* w) {
 constexpr std::chrono::microseconds kPollFirst{20};
 constexpr std::chrono::microseconds kPollMax{1000};
 
-int poll_word(std::atomic<uint32_t>* w, deadline d) {
+int poll_word(carrier* c, std::atomic<uint32_t>* w, deadline d) {
   std::chrono::microseconds pause = kPollFirst;
   // xchg(2), as a futex waiter would: the releaser then knows a waiter may
   // exist and wakes (no one, here; a thread waiting in glibc otherwise).
   while (w->exchange(2, std::memory_order_acquire) != 0) {
     if (d.expired()) return ETIMEDOUT;
     const deadline next(pause);
-    // A cancelled fiber's sleeps return at once: it still must let the
-    // holder run.
-    if (!this_fiber::sleep_until(d.is_never() || next.time() < d.time() ? next : d)) this_fiber::yield();
+    __kernel_timespec ts{};
+    const int64_t ns = (d.is_never() || next.time() < d.time() ? next : d).monotonic_ns();
+    ts.tv_sec = ns / 1'000'000'000;
+    ts.tv_nsec = ns % 1'000'000'000;
+    // On this carrier (the rule for OS-lock waits, see above), ignoring
+    // cancellation: a cancelled fiber's timer returns at once, and it must
+    // still let the holder run.
+    const int r = await_sqe(
+        c, [&](io_uring_sqe* sqe) { io_uring_prep_timeout(sqe, &ts, 0, IORING_TIMEOUT_ABS); }, wait_reason::os_lock,
+        deadline::never(), /*stay_on_carrier=*/true);
+    if (r == -ECANCELED) c->yield_bound(c->current());
     pause = std::min(pause * 2, kPollMax);
   }
   return 0;
@@ -152,41 +171,66 @@ int poll_word(std::atomic<uint32_t>* w, deadline d) {
 
 // Takes the lock word (glibc's lll_lock / lll_clocklock), parking between
 // tries. 0 or ETIMEDOUT.
-int acquire_word(pthread_mutex_t* m, deadline d) {
+int acquire_word(pthread_mutex_t* m, fiber_control* self, deadline d) {
   std::atomic<uint32_t>* w = word(m);
-  std::atomic<uint32_t>& starving_here = starving_slot(m);
+  std::atomic<uint32_t>& starving_here = starving_slot(m).starving;
+  std::atomic<uint32_t>& waiting_here = starving_slot(m).waiting;
   // Barging: a free lock is taken at once, unless a fiber starves for it
   // (and this fiber may unmount: a pinned one only waits).
-  const bool may_park = current_fiber_carrier() != nullptr;
+  carrier* const c = current_fiber_carrier();
+  const bool may_park = c != nullptr;
   for (int yields = 0; may_park && starving_here.load(std::memory_order_relaxed) != 0 && yields < kPoliteYields;
        yields++) {
     if (w->load(std::memory_order_relaxed) != 0) break;  // it will wait its turn below
-    this_fiber::yield();
+    c->yield_bound(c->current());
+  }
+  // A woken waiter resumes only on its own carrier (the rule above). If
+  // that is this one, it cannot run while this fiber keeps barging without
+  // ever parking: while fibers wait for this mutex, let those bound here run
+  // first.
+  if (may_park && waiting_here.load(std::memory_order_relaxed) != 0 && c->bound_work_waiting()) {
+    c->yield_bound(self);
   }
   for (int i = 0; i < kSpinAttempts; i++) {
     if (w->load(std::memory_order_relaxed) == 0 && try_word(w)) return 0;
     __builtin_ia32_pause();
   }
-  if (may_park && !futex_wait_parks()) return poll_word(w, d);
-  int64_t first_wait_ns = 0;
-  bool marked_starving = false;
+  if (may_park && !futex_wait_parks()) return poll_word(c, w, d);
+  const futex_resume resume = may_park && c->rt()->options().os_lock_waiters_migrate
+                                  ? futex_resume::any_carrier
+                                  : futex_resume::parking_carrier;
+  // One clock read, on the slow path only.
+  const int64_t first_wait_ns = monotonic_now_ns();
+  if (may_park) waiting_here.fetch_add(1, std::memory_order_relaxed);
+  bool starving = false;
+  int polls_left = 0;
   int result = 0;
   while (w->exchange(2, std::memory_order_acquire) != 0) {
-    if (futex_wait(w, 2, d, futex_scope::process_private, wait_reason::os_lock) == futex_wait_result::timed_out) {
+    if (polls_left > 0) {
+      // Starving: stay runnable on this carrier and retry, rather than park
+      // again behind every later waiter in the kernel's FIFO queue (the
+      // bargers let the lock go once they see the mark).
+      if (d.expired()) {
+        result = ETIMEDOUT;
+        break;
+      }
+      polls_left--;
+      c->yield_bound(c->current());
+      continue;
+    }
+    if (futex_wait(w, 2, d, futex_scope::process_private, wait_reason::os_lock, resume) ==
+        futex_wait_result::timed_out) {
       result = ETIMEDOUT;
       break;
     }
-    if (!marked_starving) {
-      const int64_t now = monotonic_now_ns();
-      if (first_wait_ns == 0) {
-        first_wait_ns = now;
-      } else if (now - first_wait_ns >= kStarvationNs) {
-        starving_here.fetch_add(1, std::memory_order_relaxed);
-        marked_starving = true;
-      }
+    if (may_park && !starving && monotonic_now_ns() - first_wait_ns >= kStarvationNs) {
+      starving = true;
+      starving_here.fetch_add(1, std::memory_order_relaxed);
     }
+    if (starving) polls_left = kStarvingPolls;
   }
-  if (marked_starving) starving_here.fetch_sub(1, std::memory_order_relaxed);
+  if (starving) starving_here.fetch_sub(1, std::memory_order_relaxed);
+  if (may_park) waiting_here.fetch_sub(1, std::memory_order_relaxed);
   return result;
 }
 
@@ -225,7 +269,7 @@ int lock(pthread_mutex_t* m, fiber_control* self, deadline d) noexcept {
     return 0;
   }
   if (type == kErrorCheck && load(m->__data.__owner) == id) return EDEADLK;
-  const int r = acquire_word(m, d);
+  const int r = acquire_word(m, self, d);
   if (r != 0) return r;
   // Told only once the lock is taken: ThreadSanitizer ignores the caller's
   // synchronization between pre_lock and post_lock, and a fiber switch

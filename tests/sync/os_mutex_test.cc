@@ -352,17 +352,68 @@ ssize_t blocking_pipe_read(int fd) {
   return ::read(fd, &c, 1);
 }
 
-TEST(OsMutexStuckCarrierTest, AStuckCarrierDoesNotHoldBackTheNextOwner) {
-  // One carrier: a fiber parks waiting for a std::mutex a plain thread
-  // holds; another fiber then blocks the carrier in a pinned read(2) for 1 s. The
-  // thread's unlock wakes the waiter, which takes the lock on the spare
-  // carrier the pinning monitor brings up, long before the read ends (the
-  // rule: a fiber woken from an OS-lock wait resumes on any carrier).
+TEST(OsMutexStuckCarrierTest, AWokenFiberWaitsForItsStuckCarrierAndPassesTheWakeOn) {
+  // The default rule: a fiber woken from an OS-lock wait resumes on the
+  // carrier it parked on. One carrier: fiber A parks waiting for a
+  // std::mutex a plain thread holds; another fiber then blocks the carrier
+  // in a pinned read(2) for 1 s; fiber B, started after, runs on the spare
+  // carrier the pinning monitor brings up and waits for the mutex too. The
+  // thread's unlock wakes A (it queued first), which cannot run yet, so its
+  // wake is passed on: B owns the mutex at once, A once its carrier is back.
   auto rt = bobbin::runtime::start(bobbin::testing::carriers(1)).value();
   int p[2];
   ASSERT_EQ(::pipe(p), 0);
   std::mutex mu;
   mu.lock();  // a plain thread: glibc's lock
+  std::atomic<int> waiting{0};
+  clock_type::time_point unlocked_at{};
+  auto waiter = [&] {
+    const int before = bobbin::this_fiber::carrier_index();
+    waiting++;
+    mu.lock();
+    const double after = ms_since(unlocked_at);
+    const bool same_carrier = bobbin::this_fiber::carrier_index() == before;
+    mu.unlock();
+    return std::make_pair(after, same_carrier);
+  };
+  auto a = rt->spawn(waiter);
+  while (waiting.load() != 1) std::this_thread::sleep_for(1ms);
+  std::this_thread::sleep_for(10ms);
+  auto blocker = rt->spawn([&] { return blocking_pipe_read(p[0]); });
+  std::this_thread::sleep_for(100ms);  // the carrier is stuck in read(2) by now
+  auto b = rt->spawn(waiter);
+  while (waiting.load() != 2) std::this_thread::sleep_for(1ms);
+  std::this_thread::sleep_for(20ms);
+  unlocked_at = clock_type::now();
+  mu.unlock();
+  std::thread unblock([&] {
+    std::this_thread::sleep_for(1s);
+    ASSERT_EQ(::write(p[1], "x", 1), 1);
+  });
+  const auto [b_after_ms, b_same] = b.join();
+  const auto [a_after_ms, a_same] = a.join();
+  unblock.join();
+  EXPECT_EQ(blocker.join(), 1);
+  ::close(p[0]);
+  ::close(p[1]);
+  EXPECT_LT(b_after_ms, scaled(std::chrono::milliseconds(300)).count()) << "the wake was not passed on";
+  EXPECT_GE(a_after_ms, 900.0) << "A ran before its carrier came back";
+  EXPECT_TRUE(a_same) << "A resumed on another carrier";
+  EXPECT_TRUE(b_same);
+  RecordProperty("b_owned_after_ms", std::to_string(b_after_ms));
+  RecordProperty("a_owned_after_ms", std::to_string(a_after_ms));
+}
+
+TEST(OsMutexStuckCarrierTest, WithMigrationAStuckCarrierDoesNotHoldBackTheNextOwner) {
+  // runtime_options::os_lock_waiters_migrate: the woken fiber takes the lock
+  // on the spare carrier, long before its own carrier's read ends.
+  bobbin::runtime_options o = bobbin::testing::carriers(1);
+  o.os_lock_waiters_migrate = true;
+  auto rt = bobbin::runtime::start(o).value();
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  std::mutex mu;
+  mu.lock();
   std::atomic<bool> waiting{false};
   clock_type::time_point unlocked_at{};
   auto waiter = rt->spawn([&] {
@@ -375,7 +426,7 @@ TEST(OsMutexStuckCarrierTest, AStuckCarrierDoesNotHoldBackTheNextOwner) {
   while (!waiting) std::this_thread::sleep_for(1ms);
   std::this_thread::sleep_for(10ms);
   auto blocker = rt->spawn([&] { return blocking_pipe_read(p[0]); });
-  std::this_thread::sleep_for(100ms);  // the carrier is stuck in read(2) by now
+  std::this_thread::sleep_for(100ms);
   unlocked_at = clock_type::now();
   mu.unlock();
   std::thread unblock([&] {
@@ -387,8 +438,6 @@ TEST(OsMutexStuckCarrierTest, AStuckCarrierDoesNotHoldBackTheNextOwner) {
   EXPECT_EQ(blocker.join(), 1);
   ::close(p[0]);
   ::close(p[1]);
-  // The monitor activates the spare within its threshold (20 ms) of the
-  // stuck read; the woken fiber then runs at once, far before the read ends.
   EXPECT_LT(owned_after_ms, scaled(std::chrono::milliseconds(300)).count());
   RecordProperty("owned_after_ms", std::to_string(owned_after_ms));
   EXPECT_GE(rt->stats().spare_activations, 1u);
