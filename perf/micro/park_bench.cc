@@ -6,6 +6,12 @@
 //   bobbin_mutex_contended     N fibers on 2 carriers contending for one
 //                              bobbin::mutex for 100 ms, a short critical
 //                              section each; per lock/unlock pair (items)
+//   std_mutex_contended        the same with a std::mutex, which bobbin's
+//                              interposer (runtime/sync/os_mutex.h) parks
+//                              fibers on (issue 29)
+//   std_mutex_uncontended_*    lock + unlock of a free std::mutex on a fiber
+//                              and on a plain thread (both through the
+//                              interposer, as in any program linking bobbin)
 //   bobbin_socket_ping_pong    one byte back and forth over a socketpair
 //                              between two fibers on one carrier: each read
 //                              finds nothing and parks on an io_uring
@@ -89,7 +95,8 @@ void boost_fiber_channel(benchmark::State& state) {
 }
 BENCHMARK(boost_fiber_channel)->UseRealTime();
 
-void bobbin_mutex_contended(benchmark::State& state) {
+template <class Mutex>
+void mutex_contended(benchmark::State& state) {
   // The shape of perf/go's go_mutex, so the two compare: N contenders take
   // the lock in a loop for a fixed window; the figure is the window (start,
   // contention and join included) divided by the locks taken in it.
@@ -98,7 +105,7 @@ void bobbin_mutex_contended(benchmark::State& state) {
   bobbin::runtime_options o;
   o.carriers = 2;
   auto rt = bobbin::runtime::start(o).value();
-  bobbin::mutex mu;
+  Mutex mu;
   long shared = 0;
   long total = 0;
   for (auto _ : state) {
@@ -126,7 +133,44 @@ void bobbin_mutex_contended(benchmark::State& state) {
   benchmark::DoNotOptimize(shared);
   state.SetItemsProcessed(total);
 }
+void bobbin_mutex_contended(benchmark::State& state) { mutex_contended<bobbin::mutex>(state); }
 BENCHMARK(bobbin_mutex_contended)->Arg(2)->Arg(16)->ArgName("fibers")->UseRealTime();
+void std_mutex_contended(benchmark::State& state) { mutex_contended<std::mutex>(state); }
+BENCHMARK(std_mutex_contended)->Arg(2)->Arg(16)->ArgName("fibers")->UseRealTime();
+
+// A free std::mutex locked and unlocked on a fiber (bobbin's fiber-side
+// protocol) and on a plain thread (glibc's, behind the interposer's one
+// branch): the uncontended path costs what a thread's does.
+void std_mutex_uncontended_fiber(benchmark::State& state) {
+  bobbin::runtime_options o;
+  o.carriers = 1;
+  auto rt = bobbin::runtime::start(o).value();
+  std::mutex mu;
+  long shared = 0;
+  rt->spawn([&] {
+      for (auto _ : state) {
+        mu.lock();
+        shared++;
+        mu.unlock();
+      }
+    }).join();
+  benchmark::DoNotOptimize(shared);
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(std_mutex_uncontended_fiber)->UseRealTime();
+
+void std_mutex_uncontended_thread(benchmark::State& state) {
+  std::mutex mu;
+  long shared = 0;
+  for (auto _ : state) {
+    mu.lock();
+    shared++;
+    mu.unlock();
+  }
+  benchmark::DoNotOptimize(shared);
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(std_mutex_uncontended_thread)->UseRealTime();
 
 // lock() + unlock() of a free mutex on one fiber: the fast path, which lock
 // cycle detection (bobbin/sync/mutex.h) adds a flag load to (and, when on,

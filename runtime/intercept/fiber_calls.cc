@@ -27,18 +27,11 @@ void* libc::resolve_next(const char* name) noexcept {
 
 namespace intercept {
 
-bool enabled_for_process() noexcept {
-  // An atomic rather than a function-local static: its guard would be taken
-  // inside sanitizer interceptors, where TSan does not see the guard's
-  // synchronization. Threads that race here compute the same answer.
-  static std::atomic<int> state{0};  // 0 unknown, 1 on, 2 off
-  int s = state.load(std::memory_order_relaxed);
-  if (__builtin_expect(s == 0, 0)) {
-    const char* v = std::getenv("BOBBIN_INTERCEPT");
-    s = v == nullptr || std::strcmp(v, "0") != 0 ? 1 : 2;
-    state.store(s, std::memory_order_relaxed);
-  }
-  return s == 1;
+int read_intercept_state() noexcept {
+  const char* v = std::getenv("BOBBIN_INTERCEPT");
+  const int s = v == nullptr || std::strcmp(v, "0") != 0 ? 1 : 2;
+  intercept_state.store(s, std::memory_order_relaxed);
+  return s;
 }
 
 bool nonblocking(int fd) noexcept {

@@ -17,6 +17,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <cerrno>
 
 #include "bobbin/deadline.h"
@@ -31,7 +32,17 @@
 namespace bobbin::internal::intercept {
 
 // False when BOBBIN_INTERCEPT=0 (read once, at the first intercepted call).
-bool enabled_for_process() noexcept;
+// An atomic rather than a function-local static: its guard would be taken
+// inside sanitizer interceptors, where TSan does not see the guard's
+// synchronization. Threads that race to read the environment compute the
+// same answer.
+inline std::atomic<int> intercept_state{0};  // 0 unknown, 1 on, 2 off
+int read_intercept_state() noexcept;          // stores and returns it
+inline bool enabled_for_process() noexcept {
+  int s = intercept_state.load(std::memory_order_relaxed);
+  if (__builtin_expect(s == 0, 0)) s = read_intercept_state();
+  return s == 1;
+}
 
 // The calling fiber's carrier if an intercepted call should park it: the
 // caller is a fiber, not in a pinned region, and interception is on for the

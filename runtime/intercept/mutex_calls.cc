@@ -38,15 +38,24 @@ BOBBIN_NEXT_SYMBOL(pthread_mutex_unlock)
 namespace {
 
 // The fiber that locks or unlocks `m` through os_mutex, or null for
-// glibc's call. A pinned fiber is one too: it still owns what it locks (a
-// recursive mutex it holds must not look held by its carrier's thread when
-// it re-enters inside a pinned_scope); its waits block the carrier instead
-// of parking (futex_wait.h), and the pinning report names them.
-fiber_control* owning_fiber(const pthread_mutex_t* m) noexcept {
-  carrier* c = bobbin::internal::current_carrier();
-  fiber_control* f = c != nullptr ? c->current() : nullptr;
-  if (f == nullptr || !c->rt()->options().intercept_blocking_calls || !enabled_for_process()) return nullptr;
-  return os_mutex::handles(m) ? f : nullptr;
+// glibc's call. `c` is the calling thread's carrier, read at the
+// interceptor's entry. A pinned fiber is one too: it still owns what it
+// locks (a recursive mutex it holds must not look held by its carrier's
+// thread when it re-enters inside a pinned_scope); its waits block the
+// carrier instead of parking (futex_wait.h), and the pinning report names
+// them.
+inline fiber_control* owning_fiber(carrier* c, const pthread_mutex_t* m) noexcept {
+  fiber_control* f = c->current();
+  if (f == nullptr || !os_mutex::handles(m) || !c->rt()->options().intercept_blocking_calls ||
+      !enabled_for_process()) {
+    return nullptr;
+  }
+  return f;
+}
+
+// The carrier a wait may park on: null for a pinned fiber.
+inline carrier* parking(carrier* c, fiber_control* f) noexcept {
+  return f->pin_depth.load(std::memory_order_relaxed) == 0 ? c : nullptr;
 }
 
 // The deadline of an absolute time on `clock`, or nullopt-like `valid`
@@ -67,13 +76,13 @@ bool to_deadline(clockid_t clock, const timespec* abstime, deadline* d) noexcept
   return true;
 }
 
-int timed_lock(pthread_mutex_t* m, fiber_control* f, clockid_t clock, const timespec* abstime) noexcept {
+int timed_lock(carrier* c, pthread_mutex_t* m, fiber_control* f, clockid_t clock, const timespec* abstime) noexcept {
   // glibc checks the time only when it has to wait: a free mutex is taken
   // whatever abstime holds.
   if (os_mutex::trylock(m, f) == 0) return 0;
   deadline d;
   if (!to_deadline(clock, abstime, &d)) return EINVAL;
-  return os_mutex::lock(m, f, d);
+  return os_mutex::lock(m, f, parking(c, f), d);
 }
 
 }  // namespace
@@ -83,62 +92,69 @@ using bobbin::internal::fiber_control;
 using namespace bobbin::internal::intercept;  // NOLINT: the interceptors below are its whole point
 namespace os_mutex = bobbin::internal::os_mutex;
 
-__attribute__((noinline)) static int mutex_lock_on_carrier(pthread_mutex_t* m) {
-  fiber_control* f = owning_fiber(m);
+using bobbin::internal::carrier;
+using bobbin::internal::tls_carrier;
+
+__attribute__((noinline)) static int mutex_lock_on_carrier(carrier* c, pthread_mutex_t* m) {
+  fiber_control* f = owning_fiber(c, m);
   if (f == nullptr) return real::pthread_mutex_lock(m);
-  return os_mutex::lock(m, f, bobbin::deadline::never());
+  return os_mutex::lock(m, f, parking(c, f), bobbin::deadline::never());
 }
 
 BOBBIN_INTERPOSE int pthread_mutex_lock(pthread_mutex_t* m) {
-  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) return real::pthread_mutex_lock(m);
-  return mutex_lock_on_carrier(m);
+  carrier* c = tls_carrier;
+  if (__builtin_expect(c == nullptr, 1)) return real::pthread_mutex_lock(m);
+  return mutex_lock_on_carrier(c, m);
 }
 
-__attribute__((noinline)) static int mutex_trylock_on_carrier(pthread_mutex_t* m) {
-  fiber_control* f = owning_fiber(m);
+__attribute__((noinline)) static int mutex_trylock_on_carrier(carrier* c, pthread_mutex_t* m) {
+  fiber_control* f = owning_fiber(c, m);
   if (f == nullptr) return real::pthread_mutex_trylock(m);
   return os_mutex::trylock(m, f);
 }
 
 BOBBIN_INTERPOSE int pthread_mutex_trylock(pthread_mutex_t* m) {
-  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) return real::pthread_mutex_trylock(m);
-  return mutex_trylock_on_carrier(m);
+  carrier* c = tls_carrier;
+  if (__builtin_expect(c == nullptr, 1)) return real::pthread_mutex_trylock(m);
+  return mutex_trylock_on_carrier(c, m);
 }
 
-__attribute__((noinline)) static int mutex_timedlock_on_carrier(pthread_mutex_t* m, const timespec* abstime) {
-  fiber_control* f = owning_fiber(m);
+__attribute__((noinline)) static int mutex_timedlock_on_carrier(carrier* c, pthread_mutex_t* m,
+                                                               const timespec* abstime) {
+  fiber_control* f = owning_fiber(c, m);
   if (f == nullptr) return real::pthread_mutex_timedlock(m, abstime);
-  return timed_lock(m, f, CLOCK_REALTIME, abstime);
+  return timed_lock(c, m, f, CLOCK_REALTIME, abstime);
 }
 
 BOBBIN_INTERPOSE int pthread_mutex_timedlock(pthread_mutex_t* m, const timespec* abstime) {
-  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) return real::pthread_mutex_timedlock(m, abstime);
-  return mutex_timedlock_on_carrier(m, abstime);
+  carrier* c = tls_carrier;
+  if (__builtin_expect(c == nullptr, 1)) return real::pthread_mutex_timedlock(m, abstime);
+  return mutex_timedlock_on_carrier(c, m, abstime);
 }
 
-__attribute__((noinline)) static int mutex_clocklock_on_carrier(pthread_mutex_t* m, clockid_t clock,
+__attribute__((noinline)) static int mutex_clocklock_on_carrier(carrier* c, pthread_mutex_t* m, clockid_t clock,
                                                                const timespec* abstime) {
-  fiber_control* f = owning_fiber(m);
+  fiber_control* f = owning_fiber(c, m);
   if (f == nullptr || (clock != CLOCK_MONOTONIC && clock != CLOCK_REALTIME)) {
     return real::pthread_mutex_clocklock(m, clock, abstime);  // glibc answers EINVAL for other clocks
   }
-  return timed_lock(m, f, clock, abstime);
+  return timed_lock(c, m, f, clock, abstime);
 }
 
 BOBBIN_INTERPOSE int pthread_mutex_clocklock(pthread_mutex_t* m, clockid_t clock, const timespec* abstime) {
-  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) {
-    return real::pthread_mutex_clocklock(m, clock, abstime);
-  }
-  return mutex_clocklock_on_carrier(m, clock, abstime);
+  carrier* c = tls_carrier;
+  if (__builtin_expect(c == nullptr, 1)) return real::pthread_mutex_clocklock(m, clock, abstime);
+  return mutex_clocklock_on_carrier(c, m, clock, abstime);
 }
 
-__attribute__((noinline)) static int mutex_unlock_on_carrier(pthread_mutex_t* m) {
-  fiber_control* f = owning_fiber(m);
+__attribute__((noinline)) static int mutex_unlock_on_carrier(carrier* c, pthread_mutex_t* m) {
+  fiber_control* f = owning_fiber(c, m);
   if (f == nullptr) return real::pthread_mutex_unlock(m);
   return os_mutex::unlock(m, f);
 }
 
 BOBBIN_INTERPOSE int pthread_mutex_unlock(pthread_mutex_t* m) {
-  if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) return real::pthread_mutex_unlock(m);
-  return mutex_unlock_on_carrier(m);
+  carrier* c = tls_carrier;
+  if (__builtin_expect(c == nullptr, 1)) return real::pthread_mutex_unlock(m);
+  return mutex_unlock_on_carrier(c, m);
 }

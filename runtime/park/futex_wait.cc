@@ -1,12 +1,15 @@
 // A fiber's futex wait (see futex_wait.h for where it is armed and why).
 //
 // One wait on the futex ring, from the fiber's side:
-//   1. lock the wait's `parked` spin lock, prepare IORING_OP_FUTEX_WAIT (and,
-//      with a deadline, an IORING_OP_LINK_TIMEOUT linked to it) and submit;
-//   2. park: the switch releases `parked` once the fiber's context is saved;
+//   1. prepare IORING_OP_FUTEX_WAIT (and, with a deadline, an
+//      IORING_OP_LINK_TIMEOUT linked to it) and submit;
+//   2. park: once the fiber's context is saved, the switch stores "parked"
+//      in the wait's handshake word (switch_action::publish_parked);
 //   3. the reaper sees each of the wait's completions; after the last one it
-//      takes and drops `parked` (so the fiber is surely off its stack) and
-//      makes the fiber runnable.
+//      stores "completed" there. Whichever of 2 and 3 comes second makes the
+//      fiber runnable: the reaper never waits for a fiber still on its way
+//      out (a wait can complete during its own submission: -EAGAIN, or a
+//      wake), which on 2 cores cost a third of the CPU under contention.
 // The record lives on the fiber's stack: the fiber cannot resume before the
 // last completion, so nothing touches it after the fiber returns.
 //
@@ -46,7 +49,7 @@ constexpr unsigned kRingEntries = 1024;
 struct ring_wait {
   completion on_wait{&waited};
   completion on_timeout{&timeout_done};
-  spin_lock parked;
+  std::atomic<uint32_t> handshake{0};  // switch_action::publish_parked
   std::atomic<int> pending{0};  // completions still to come
   int res = 0;                  // the wait's own completion
   fiber_control* fiber = nullptr;
@@ -71,8 +74,11 @@ struct ring_wait {
     // spurious wake is allowed by every futex protocol), so that a lock
     // this fiber cannot take yet goes to a waiter that can run.
     if (to != nullptr && res == 0 && to->blocked.load(std::memory_order_relaxed)) futex_wake(word, 1, scope);
-    parked.lock();  // the fiber has left its stack once this is free
-    parked.unlock();
+    // If the fiber has not finished leaving yet, its switch resumes it.
+    if (handshake.exchange(switch_action::kHandshakeCompleted, std::memory_order_acq_rel) !=
+        switch_action::kHandshakeParked) {
+      return;
+    }
     // `*this` may be gone from here on.
     if (to != nullptr) {
       to->post(remote_request{remote_request::resume_bound, -1, reinterpret_cast<uint64_t>(f), nullptr});
@@ -227,7 +233,6 @@ futex_wait_result futex_wait(const std::atomic<uint32_t>* word, uint32_t expecte
   // reap_loop before it touches the record).
   tsan_release(&w.on_wait);
   if (timed) tsan_release(&w.on_timeout);
-  w.parked.lock();
   const bool armed = ring->submit(timed ? 2 : 1, [&](io_uring_sqe** sqe) {
     io_uring_sqe* wait = sqe[0];
     std::memset(wait, 0, sizeof *wait);
@@ -244,14 +249,15 @@ futex_wait_result futex_wait(const std::atomic<uint32_t>* word, uint32_t expecte
     }
   });
   if (!armed) {  // the submission queue stayed full: wait as a thread would
-    w.parked.unlock();
     pinned_block_marker marker(reason);
     return thread_futex_wait(word, expected, d, scope);
   }
   self->reason.store(reason, std::memory_order_relaxed);
   self->parked_at_ms.store(c->clock_ms() | (timed ? kParkedWithDeadline : 0), std::memory_order_relaxed);
   self->state.store(fiber_state::parked, std::memory_order_relaxed);
-  switch_action a{&self->ctx, switch_action::unlock, self, &w.parked};
+  switch_action a{&self->ctx, switch_action::publish_parked, self, nullptr};
+  a.handshake = &w.handshake;
+  a.resume_here = w.home != nullptr;
   // A bound resumption goes through the scheduler loop under TSan, as for
   // the intercepted calls (kSanitizerSeesOnlyTheLoop).
   c->switch_away(self, &a, /*via_scheduler=*/w.home != nullptr);

@@ -362,6 +362,8 @@ void complete_switch(ctx::transfer_t t) noexcept {
   fiber_control* f = a->fiber;
   spin_lock* lock = a->lock;
   carrier* by = a->by;
+  std::atomic<uint32_t>* handshake = a->handshake;
+  const bool resume_here = a->resume_here;
   from_ctx->fctx = t.fctx;
   if (by != nullptr) by->clear_leaving();  // the context is saved: a dump may walk it
   switch (what) {
@@ -383,6 +385,16 @@ void complete_switch(ctx::transfer_t t) noexcept {
       break;
     case switch_action::unlock:
       if (lock != nullptr) lock->unlock();
+      break;
+    case switch_action::publish_parked:
+      if (handshake->exchange(switch_action::kHandshakeParked, std::memory_order_acq_rel) ==
+          switch_action::kHandshakeCompleted) {
+        if (resume_here) {
+          current_carrier()->push_bound(f);
+        } else {
+          f->rt->ready(f, /*next=*/false);
+        }
+      }
       break;
     case switch_action::exit: {
       carrier* c = current_carrier();

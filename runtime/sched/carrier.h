@@ -53,12 +53,22 @@ struct switch_action {
     requeue_bound,   // same, on the carrier it left only (carrier::yield_bound)
     unlock,   // the leaving fiber parked under `lock`: release it
     exit,     // the leaving fiber ended: free its stack and drop its reference
+    // The leaving fiber parked on a wait another thread completes (the
+    // futex ring, runtime/park/futex_wait.cc): store kHandshakeParked in
+    // `*handshake`; if the waker got there first (kHandshakeCompleted), make
+    // the fiber runnable, on this carrier only if `resume_here`. Whoever of
+    // the two comes second resumes the fiber, and neither waits.
+    publish_parked,
   };
+  static constexpr uint32_t kHandshakeParked = 1;
+  static constexpr uint32_t kHandshakeCompleted = 2;
   exec_context* from_ctx;
   kind what;
   fiber_control* fiber;
   spin_lock* lock;
   carrier* by = nullptr;  // set by the switch: whose leaving_ to clear
+  std::atomic<uint32_t>* handshake = nullptr;  // publish_parked
+  bool resume_here = false;                    // publish_parked
 };
 
 // Work another thread asks this carrier to do on its own ring (the ring is

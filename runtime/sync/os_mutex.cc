@@ -59,13 +59,9 @@ namespace bobbin::internal::os_mutex {
 
 namespace {
 
-// glibc's mutex kinds (nptl/pthreadP.h): the type in the low two bits, then
-// flags. Only PTHREAD_MUTEX_NO_ELISION_NP, which glibc sets on mutexes that
-// must not use lock elision, leaves a mutex one of ours.
 constexpr int kTypeMask = 3;
 constexpr int kRecursive = PTHREAD_MUTEX_RECURSIVE_NP;
 constexpr int kErrorCheck = PTHREAD_MUTEX_ERRORCHECK_NP;
-constexpr int kNoElision = 512;
 
 // Lock attempts before parking (bobbin::mutex measured 8 best, mutex.cc).
 constexpr int kSpinAttempts = 8;
@@ -78,23 +74,8 @@ constexpr int kPoliteYields = 64;
 // woken, before it parks again.
 constexpr int kStarvingPolls = 64;
 
-// Fibers waiting for a mutex, and those of them starving, by address hash.
-// A collision only makes fibers on another mutex polite for a while.
-struct alignas(64) waiter_counts {
-  std::atomic<uint32_t> waiting{0};
-  std::atomic<uint32_t> starving{0};
-};
-constexpr unsigned kWaiterSlots = 64;
-waiter_counts waiter_slots[kWaiterSlots];
-
-waiter_counts& starving_slot(const pthread_mutex_t* m) {
-  return waiter_slots[(reinterpret_cast<uintptr_t>(m) >> 4) % kWaiterSlots];
-}
-
-std::atomic<uint32_t>* word(pthread_mutex_t* m) {
-  static_assert(sizeof(m->__data.__lock) == sizeof(std::atomic<uint32_t>));
-  return reinterpret_cast<std::atomic<uint32_t>*>(&m->__data.__lock);
-}
+waiter_counts& starving_slot(const pthread_mutex_t* m) { return slot_of(m); }
+std::atomic<uint32_t>* word(pthread_mutex_t* m) { return lock_word(m); }
 
 // Fields glibc writes with plain stores under the lock and reads without it
 // (__owner): relaxed atomics here, the same instructions on x86, so that
@@ -171,13 +152,12 @@ int poll_word(carrier* c, std::atomic<uint32_t>* w, deadline d) {
 
 // Takes the lock word (glibc's lll_lock / lll_clocklock), parking between
 // tries. 0 or ETIMEDOUT.
-int acquire_word(pthread_mutex_t* m, fiber_control* self, deadline d) {
+__attribute__((noinline)) int acquire_word(pthread_mutex_t* m, fiber_control* self, carrier* c, deadline d) {
   std::atomic<uint32_t>* w = word(m);
   std::atomic<uint32_t>& starving_here = starving_slot(m).starving;
   std::atomic<uint32_t>& waiting_here = starving_slot(m).waiting;
   // Barging: a free lock is taken at once, unless a fiber starves for it
   // (and this fiber may unmount: a pinned one only waits).
-  carrier* const c = current_fiber_carrier();
   const bool may_park = c != nullptr;
   for (int yields = 0; may_park && starving_here.load(std::memory_order_relaxed) != 0 && yields < kPoliteYields;
        yields++) {
@@ -248,18 +228,19 @@ void note_locked(pthread_mutex_t* m, int id, int type) {
 
 }  // namespace
 
-int owner_id(const fiber_control* f) noexcept {
-  return static_cast<int>(0x80000000u | static_cast<uint32_t>(f->id & 0x7fffffff));
-}
+waiter_counts waiter_slots[kWaiterSlots];
 
-bool handles(const pthread_mutex_t* m) noexcept {
-  const int kind = load(m->__data.__kind);
-  return kind >= 0 && (kind & ~kNoElision) <= kTypeMask;
-}
-
-int lock(pthread_mutex_t* m, fiber_control* self, deadline d) noexcept {
-  const int type = load(m->__data.__kind) & kTypeMask;
+int lock_slow(pthread_mutex_t* m, fiber_control* self, carrier* parking, deadline d) noexcept {
+  const int type = m->__data.__kind & kTypeMask;
   const int id = owner_id(self);
+  // The uncontended path (inline in os_mutex.h, but for TSan builds).
+  if (type != kRecursive && type != kErrorCheck &&
+      starving_slot(m).waiting.load(std::memory_order_relaxed) == 0 && try_word(word(m))) {
+    tsan_pre_lock(m, 0);
+    note_locked(m, id, type);
+    tsan_post_lock(m, 0);
+    return 0;
+  }
   if (type == kRecursive && load(m->__data.__owner) == id) {
     const unsigned depth = load(m->__data.__count);
     if (depth + 1 == 0) return EAGAIN;
@@ -269,7 +250,7 @@ int lock(pthread_mutex_t* m, fiber_control* self, deadline d) noexcept {
     return 0;
   }
   if (type == kErrorCheck && load(m->__data.__owner) == id) return EDEADLK;
-  const int r = acquire_word(m, self, d);
+  const int r = acquire_word(m, self, parking, d);
   if (r != 0) return r;
   // Told only once the lock is taken: ThreadSanitizer ignores the caller's
   // synchronization between pre_lock and post_lock, and a fiber switch
@@ -281,7 +262,7 @@ int lock(pthread_mutex_t* m, fiber_control* self, deadline d) noexcept {
 }
 
 int trylock(pthread_mutex_t* m, fiber_control* self) noexcept {
-  const int type = load(m->__data.__kind) & kTypeMask;
+  const int type = m->__data.__kind & kTypeMask;
   const int id = owner_id(self);
   tsan_pre_lock(m, kTsanTry);
   if (type == kRecursive && load(m->__data.__owner) == id) {
@@ -304,8 +285,12 @@ int trylock(pthread_mutex_t* m, fiber_control* self) noexcept {
   return 0;
 }
 
-int unlock(pthread_mutex_t* m, fiber_control* self) noexcept {
-  const int type = load(m->__data.__kind) & kTypeMask;
+int unlock_slow(pthread_mutex_t* m, fiber_control* self) noexcept {
+  if (self == nullptr) {  // from unlock()'s inline path: only the release is left
+    release_word(m);
+    return 0;
+  }
+  const int type = m->__data.__kind & kTypeMask;
   const int id = owner_id(self);
   if (type == kRecursive) {
     if (load(m->__data.__owner) != id) return EPERM;
