@@ -16,14 +16,18 @@
 // the 64 forms), recv, recvfrom, recvmsg, send, sendto, sendmsg, accept,
 // accept4, connect, poll, ppoll, select, pselect, epoll_wait, epoll_pwait,
 // epoll_pwait2, nanosleep, clock_nanosleep, usleep, sleep, fsync, fdatasync,
-// getaddrinfo and getnameinfo (run on the blocking pool), and the
+// getaddrinfo and getnameinfo (run on the blocking pool), the
 // _FORTIFY_SOURCE entry points (__read_chk, __recv_chk, __recvfrom_chk,
-// __pread_chk, __pread64_chk, __poll_chk, __ppoll_chk).
+// __pread_chk, __pread64_chk, __poll_chk, __ppoll_chk), and
+// pthread_mutex_lock, trylock, timedlock, clocklock and unlock (std::mutex,
+// std::timed_mutex, std::recursive_mutex: the fiber owns the mutex and
+// waiting for it parks; README "OS locks and waits").
 // Not covered, so they still block the carrier and show in the pinning
 // report (bobbin/pinning.h): glibc-internal calls (stdio's reads, the
 // resolver's own sockets: hence getaddrinfo on the pool), raw syscall(2)s and
 // statically linked libraries, open/openat, flock, waitpid, splice,
-// sendfile, std::mutex and other futex waits. close() is not rerouted:
+// sendfile, condition variables, reader-writer locks, process-shared or
+// robust mutexes and raw futex waits. close() is not rerouted:
 // io_uring operations hold their own reference to the file, as a thread
 // blocked in a system call does, so closing an fd has the kernel's meaning.
 //

@@ -9,6 +9,7 @@
 //   std_mutex_contended        the same with a std::mutex, which bobbin's
 //                              interposer (runtime/sync/os_mutex.h) parks
 //                              fibers on (issue 29)
+//   std_mutex_contended_threads the same with 16 plain threads
 //   std_mutex_uncontended_*    lock + unlock of a free std::mutex on a fiber
 //                              and on a plain thread (both through the
 //                              interposer, as in any program linking bobbin)
@@ -137,6 +138,38 @@ void bobbin_mutex_contended(benchmark::State& state) { mutex_contended<bobbin::m
 BENCHMARK(bobbin_mutex_contended)->Arg(2)->Arg(16)->ArgName("fibers")->UseRealTime();
 void std_mutex_contended(benchmark::State& state) { mutex_contended<std::mutex>(state); }
 BENCHMARK(std_mutex_contended)->Arg(2)->Arg(16)->ArgName("fibers")->UseRealTime();
+
+// The same window with N plain threads on the same 2 cores: what a
+// contended std::mutex costs without bobbin.
+void std_mutex_contended_threads(benchmark::State& state) {
+  const int contenders = static_cast<int>(state.range(0));
+  std::mutex mu;
+  long shared = 0;
+  long total = 0;
+  for (auto _ : state) {
+    std::atomic<bool> stop{false};
+    std::atomic<long> locks{0};
+    std::vector<std::thread> ts;
+    for (int i = 0; i < contenders; i++) {
+      ts.emplace_back([&] {
+        long n = 0;
+        while (!stop.load(std::memory_order_relaxed)) {
+          std::lock_guard l(mu);
+          shared++;
+          n++;
+        }
+        locks.fetch_add(n, std::memory_order_relaxed);
+      });
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    stop.store(true, std::memory_order_relaxed);
+    for (auto& t : ts) t.join();
+    total += locks.load();
+  }
+  benchmark::DoNotOptimize(shared);
+  state.SetItemsProcessed(total);
+}
+BENCHMARK(std_mutex_contended_threads)->Arg(16)->ArgName("threads")->UseRealTime();
 
 // A free std::mutex locked and unlocked on a fiber (bobbin's fiber-side
 // protocol) and on a plain thread (glibc's, behind the interposer's one

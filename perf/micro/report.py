@@ -143,6 +143,7 @@ ratio_row("mutex, 16 contenders on 2 carriers, per lock, vs Go sync.Mutex", "bob
 # OS locks on fibers (issue 29): a std::mutex through bobbin's interposer.
 ratio_row("std::mutex lock + unlock, free, on a fiber vs on a thread", "std_mutex_uncontended_fiber", "std_mutex_uncontended_thread", "within", 1.1)
 ratio_row("std::mutex, 16 fibers on 2 carriers, per lock, vs bobbin::mutex", "std_mutex_contended/fibers:16", "bobbin_mutex_contended/fibers:16", "within", 1.5)
+ratio_row("std::mutex, 16 fibers on 2 carriers, per lock, vs 16 threads", "std_mutex_contended/fibers:16", "std_mutex_contended_threads/threads:16", "faster", 0)
 ratio_row("std::mutex, 16 fibers on 2 carriers, per lock, vs Go sync.Mutex", "std_mutex_contended/fibers:16", "go_mutex/goroutines:16/procs:2", "faster", 0)
 ratio_row("skynet 1M, per fiber, 2 carriers vs 1", "skynet_bobbin/leaves:1000000/carriers:2", "skynet_bobbin/leaves:1000000/carriers:1", "faster", 0)
 
