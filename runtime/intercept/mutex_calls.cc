@@ -81,7 +81,10 @@ int timed_lock(carrier* c, pthread_mutex_t* m, fiber_control* f, clockid_t clock
   // whatever abstime holds.
   if (os_mutex::trylock(m, f) == 0) return 0;
   deadline d;
-  if (!to_deadline(clock, abstime, &d)) return EINVAL;
+  if (!to_deadline(clock, abstime, &d)) {
+    // An error-checking mutex the caller holds is EDEADLK first, as in glibc.
+    return os_mutex::held_by(m, f) ? EDEADLK : EINVAL;
+  }
   return os_mutex::lock(m, f, parking(c, f), d);
 }
 

@@ -46,7 +46,9 @@ constexpr uint32_t kFutex2Private = 128;
 constexpr uint64_t kStopUserData = 1;  // the reaper's wake-up at stop()
 constexpr unsigned kRingEntries = 1024;
 
-struct ring_wait {
+}  // namespace
+
+struct futex_ring_wait {
   completion on_wait{&waited};
   completion on_timeout{&timeout_done};
   std::atomic<uint32_t> handshake{0};  // switch_action::publish_parked
@@ -57,23 +59,32 @@ struct ring_wait {
   const std::atomic<uint32_t>* word = nullptr;
   futex_scope scope = futex_scope::process_private;
   __kernel_timespec when{};
+  futex_ring* ring = nullptr;
+  // While on the ring's list of woken, not yet running bound waits
+  // (futex_ring::woken_bound_, guarded by its woken_lock_).
+  futex_ring_wait* prev = nullptr;
+  futex_ring_wait* next = nullptr;
+  bool listed = false;
+  bool passed_on = false;
 
   static void waited(completion* c, int res, uint32_t) {
-    auto* w = reinterpret_cast<ring_wait*>(c);
+    auto* w = reinterpret_cast<futex_ring_wait*>(c);
     w->res = res;
     w->one_done();
   }
   static void timeout_done(completion* c, int, uint32_t) {
-    reinterpret_cast<ring_wait*>(reinterpret_cast<char*>(c) - offsetof(ring_wait, on_timeout))->one_done();
+    reinterpret_cast<futex_ring_wait*>(reinterpret_cast<char*>(c) - offsetof(futex_ring_wait, on_timeout))
+        ->one_done();
   }
   void one_done() {
     if (pending.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
     fiber_control* f = fiber;
     carrier* to = home;
-    // A wake consumed for a fiber whose carrier is stuck: pass one on (a
-    // spurious wake is allowed by every futex protocol), so that a lock
+    // A wake consumed for a fiber that must resume on its carrier: if that
+    // carrier is stuck, now or before the fiber runs, one wake is passed on
+    // (a spurious wake is allowed by every futex protocol), so that a lock
     // this fiber cannot take yet goes to a waiter that can run.
-    if (to != nullptr && res == 0 && to->blocked.load(std::memory_order_relaxed)) futex_wake(word, 1, scope);
+    if (to != nullptr && res == 0) ring->track_woken(this);
     // If the fiber has not finished leaving yet, its switch resumes it.
     if (handshake.exchange(switch_action::kHandshakeCompleted, std::memory_order_acq_rel) !=
         switch_action::kHandshakeParked) {
@@ -87,6 +98,8 @@ struct ring_wait {
     }
   }
 };
+
+namespace {
 
 inline void tsan_release([[maybe_unused]] void* addr) {
 #if BOBBIN_TSAN
@@ -216,8 +229,9 @@ futex_wait_result futex_wait(const std::atomic<uint32_t>* word, uint32_t expecte
   }
 
   fiber_control* self = c->current();
-  ring_wait w;
+  futex_ring_wait w;
   w.fiber = self;
+  w.ring = ring;
   if (resume == futex_resume::parking_carrier) w.home = c;
   w.word = word;
   w.scope = scope;
@@ -261,11 +275,47 @@ futex_wait_result futex_wait(const std::atomic<uint32_t>* word, uint32_t expecte
   // A bound resumption goes through the scheduler loop under TSan, as for
   // the intercepted calls (kSanitizerSeesOnlyTheLoop).
   c->switch_away(self, &a, /*via_scheduler=*/w.home != nullptr);
+  if (w.listed) ring->untrack_woken(&w);  // set before the handshake that resumed us
 
   if (w.res == 0) return futex_wait_result::woken;  // it consumed a wake, even if the timeout also fired
   if (w.res == -EAGAIN) return futex_wait_result::value_changed;
   if (w.res == -ECANCELED && timed) return futex_wait_result::timed_out;
   return futex_wait_result::woken;  // anything else: spurious, the caller re-checks
+}
+
+void futex_ring::track_woken(futex_ring_wait* w) {
+  woken_lock_.lock();
+  w->listed = true;
+  w->prev = nullptr;
+  w->next = woken_bound_;
+  if (woken_bound_ != nullptr) woken_bound_->prev = w;
+  woken_bound_ = w;
+  // Under the lock: a monitor that marked the carrier blocked before it
+  // scanned the list either finds this wait there or is seen here.
+  if (w->home->blocked.load(std::memory_order_relaxed)) pass_on(w);
+  woken_lock_.unlock();
+}
+
+void futex_ring::untrack_woken(futex_ring_wait* w) {
+  woken_lock_.lock();
+  if (w->prev != nullptr) w->prev->next = w->next; else woken_bound_ = w->next;
+  if (w->next != nullptr) w->next->prev = w->prev;
+  w->listed = false;
+  woken_lock_.unlock();
+}
+
+void futex_ring::pass_on(futex_ring_wait* w) {
+  if (w->passed_on) return;
+  w->passed_on = true;
+  futex_wake(w->word, 1, w->scope);
+}
+
+void futex_ring::pass_on_wakes_stuck_on(const carrier* c) {
+  woken_lock_.lock();
+  for (futex_ring_wait* w = woken_bound_; w != nullptr; w = w->next) {
+    if (w->home == c) pass_on(w);
+  }
+  woken_lock_.unlock();
 }
 
 bool futex_wait_parks() noexcept {

@@ -45,6 +45,9 @@
 
 namespace bobbin::internal {
 
+class carrier;
+struct futex_ring_wait;
+
 enum class futex_wait_result {
   woken,          // a FUTEX_WAKE (or a spurious return): re-check the word
   value_changed,  // the word did not hold `expected` when the wait began
@@ -110,7 +113,19 @@ class futex_ring {
 
   uint64_t waits() const { return waits_.load(std::memory_order_relaxed); }
 
+  // Called by the pinning monitor once it has marked `c` blocked: passes on
+  // the wake of every fiber woken from a wait that must resume on `c` and
+  // has not run yet, so that the lock it was woken for goes to a waiter
+  // that can run (futex_resume::parking_carrier).
+  void pass_on_wakes_stuck_on(const carrier* c);
+
+  // futex_wait.cc: the list of such woken fibers. A wait joins it when its
+  // wake is consumed and leaves it when its fiber runs again.
+  void track_woken(futex_ring_wait* w);
+  void untrack_woken(futex_ring_wait* w);
+
  private:
+  void pass_on(futex_ring_wait* w);  // under woken_lock_; once per wait
   void reap_loop();
   // Hands every prepared SQE to the kernel, retrying while the completion
   // queue is full (the reaper is emptying it). Called under submit_lock_.
@@ -122,6 +137,8 @@ class futex_ring {
   std::thread reaper_;
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> waits_{0};
+  spin_lock woken_lock_;
+  futex_ring_wait* woken_bound_ = nullptr;
 };
 
 template <class Prep>

@@ -59,6 +59,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "runtime/park/futex_wait.h"
 #include "runtime/fiber/fiber_control.h"
 #include "runtime/pinning/stack_capture.h"
 #include "runtime/util/mutex_lock.h"
@@ -171,6 +172,7 @@ void pin_monitor::sample(carrier* c, watch& w, std::chrono::steady_clock::time_p
   const bool declared = e.reason == pin_reason::declared;
   if ((kernel_blocked || declared) && ks.state != 'R') {
     c->blocked.store(true, std::memory_order_relaxed);
+    if (futex_ring* r = rt_->started_futex_ring()) r->pass_on_wakes_stuck_on(c);
     activate_spare(w);
   }
   events_.fetch_add(1, std::memory_order_relaxed);

@@ -73,6 +73,7 @@ class runtime_impl {
   // The ring fibers' futex waits park on (runtime/park/futex_wait.h),
   // started on first use; null when futex waits block the carrier instead
   // (no IORING_OP_FUTEX_WAIT, or BOBBIN_FUTEX_RING=off at start).
+  futex_ring* started_futex_ring() const { return futex_ring_.load(std::memory_order_acquire); }
   futex_ring* futex_ring_for_waits() {
     if (futex_ring* r = futex_ring_.load(std::memory_order_acquire)) return r;
     return futex_ring_usable_.load(std::memory_order_relaxed) ? start_futex_ring() : nullptr;

@@ -152,7 +152,8 @@ int poll_word(carrier* c, std::atomic<uint32_t>* w, deadline d) {
 
 // Takes the lock word (glibc's lll_lock / lll_clocklock), parking between
 // tries. 0 or ETIMEDOUT.
-__attribute__((noinline)) int acquire_word(pthread_mutex_t* m, fiber_control* self, carrier* c, deadline d) {
+__attribute__((noinline)) int acquire_word(pthread_mutex_t* m, fiber_control* self, carrier* parking, deadline d) {
+  carrier* c = parking;  // re-read after each wait: with os_lock_waiters_migrate the fiber may come back elsewhere
   std::atomic<uint32_t>* w = word(m);
   std::atomic<uint32_t>& starving_here = starving_slot(m).starving;
   std::atomic<uint32_t>& waiting_here = starving_slot(m).waiting;
@@ -203,6 +204,7 @@ __attribute__((noinline)) int acquire_word(pthread_mutex_t* m, fiber_control* se
       result = ETIMEDOUT;
       break;
     }
+    if (may_park) c = current_fiber_carrier();
     if (may_park && !starving && monotonic_now_ns() - first_wait_ns >= kStarvationNs) {
       starving = true;
       starving_here.fetch_add(1, std::memory_order_relaxed);
@@ -259,6 +261,11 @@ int lock_slow(pthread_mutex_t* m, fiber_control* self, carrier* parking, deadlin
   note_locked(m, id, type);
   tsan_post_lock(m, 0);
   return 0;
+}
+
+bool held_by(const pthread_mutex_t* m, const fiber_control* self) noexcept {
+  const int type = m->__data.__kind & kTypeMask;
+  return (type == kRecursive || type == kErrorCheck) && load(m->__data.__owner) == owner_id(self);
 }
 
 int trylock(pthread_mutex_t* m, fiber_control* self) noexcept {

@@ -68,10 +68,16 @@ int unlock_slow(pthread_mutex_t* m, fiber_control* self) noexcept;
 // ThreadSanitizer builds take the out-of-line paths, which tell it of each
 // lock and unlock.
 #if defined(__SANITIZE_THREAD__)
-inline constexpr bool kInlineFastPaths = false;
-#else
-inline constexpr bool kInlineFastPaths = true;
+#define BOBBIN_OS_MUTEX_INLINE 0
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define BOBBIN_OS_MUTEX_INLINE 0
 #endif
+#endif
+#ifndef BOBBIN_OS_MUTEX_INLINE
+#define BOBBIN_OS_MUTEX_INLINE 1
+#endif
+inline constexpr bool kInlineFastPaths = BOBBIN_OS_MUTEX_INLINE;
 
 // pthread_mutex_lock / timedlock / clocklock for the fiber `self`, with
 // glibc's results: 0, EDEADLK (an error-checking mutex `self` holds), EAGAIN
@@ -94,6 +100,10 @@ inline int lock(pthread_mutex_t* m, fiber_control* self, carrier* parking, deadl
   }
   return lock_slow(m, self, parking, d);
 }
+
+// Whether `self` holds this recursive or error-checking mutex (those record
+// their owner; a NORMAL or ADAPTIVE one is never "held" here).
+bool held_by(const pthread_mutex_t* m, const fiber_control* self) noexcept;
 
 // pthread_mutex_trylock: 0 or EBUSY (EAGAIN on a recursive overflow).
 int trylock(pthread_mutex_t* m, fiber_control* self) noexcept;

@@ -404,6 +404,60 @@ TEST(OsMutexStuckCarrierTest, AWokenFiberWaitsForItsStuckCarrierAndPassesTheWake
   RecordProperty("a_owned_after_ms", std::to_string(a_after_ms));
 }
 
+TEST(OsMutexStuckCarrierTest, AWakeIsPassedOnWhenTheCarrierBlocksAfterTheWake) {
+  // The carrier is not stuck yet when the wake arrives, but blocks before
+  // the woken fiber runs: fiber A waits for a std::mutex, then a plain
+  // thread B waits too (behind it in the kernel's queue); the thread holding
+  // the mutex releases it while another fiber computes on A's carrier and,
+  // 10 ms later, blocks it in a pinned read(2) for 1 s. Once the pinning
+  // monitor marks the carrier blocked, A's wake is passed on: B owns the
+  // mutex long before A's carrier is back.
+  auto rt = bobbin::runtime::start(bobbin::testing::carriers(1)).value();
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  std::mutex mu;
+  mu.lock();
+  std::atomic<bool> a_waiting{false}, b_waiting{false}, computing{false};
+  auto a = rt->spawn([&] {
+    a_waiting = true;
+    std::lock_guard l(mu);
+  });
+  while (!a_waiting) std::this_thread::sleep_for(1ms);
+  std::this_thread::sleep_for(10ms);
+  clock_type::time_point unlocked_at{};
+  std::atomic<double> b_after_ms{-1};
+  std::thread b([&] {
+    b_waiting = true;
+    std::lock_guard l(mu);
+    b_after_ms = ms_since(unlocked_at);
+  });
+  while (!b_waiting) std::this_thread::sleep_for(1ms);
+  std::this_thread::sleep_for(10ms);
+  auto blocker = rt->spawn([&] {
+    computing = true;
+    const auto until = clock_type::now() + 10ms;
+    while (clock_type::now() < until) {
+    }
+    return blocking_pipe_read(p[0]);
+  });
+  while (!computing) std::this_thread::sleep_for(100us);
+  unlocked_at = clock_type::now();
+  mu.unlock();  // wakes A, whose carrier is computing, not yet blocked
+  std::thread unblock([&] {
+    std::this_thread::sleep_for(1s);
+    ASSERT_EQ(::write(p[1], "x", 1), 1);
+  });
+  b.join();
+  a.join();
+  unblock.join();
+  EXPECT_EQ(blocker.join(), 1);
+  ::close(p[0]);
+  ::close(p[1]);
+  // 10 ms of computing, then the monitor's threshold (20 ms) and tick.
+  EXPECT_LT(b_after_ms.load(), scaled(std::chrono::milliseconds(300)).count()) << "the wake stayed with A";
+  RecordProperty("b_owned_after_ms", std::to_string(b_after_ms.load()));
+}
+
 TEST(OsMutexStuckCarrierTest, WithMigrationAStuckCarrierDoesNotHoldBackTheNextOwner) {
   // runtime_options::os_lock_waiters_migrate: the woken fiber takes the lock
   // on the spare carrier, long before its own carrier's read ends.
