@@ -247,7 +247,7 @@ futex_wait_result futex_wait(const std::atomic<uint32_t>* word, uint32_t expecte
   // reap_loop before it touches the record).
   tsan_release(&w.on_wait);
   if (timed) tsan_release(&w.on_timeout);
-  const bool armed = ring->submit(timed ? 2 : 1, [&](io_uring_sqe** sqe) {
+  ring->submit(timed ? 2 : 1, [&](io_uring_sqe** sqe) {
     io_uring_sqe* wait = sqe[0];
     std::memset(wait, 0, sizeof *wait);
     wait->opcode = kOpFutexWait;
@@ -262,10 +262,6 @@ futex_wait_result futex_wait(const std::atomic<uint32_t>* word, uint32_t expecte
       io_uring_sqe_set_data(sqe[1], &w.on_timeout);
     }
   });
-  if (!armed) {  // the submission queue stayed full: wait as a thread would
-    pinned_block_marker marker(reason);
-    return thread_futex_wait(word, expected, d, scope);
-  }
   self->reason.store(reason, std::memory_order_relaxed);
   self->parked_at_ms.store(c->clock_ms() | (timed ? kParkedWithDeadline : 0), std::memory_order_relaxed);
   self->state.store(fiber_state::parked, std::memory_order_relaxed);

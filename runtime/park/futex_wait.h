@@ -105,11 +105,10 @@ class futex_ring {
   void stop();
 
   // Prepares `sqes` (1 or 2: a wait and its linked timeout) with
-  // prep(io_uring_sqe**) and submits them together; once prepared, they
-  // reach the kernel. False (nothing prepared) only if the submission queue
-  // stays full.
+  // prep(io_uring_sqe**) and submits them together. There is always room:
+  // submit_prepared() leaves the submission queue empty.
   template <class Prep>
-  bool submit(unsigned sqes, Prep&& prep);
+  void submit(unsigned sqes, Prep&& prep);
 
   uint64_t waits() const { return waits_.load(std::memory_order_relaxed); }
 
@@ -142,18 +141,15 @@ class futex_ring {
 };
 
 template <class Prep>
-bool futex_ring::submit(unsigned sqes, Prep&& prep) {
+void futex_ring::submit(unsigned sqes, Prep&& prep) {
   submit_lock_.lock();
   if (io_uring_sq_space_left(&ring_) < sqes) submit_prepared();
   io_uring_sqe* batch[2] = {nullptr, nullptr};
-  if (io_uring_sq_space_left(&ring_) >= sqes) {
-    for (unsigned i = 0; i < sqes; i++) batch[i] = io_uring_get_sqe(&ring_);
-    prep(batch);
-    waits_.fetch_add(1, std::memory_order_relaxed);
-    submit_prepared();
-  }
+  for (unsigned i = 0; i < sqes; i++) batch[i] = io_uring_get_sqe(&ring_);
+  prep(batch);
+  waits_.fetch_add(1, std::memory_order_relaxed);
+  submit_prepared();
   submit_lock_.unlock();
-  return batch[0] != nullptr;
 }
 
 }  // namespace bobbin::internal

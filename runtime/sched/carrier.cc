@@ -362,8 +362,6 @@ void complete_switch(ctx::transfer_t t) noexcept {
   fiber_control* f = a->fiber;
   spin_lock* lock = a->lock;
   carrier* by = a->by;
-  std::atomic<uint32_t>* handshake = a->handshake;
-  const bool resume_here = a->resume_here;
   from_ctx->fctx = t.fctx;
   if (by != nullptr) by->clear_leaving();  // the context is saved: a dump may walk it
   switch (what) {
@@ -386,7 +384,12 @@ void complete_switch(ctx::transfer_t t) noexcept {
     case switch_action::unlock:
       if (lock != nullptr) lock->unlock();
       break;
-    case switch_action::publish_parked:
+    case switch_action::publish_parked: {
+      // *a is still safe to read here: the fiber cannot be resumed (and its
+      // stack reused) before the exchange below publishes it. Read only in
+      // this case, so the other switches do not pay for the two fields.
+      std::atomic<uint32_t>* handshake = a->handshake;
+      const bool resume_here = a->resume_here;
       if (handshake->exchange(switch_action::kHandshakeParked, std::memory_order_acq_rel) ==
           switch_action::kHandshakeCompleted) {
         if (resume_here) {
@@ -396,6 +399,7 @@ void complete_switch(ctx::transfer_t t) noexcept {
         }
       }
       break;
+    }
     case switch_action::exit: {
       carrier* c = current_carrier();
       runtime_impl* rt = f->rt;

@@ -39,13 +39,11 @@
 #include "runtime/sync/os_mutex.h"
 
 #include <liburing.h>
-#include <time.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
-#include <climits>
 #include <cstdint>
 
 #include "runtime/fiber/context.h"  // BOBBIN_TSAN
@@ -66,7 +64,7 @@ constexpr int kErrorCheck = PTHREAD_MUTEX_ERRORCHECK_NP;
 // Lock attempts before parking (bobbin::mutex measured 8 best, mutex.cc).
 constexpr int kSpinAttempts = 8;
 // A waiter that has waited this long asks barging fibers to let it in.
-constexpr int64_t kStarvationNs = 1'000'000;
+constexpr auto kStarvation = std::chrono::milliseconds(1);
 // Turns a barging fiber gives a starving waiter before it takes the lock
 // anyway (the waiter may be a thread, or gone).
 constexpr int kPoliteYields = 64;
@@ -74,8 +72,6 @@ constexpr int kPoliteYields = 64;
 // woken, before it parks again.
 constexpr int kStarvingPolls = 64;
 
-waiter_counts& starving_slot(const pthread_mutex_t* m) { return slot_of(m); }
-std::atomic<uint32_t>* word(pthread_mutex_t* m) { return lock_word(m); }
 
 // Fields glibc writes with plain stores under the lock and reads without it
 // (__owner): relaxed atomics here, the same instructions on x86, so that
@@ -87,12 +83,6 @@ T load(const T& field) {
 template <class T>
 void store(T& field, T v) {
   __atomic_store_n(&field, v, __ATOMIC_RELAXED);
-}
-
-int64_t monotonic_now_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
 
 // ThreadSanitizer cannot see a lock taken here (glibc's interceptor in the
@@ -154,9 +144,9 @@ int poll_word(carrier* c, std::atomic<uint32_t>* w, deadline d) {
 // tries. 0 or ETIMEDOUT.
 __attribute__((noinline)) int acquire_word(pthread_mutex_t* m, fiber_control* self, carrier* parking, deadline d) {
   carrier* c = parking;  // re-read after each wait: with os_lock_waiters_migrate the fiber may come back elsewhere
-  std::atomic<uint32_t>* w = word(m);
-  std::atomic<uint32_t>& starving_here = starving_slot(m).starving;
-  std::atomic<uint32_t>& waiting_here = starving_slot(m).waiting;
+  std::atomic<uint32_t>* w = lock_word(m);
+  std::atomic<uint32_t>& starving_here = slot_of(m).starving;
+  std::atomic<uint32_t>& waiting_here = slot_of(m).waiting;
   // Barging: a free lock is taken at once, unless a fiber starves for it
   // (and this fiber may unmount: a pinned one only waits).
   const bool may_park = c != nullptr;
@@ -181,7 +171,7 @@ __attribute__((noinline)) int acquire_word(pthread_mutex_t* m, fiber_control* se
                                   ? futex_resume::any_carrier
                                   : futex_resume::parking_carrier;
   // One clock read, on the slow path only.
-  const int64_t first_wait_ns = monotonic_now_ns();
+  const auto first_wait = std::chrono::steady_clock::now();
   if (may_park) waiting_here.fetch_add(1, std::memory_order_relaxed);
   bool starving = false;
   int polls_left = 0;
@@ -205,7 +195,7 @@ __attribute__((noinline)) int acquire_word(pthread_mutex_t* m, fiber_control* se
       break;
     }
     if (may_park) c = current_fiber_carrier();
-    if (may_park && !starving && monotonic_now_ns() - first_wait_ns >= kStarvationNs) {
+    if (may_park && !starving && std::chrono::steady_clock::now() - first_wait >= kStarvation) {
       starving = true;
       starving_here.fetch_add(1, std::memory_order_relaxed);
     }
@@ -218,8 +208,7 @@ __attribute__((noinline)) int acquire_word(pthread_mutex_t* m, fiber_control* se
 
 // Releases the lock word (glibc's lll_unlock).
 void release_word(pthread_mutex_t* m) {
-  std::atomic<uint32_t>* w = word(m);
-  if (w->exchange(0, std::memory_order_release) > 1) futex_wake(w, 1, futex_scope::process_private);
+  if (lock_word(m)->exchange(0, std::memory_order_release) > 1) wake_one_waiter(m);
 }
 
 void note_locked(pthread_mutex_t* m, int id, int type) {
@@ -235,14 +224,6 @@ waiter_counts waiter_slots[kWaiterSlots];
 int lock_slow(pthread_mutex_t* m, fiber_control* self, carrier* parking, deadline d) noexcept {
   const int type = m->__data.__kind & kTypeMask;
   const int id = owner_id(self);
-  // The uncontended path (inline in os_mutex.h, but for TSan builds).
-  if (type != kRecursive && type != kErrorCheck &&
-      starving_slot(m).waiting.load(std::memory_order_relaxed) == 0 && try_word(word(m))) {
-    tsan_pre_lock(m, 0);
-    note_locked(m, id, type);
-    tsan_post_lock(m, 0);
-    return 0;
-  }
   if (type == kRecursive && load(m->__data.__owner) == id) {
     const unsigned depth = load(m->__data.__count);
     if (depth + 1 == 0) return EAGAIN;
@@ -283,7 +264,7 @@ int trylock(pthread_mutex_t* m, fiber_control* self) noexcept {
     return 0;
   }
   // An error-checking mutex the caller holds: EBUSY, as glibc says.
-  if (!try_word(word(m))) {
+  if (!try_word(lock_word(m))) {
     tsan_post_lock(m, kTsanTry | kTsanTryFailed);
     return EBUSY;
   }
@@ -292,11 +273,11 @@ int trylock(pthread_mutex_t* m, fiber_control* self) noexcept {
   return 0;
 }
 
+void wake_one_waiter(pthread_mutex_t* m) noexcept {
+  futex_wake(lock_word(m), 1, futex_scope::process_private);
+}
+
 int unlock_slow(pthread_mutex_t* m, fiber_control* self) noexcept {
-  if (self == nullptr) {  // from unlock()'s inline path: only the release is left
-    release_word(m);
-    return 0;
-  }
   const int type = m->__data.__kind & kTypeMask;
   const int id = owner_id(self);
   if (type == kRecursive) {
@@ -309,7 +290,7 @@ int unlock_slow(pthread_mutex_t* m, fiber_control* self) noexcept {
       return 0;
     }
   } else if (type == kErrorCheck) {
-    if (load(m->__data.__owner) != id || word(m)->load(std::memory_order_relaxed) == 0) return EPERM;
+    if (load(m->__data.__owner) != id || lock_word(m)->load(std::memory_order_relaxed) == 0) return EPERM;
   }
   // NORMAL and ADAPTIVE: no owner check, as in glibc.
   tsan_pre_unlock(m);

@@ -64,6 +64,9 @@ inline std::atomic<uint32_t>* lock_word(pthread_mutex_t* m) noexcept {
 
 int lock_slow(pthread_mutex_t* m, fiber_control* self, carrier* parking, deadline d) noexcept;
 int unlock_slow(pthread_mutex_t* m, fiber_control* self) noexcept;
+// FUTEX_WAKE_PRIVATE of one waiter on the lock word (the second half of
+// glibc's lll_unlock).
+void wake_one_waiter(pthread_mutex_t* m) noexcept;
 
 // ThreadSanitizer builds take the out-of-line paths, which tell it of each
 // lock and unlock.
@@ -117,13 +120,8 @@ inline int unlock(pthread_mutex_t* m, fiber_control* self) noexcept {
     __atomic_store_n(&m->__data.__owner, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&m->__data.__nusers, __atomic_load_n(&m->__data.__nusers, __ATOMIC_RELAXED) - 1,
                      __ATOMIC_RELAXED);
-    uint32_t expected = 1;
-    if (lock_word(m)->compare_exchange_strong(expected, 0, std::memory_order_release, std::memory_order_relaxed)) {
-      return 0;
-    }
-    // Waiters (the word is 2): the out-of-line path releases and wakes,
-    // with __owner and __nusers already done.
-    return unlock_slow(m, nullptr);
+    if (lock_word(m)->exchange(0, std::memory_order_release) > 1) wake_one_waiter(m);
+    return 0;
   }
   return unlock_slow(m, self);
 }

@@ -43,23 +43,15 @@ struct overlap_probe {
   void leave() { inside.fetch_sub(1); }
 };
 
-class OsMutexTest : public ::testing::TestWithParam<unsigned> {
- protected:
-  std::unique_ptr<bobbin::runtime> start() {
-    return bobbin::runtime::start(bobbin::testing::carriers(GetParam())).value();
-  }
-};
-
-TEST_P(OsMutexTest, FibersHoldingAStdMutexAcrossASleepAllFinish) {
-  // Before: the second fiber on a carrier blocked it in futex(2) while the
-  // holder, parked on that carrier, could never run to unlock: a hang.
-  auto rt = start();
+// 8 fibers each take one std::mutex 5 times and hold it across a 1 ms
+// bobbin sleep: all 40 sections run, none overlapping another.
+void hold_across_sleeps(bobbin::runtime& rt) {
   std::mutex mu;
   overlap_probe probe;
   long sections = 0;
   std::vector<bobbin::fiber<>> fs;
   for (int i = 0; i < 8; i++) {
-    fs.push_back(rt->spawn([&] {
+    fs.push_back(rt.spawn([&] {
       for (int j = 0; j < 5; j++) {
         std::lock_guard l(mu);
         probe.enter();
@@ -72,6 +64,20 @@ TEST_P(OsMutexTest, FibersHoldingAStdMutexAcrossASleepAllFinish) {
   for (auto& f : fs) f.join();
   EXPECT_EQ(sections, 40);
   EXPECT_EQ(probe.overlaps.load(), 0);
+}
+
+class OsMutexTest : public ::testing::TestWithParam<unsigned> {
+ protected:
+  std::unique_ptr<bobbin::runtime> start() {
+    return bobbin::runtime::start(bobbin::testing::carriers(GetParam())).value();
+  }
+};
+
+TEST_P(OsMutexTest, FibersHoldingAStdMutexAcrossASleepAllFinish) {
+  // Before: the second fiber on a carrier blocked it in futex(2) while the
+  // holder, parked on that carrier, could never run to unlock: a hang.
+  auto rt = start();
+  hold_across_sleeps(*rt);
   EXPECT_GE(rt->stats().futex_parks, 1u) << "no waiter parked: the test did not contend";
 }
 
@@ -504,33 +510,14 @@ TEST(OsMutexFallbackTest, WithoutTheFutexRingFibersPollAndStillFinish) {
   ::setenv("BOBBIN_FUTEX_RING", "off", 1);
   auto rt = bobbin::runtime::start(bobbin::testing::carriers(1)).value();
   ::unsetenv("BOBBIN_FUTEX_RING");
-  std::mutex mu;
-  overlap_probe probe;
-  long sections = 0;
-  std::vector<bobbin::fiber<>> fs;
-  for (int i = 0; i < 8; i++) {
-    fs.push_back(rt->spawn([&] {
-      for (int j = 0; j < 5; j++) {
-        std::lock_guard l(mu);
-        probe.enter();
-        bobbin::this_fiber::sleep_for(1ms);
-        sections++;
-        probe.leave();
-      }
-    }));
-  }
-  for (auto& f : fs) f.join();
-  EXPECT_EQ(sections, 40);
-  EXPECT_EQ(probe.overlaps.load(), 0);
+  hold_across_sleeps(*rt);
   EXPECT_EQ(rt->stats().futex_parks, 0u) << "the forced fallback still parked on the futex ring";
   // Timed locks still expire.
-  mu.lock();
   std::timed_mutex tm;
   tm.lock();
   bool got = rt->spawn([&] { return tm.try_lock_for(20ms); }).join();
   EXPECT_FALSE(got);
   tm.unlock();
-  mu.unlock();
 }
 
 }  // namespace
