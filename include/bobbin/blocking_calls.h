@@ -21,13 +21,16 @@
 // __pread_chk, __pread64_chk, __poll_chk, __ppoll_chk), and
 // pthread_mutex_lock, trylock, timedlock, clocklock and unlock (std::mutex,
 // std::timed_mutex, std::recursive_mutex: the fiber owns the mutex and
-// waiting for it parks; README "OS locks and waits").
+// waiting for it parks; README "OS locks and waits"), and pthread_cond_init,
+// destroy, wait, timedwait, clockwait, signal and broadcast
+// (std::condition_variable: bobbin's own condition variable, for threads
+// too; a waiting fiber parks).
 // Not covered, so they still block the carrier and show in the pinning
 // report (bobbin/pinning.h): glibc-internal calls (stdio's reads, the
 // resolver's own sockets: hence getaddrinfo on the pool), raw syscall(2)s and
 // statically linked libraries, open/openat, flock, waitpid, splice,
-// sendfile, condition variables, reader-writer locks, process-shared or
-// robust mutexes and raw futex waits. close() is not rerouted:
+// sendfile, reader-writer locks, process-shared or robust mutexes,
+// process-shared condition variables and raw futex waits. close() is not rerouted:
 // io_uring operations hold their own reference to the file, as a thread
 // blocked in a system call does, so closing an fd has the kernel's meaning.
 //

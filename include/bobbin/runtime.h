@@ -127,6 +127,7 @@ struct runtime_stats {
   uint64_t offloaded_calls = 0;    // calls run on the blocking pool
   uint64_t intercepted_parks = 0;  // blocking libc calls that parked their fiber
   uint64_t futex_parks = 0;        // futex waits (OS locks) that parked their fiber on the futex ring
+  uint64_t os_condition_parks = 0; // pthread_cond_* / std::condition_variable waits that parked their fiber
 };
 
 class BOBBIN_API runtime {

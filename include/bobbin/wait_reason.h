@@ -43,6 +43,9 @@ enum class wait_reason : uint8_t {
   libc_fsync,
   // Waiting for an OS lock or futex word (runtime/park/futex_wait.h).
   os_lock,
+  // In pthread_cond_wait (std::condition_variable), taken over from glibc
+  // (runtime/sync/os_cond.h).
+  os_condition_wait,
   count_,  // not a reason: the number of reasons
 };
 

@@ -14,7 +14,11 @@
 // Prints one JSON object: calls/s, bad replies, bystander p99, pin events,
 // and the process's resident memory at the end of the run (VmRSS).
 //
-//   blocking_bench --client pq|redis|curl --mode intercept|pinned|offload|threads
+// Clients: pq (a connection per caller), pqpool (all callers share 8
+// connections behind a std::mutex and a std::condition_variable, the most
+// common shape of a C++ connection pool), redis, curl.
+//
+//   blocking_bench --client pq|pqpool|redis|curl --mode intercept|pinned|offload|threads
 //                  [--callers 200] [--seconds 3]
 // The servers are named by BOBBIN_TEST_PG, BOBBIN_TEST_REDIS_SOCKET and
 // BOBBIN_TEST_HTTP_URL (tests/clients/servers.py starts them).
@@ -25,11 +29,13 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -81,6 +87,74 @@ class pq_caller final : public caller {
  private:
   int id_;
   PGconn* conn_ = nullptr;
+};
+
+// 8 connections shared by every caller: take one (waiting on a
+// std::condition_variable while none is free), query, give it back.
+class pq_pool {
+ public:
+  static constexpr int kConnections = 8;
+  static pq_pool& instance() {
+    static pq_pool pool;  // constructed before any caller runs (main)
+    return pool;
+  }
+  // Connects the pool once; false if that failed.
+  bool open() {
+    std::lock_guard l(mu_);
+    if (!opened_) {
+      opened_ = true;
+      for (int i = 0; i < kConnections; i++) {
+        PGconn* c = PQconnectdb(need_env("BOBBIN_TEST_PG"));
+        if (PQstatus(c) != CONNECTION_OK) {
+          PQfinish(c);
+          continue;
+        }
+        free_.push_back(c);
+      }
+      ok_ = free_.size() == kConnections;
+    }
+    return ok_;
+  }
+  PGconn* take() {
+    std::unique_lock l(mu_);
+    available_.wait(l, [&] { return !free_.empty(); });
+    PGconn* c = free_.back();
+    free_.pop_back();
+    return c;
+  }
+  void give(PGconn* c) {
+    {
+      std::lock_guard l(mu_);
+      free_.push_back(c);
+    }
+    available_.notify_one();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable available_;
+  std::vector<PGconn*> free_;
+  bool opened_ = false;
+  bool ok_ = false;
+};
+
+class pq_pool_caller final : public caller {
+ public:
+  explicit pq_pool_caller(int id) : id_(id) {}
+  bool connect() override { return pq_pool::instance().open(); }
+  bool call(long n) override {
+    const std::string tag = std::to_string(id_) + ":" + std::to_string(n);
+    const std::string sql = "SELECT pg_sleep(0.02), '" + tag + "'";
+    PGconn* conn = pq_pool::instance().take();
+    PGresult* r = PQexec(conn, sql.c_str());
+    bool ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && tag == PQgetvalue(r, 0, 1);
+    PQclear(r);
+    pq_pool::instance().give(conn);
+    return ok;
+  }
+
+ private:
+  int id_;
 };
 
 class redis_caller final : public caller {
@@ -145,6 +219,7 @@ class curl_caller final : public caller {
 
 std::unique_ptr<caller> make_caller(const std::string& client, int id) {
   if (client == "pq") return std::make_unique<pq_caller>(id);
+  if (client == "pqpool") return std::make_unique<pq_pool_caller>(id);
   if (client == "redis") return std::make_unique<redis_caller>(id);
   if (client == "curl") return std::make_unique<curl_caller>();
   std::fprintf(stderr, "blocking_bench: unknown --client %s\n", client.c_str());
@@ -207,9 +282,10 @@ int main(int argc, char** argv) {
     else if (a == "--seconds") seconds = std::atof(argv[i + 1]);
   }
   if (client.empty() || mode.empty()) {
-    std::fprintf(stderr, "usage: blocking_bench --client pq|redis|curl --mode intercept|pinned|offload|threads\n");
+    std::fprintf(stderr, "usage: blocking_bench --client pq|pqpool|redis|curl --mode intercept|pinned|offload|threads\n");
     return 2;
   }
+  pq_pool::instance();
   curl_global_init(CURL_GLOBAL_DEFAULT);
   tally t;
   std::atomic<bool> stop{false};

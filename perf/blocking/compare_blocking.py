@@ -39,6 +39,8 @@ rounds = 1 if args.quick else args.rounds
 seconds = 2.0 if args.quick else args.seconds
 
 CLIENTS = [("pq", "libpq: `SELECT pg_sleep(0.02)` (PostgreSQL 15)"),
+           ("pqpool", "libpq through a pool of 8 connections behind `std::mutex` + `std::condition_variable`: "
+                      "`SELECT pg_sleep(0.02)`"),
            ("redis", "hiredis: `SET` + `GET` (redis-server 7)"),
            ("curl", "libcurl easy: `GET /sleep?ms=20` (examples/http_server, 1 carrier)")]
 MODES = [("intercept", "bobbin, intercepted (naive code)"), ("pinned", "bobbin, interception off (pinning)"),

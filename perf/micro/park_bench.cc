@@ -13,6 +13,14 @@
 //   std_mutex_uncontended_*    lock + unlock of a free std::mutex on a fiber
 //                              and on a plain thread (both through the
 //                              interposer, as in any program linking bobbin)
+//   std_condvar_ping_pong      a turn passed back and forth between two
+//                              fibers through a std::mutex and a
+//                              std::condition_variable (bobbin's own since
+//                              issue 30: runtime/sync/os_cond.h), on 1 and
+//                              2 carriers; per round trip
+//   bobbin_condvar_ping_pong   the same with bobbin::mutex and
+//                              bobbin::condition_variable
+//   std_condvar_ping_pong_threads  the same between two plain threads
 //   bobbin_socket_ping_pong    one byte back and forth over a socketpair
 //                              between two fibers on one carrier: each read
 //                              finds nothing and parks on an io_uring
@@ -23,6 +31,7 @@
 
 #include <atomic>
 #include <boost/fiber/all.hpp>
+#include <condition_variable>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -170,6 +179,98 @@ void std_mutex_contended_threads(benchmark::State& state) {
   state.SetItemsProcessed(total);
 }
 BENCHMARK(std_mutex_contended_threads)->Arg(16)->ArgName("threads")->UseRealTime();
+
+// One side of a condition-variable ping-pong: hands the turn to `to` and
+// waits until it comes back to `me`. Notified outside the lock, as
+// recommended: the woken side does not then find the mutex taken.
+template <class Mutex, class Cv>
+bool pass_turn(Mutex& mu, Cv& cv, int& turn, int me, int to, const bool& done) {
+  {
+    std::lock_guard l(mu);
+    turn = to;
+  }
+  cv.notify_one();
+  std::unique_lock l(mu);
+  cv.wait(l, [&] { return turn == me || done; });
+  return !done;
+}
+
+template <class Mutex, class Cv>
+void condvar_ping_pong(benchmark::State& state) {
+  bobbin::runtime_options o;
+  o.carriers = static_cast<unsigned>(state.range(0));
+  auto rt = bobbin::runtime::start(o).value();
+  Mutex mu;
+  Cv cv;
+  int turn = 0;
+  bool done = false;
+  auto ponger = rt->spawn([&] {
+    {
+      std::unique_lock l(mu);
+      cv.wait(l, [&] { return turn == 1 || done; });
+    }
+    while (!done && pass_turn(mu, cv, turn, 1, 0, done)) {
+    }
+  });
+  rt->spawn([&] {
+      for (auto _ : state) {
+        {
+          std::lock_guard l(mu);
+          turn = 1;
+        }
+        cv.notify_one();
+        std::unique_lock l(mu);
+        cv.wait(l, [&] { return turn == 0; });
+      }
+      {
+        std::lock_guard l(mu);
+        done = true;
+      }
+      cv.notify_all();
+    }).join();
+  ponger.join();
+  state.SetItemsProcessed(state.iterations());
+}
+void std_condvar_ping_pong(benchmark::State& state) {
+  condvar_ping_pong<std::mutex, std::condition_variable>(state);
+}
+BENCHMARK(std_condvar_ping_pong)->Arg(1)->Arg(2)->ArgName("carriers")->UseRealTime();
+void bobbin_condvar_ping_pong(benchmark::State& state) {
+  condvar_ping_pong<bobbin::mutex, bobbin::condition_variable>(state);
+}
+BENCHMARK(bobbin_condvar_ping_pong)->Arg(1)->Arg(2)->ArgName("carriers")->UseRealTime();
+
+void std_condvar_ping_pong_threads(benchmark::State& state) {
+  std::mutex mu;
+  std::condition_variable cv;
+  int turn = 0;
+  bool done = false;
+  std::thread ponger([&] {
+    {
+      std::unique_lock l(mu);
+      cv.wait(l, [&] { return turn == 1 || done; });
+    }
+    while (!done && pass_turn(mu, cv, turn, 1, 0, done)) {
+    }
+  });
+  for (auto _ : state) {
+    {
+      std::lock_guard l(mu);
+      turn = 1;
+    }
+    cv.notify_one();
+    std::unique_lock l(mu);
+    cv.wait(l, [&] { return turn == 0; });
+  }
+  {
+    std::lock_guard l(mu);
+    done = true;
+  }
+  cv.notify_all();
+  ponger.join();
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(std_condvar_ping_pong_threads)->UseRealTime();
 
 // A free std::mutex locked and unlocked on a fiber (bobbin's fiber-side
 // protocol) and on a plain thread (glibc's, behind the interposer's one

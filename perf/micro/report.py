@@ -145,6 +145,11 @@ ratio_row("std::mutex lock + unlock, free, on a fiber vs on a thread", "std_mute
 ratio_row("std::mutex, 16 fibers on 2 carriers, per lock, vs bobbin::mutex", "std_mutex_contended/fibers:16", "bobbin_mutex_contended/fibers:16", "within", 1.5)
 ratio_row("std::mutex, 16 fibers on 2 carriers, per lock, vs 16 threads", "std_mutex_contended/fibers:16", "std_mutex_contended_threads/threads:16", "faster", 0)
 ratio_row("std::mutex, 16 fibers on 2 carriers, per lock, vs Go sync.Mutex", "std_mutex_contended/fibers:16", "go_mutex/goroutines:16/procs:2", "faster", 0)
+# OS condition variables on fibers (issue 30): std::condition_variable, bobbin's own.
+ratio_row("std::condition_variable ping-pong, 2 fibers, 1 carrier, vs bobbin::condition_variable", "std_condvar_ping_pong/carriers:1", "bobbin_condvar_ping_pong/carriers:1", "within", 1.5)
+ratio_row("std::condition_variable ping-pong, 2 fibers, 2 carriers, vs bobbin::condition_variable", "std_condvar_ping_pong/carriers:2", "bobbin_condvar_ping_pong/carriers:2", "within", 1.5)
+ratio_row("std::condition_variable ping-pong, 2 fibers, 1 carrier, vs 2 threads", "std_condvar_ping_pong/carriers:1", "std_condvar_ping_pong_threads", "faster", 0)
+ratio_row("std::condition_variable ping-pong, 2 fibers, 2 carriers, vs 2 threads", "std_condvar_ping_pong/carriers:2", "std_condvar_ping_pong_threads", "faster", 0)
 ratio_row("skynet 1M, per fiber, 2 carriers vs 1", "skynet_bobbin/leaves:1000000/carriers:2", "skynet_bobbin/leaves:1000000/carriers:1", "faster", 0)
 
 lines = ["## Micro-benchmarks (issues 5 and 10)\n",

@@ -11,9 +11,9 @@
 // pinned fiber still owns the mutexes it locks; it waits for them as a
 // thread would.
 //
-// glibc's internal uses of a mutex (pthread_cond_wait's unlock and relock)
-// do not come through here; see README "OS locks and waits" for what that
-// means for condition variables until they are taken over as well.
+// Condition variables are bobbin's own (cond_calls.cc): their waits unlock
+// and relock the mutex through these interposers, so a fiber keeps owning
+// what it locked.
 #undef _FORTIFY_SOURCE
 #undef _FILE_OFFSET_BITS
 #include <pthread.h>
@@ -22,6 +22,7 @@
 #include <cerrno>
 #include <chrono>
 
+#include "runtime/intercept/abs_time.h"
 #include "runtime/intercept/fiber_calls.h"
 #include "runtime/intercept/libc.h"
 #include "runtime/sync/os_mutex.h"
@@ -56,24 +57,6 @@ inline fiber_control* owning_fiber(carrier* c, const pthread_mutex_t* m) noexcep
 // The carrier a wait may park on: null for a pinned fiber.
 inline carrier* parking(carrier* c, fiber_control* f) noexcept {
   return f->pin_depth.load(std::memory_order_relaxed) == 0 ? c : nullptr;
-}
-
-// The deadline of an absolute time on `clock`, or nullopt-like `valid`
-// false when glibc would answer EINVAL.
-bool to_deadline(clockid_t clock, const timespec* abstime, deadline* d) noexcept {
-  if (abstime == nullptr || abstime->tv_nsec < 0 || abstime->tv_nsec >= 1'000'000'000) return false;
-  const auto at = std::chrono::seconds(abstime->tv_sec) + std::chrono::nanoseconds(abstime->tv_nsec);
-  if (clock == CLOCK_MONOTONIC) {
-    *d = deadline(std::chrono::steady_clock::time_point(std::chrono::duration_cast<std::chrono::steady_clock::duration>(at)));
-    return true;
-  }
-  // CLOCK_REALTIME: the time left now, on the monotonic clock (a jump of
-  // the wall clock during the wait does not move the deadline).
-  timespec now{};
-  clock_gettime(CLOCK_REALTIME, &now);
-  const auto left = at - (std::chrono::seconds(now.tv_sec) + std::chrono::nanoseconds(now.tv_nsec));
-  *d = deadline(left);
-  return true;
 }
 
 int timed_lock(carrier* c, pthread_mutex_t* m, fiber_control* f, clockid_t clock, const timespec* abstime) noexcept {

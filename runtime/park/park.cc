@@ -30,6 +30,9 @@ namespace bobbin::internal {
 
 namespace {
 
+// Pauses a plain thread spends on a claimed waiter before it sleeps.
+constexpr int kClaimedSpins = 256;
+
 struct timed_wait_timer {
   completion on_fire{&fired};
   completion on_removed{&removed};
@@ -89,7 +92,9 @@ wait_state park_fiber(carrier* c, fiber_control* self, waiter& w, spin_lock& loc
   self->parked_waiter.store(&w, std::memory_order_relaxed);
   self->state.store(fiber_state::parked, std::memory_order_relaxed);
   switch_action a{&self->ctx, switch_action::unlock, self, &lock};
-  c->switch_away(self, &a);
+  // A fiber bound to this carrier parks as inside any intercepted call
+  // (kSanitizerSeesOnlyTheLoop).
+  c->switch_away(self, &a, /*via_scheduler=*/w.token.home != nullptr);
   self->parked_waiter.store(nullptr, std::memory_order_relaxed);
   if (cancellable) withdraw_cancel_hook(self);
 
@@ -161,11 +166,19 @@ wait_state park(waiter& w, spin_lock& lock, waiter_list& list, deadline d, wait_
     }
   } counted(!d.is_never());
   auto* parker = static_cast<thread_parker*>(w.token.target);
+  int claimed_spins = 0;
   for (;;) {
     wait_state s = w.state.load(std::memory_order_acquire);
     if (s == wait_state::notified || s == wait_state::timed_out) return s;
-    if (s == wait_state::claimed) {  // a notifier is mid-hand-over: a few instructions
-      __builtin_ia32_pause();
+    if (s == wait_state::claimed) {
+      // A notifier is mid-hand-over (a few instructions), or the waiter
+      // waits its turn after a broadcast (os_cond.cc): its wake() comes
+      // after notified is stored, and unparks us.
+      if (++claimed_spins < kClaimedSpins) {
+        __builtin_ia32_pause();
+      } else {
+        parker->park(deadline::never());
+      }
       continue;
     }
     if (d.expired()) {
@@ -185,6 +198,17 @@ wait_state park(waiter& w, spin_lock& lock, waiter_list& list, deadline d, wait_
 void wake(wake_token t) noexcept {
   if (t.is_fiber) {
     auto* f = static_cast<fiber_control*>(t.target);
+    if (t.home != nullptr) {
+      // Its switch off that carrier is complete: the notifier claimed it
+      // after `lock` was released, which the switch does last.
+      auto* home = static_cast<carrier*>(t.home);
+      if (current_carrier() == home) {
+        home->push_bound(f);
+      } else {
+        home->post({remote_request::resume_bound, -1, reinterpret_cast<uint64_t>(f), nullptr});
+      }
+      return;
+    }
     f->rt->ready(f, /*next=*/true);
   } else {
     static_cast<thread_parker*>(t.target)->unpark();

@@ -10,7 +10,7 @@ std::string_view to_string(wait_reason r) noexcept {
       "channel receive", "net accept",    "net connect",  "net read",      "net write",
       "net close",      "file io",      "offload",
       "libc read",      "libc write",   "libc accept",  "libc connect",  "libc poll",
-      "libc sleep",     "libc fsync",   "os lock",
+      "libc sleep",     "libc fsync",   "os lock",      "os condition wait",
   };
   static_assert(sizeof(kNames) / sizeof(kNames[0]) == static_cast<size_t>(wait_reason::count_));
   auto i = static_cast<size_t>(r);

@@ -531,6 +531,7 @@ runtime_stats runtime_impl::stats() const {
   }
   if (offload_pool_) s.offloaded_calls = offload_pool_->calls();
   if (futex_ring* r = futex_ring_.load(std::memory_order_acquire)) s.futex_parks = r->waits();
+  s.os_condition_parks = os_condition_parks.load(std::memory_order_relaxed);
   return s;
 }
 

@@ -9,7 +9,12 @@
 // Protocol (every transition of waiter::state):
 //   waiting  -> claimed    by claim(), called by a notifier holding the lock.
 //                          The waiter cannot leave while claimed, so the
-//                          notifier may now hand over a payload.
+//                          notifier may now hand over a payload. Usually
+//                          for a few instructions; an OS condition
+//                          variable's broadcast keeps waiters claimed until
+//                          the one before them has its mutex again
+//                          (runtime/sync/os_cond.cc), so a plain thread
+//                          that stays claimed sleeps rather than spins.
 //   claimed  -> notified   by notify() (finish() + wake()), called AFTER the
 //                          notifier released the lock: a plain thread waiter
 //                          may return the moment it sees `notified` and
@@ -45,6 +50,11 @@ enum class wait_state : uint32_t { waiting = 0, claimed = 1, notified = 2, timed
 struct wake_token {
   void* target = nullptr;
   bool is_fiber = false;
+  // A fiber that must resume on the carrier it parked on (a wait inside an
+  // intercepted libc call, whose caller may keep a thread-local's address
+  // across the call): that carrier, set by the primitive after prepare().
+  // Null: any carrier.
+  void* home = nullptr;
 };
 
 struct waiter {

@@ -1,0 +1,38 @@
+// Not part of the bobbin API.
+//
+// The absolute times POSIX waits take (pthread_mutex_timedlock, clocklock,
+// pthread_cond_timedwait, clockwait), as a bobbin deadline.
+#ifndef BOBBIN_RUNTIME_INTERCEPT_ABS_TIME_H_
+#define BOBBIN_RUNTIME_INTERCEPT_ABS_TIME_H_
+
+#include <time.h>
+
+#include <chrono>
+
+#include "bobbin/deadline.h"
+
+namespace bobbin::internal::intercept {
+
+// The deadline of `abstime` on `clock` (CLOCK_MONOTONIC or CLOCK_REALTIME);
+// false when glibc would answer EINVAL (no time, or nanoseconds out of
+// range). A CLOCK_REALTIME time becomes the time left now, on the
+// monotonic clock: a jump of the wall clock during the wait does not move
+// the deadline.
+inline bool to_deadline(clockid_t clock, const timespec* abstime, deadline* d) noexcept {
+  if (abstime == nullptr || abstime->tv_nsec < 0 || abstime->tv_nsec >= 1'000'000'000) return false;
+  const auto at = std::chrono::seconds(abstime->tv_sec) + std::chrono::nanoseconds(abstime->tv_nsec);
+  if (clock == CLOCK_MONOTONIC) {
+    *d = deadline(
+        std::chrono::steady_clock::time_point(std::chrono::duration_cast<std::chrono::steady_clock::duration>(at)));
+    return true;
+  }
+  timespec now{};
+  clock_gettime(CLOCK_REALTIME, &now);
+  const auto left = at - (std::chrono::seconds(now.tv_sec) + std::chrono::nanoseconds(now.tv_nsec));
+  *d = deadline(left);
+  return true;
+}
+
+}  // namespace bobbin::internal::intercept
+
+#endif  // BOBBIN_RUNTIME_INTERCEPT_ABS_TIME_H_

@@ -1,0 +1,169 @@
+// bobbin's pthread condition variable (os_cond.h says for whom and why).
+//
+// The protocol. A condition variable is a FIFO of waiters under a spin lock,
+// in the first 24 bytes of pthread_cond_t; each waiter lives on the stack of
+// the fiber or thread that waits, and is bobbin's own parking record
+// (bobbin/internal/park.h: a fiber parks, a plain thread or a pinned fiber
+// sleeps on its thread's parker):
+//   wait       links the waiter at the tail and releases the mutex, both
+//              under the spin lock, so a signal issued by whoever takes the
+//              mutex next finds the waiter; parks; then takes the mutex
+//              again. The waiter is linked before the mutex is released,
+//              which is why no wake-up is lost.
+//   signal     claims the oldest waiter that can still be claimed (not
+//              timed out, not cancelled) and wakes it: exactly one waiter
+//              that was waiting when signal was called.
+//   broadcast  claims every waiter and chains them in FIFO order through
+//              waiter::payload, then wakes only the first. Each woken
+//              waiter, once it holds the mutex again, wakes the next one.
+//              So the waiters wake in turn, one contender for the mutex at
+//              a time, instead of all at once to find it taken (what the
+//              kernel's FUTEX_CMP_REQUEUE achieved for glibc before 2.25;
+//              io_uring futex waits and threads' waits would both have to
+//              be requeued, and the mutex would have to be glibc's).
+//              A claimed waiter cannot time out or be cancelled: it already
+//              counts as woken, and waits for its turn.
+//   timeout,   (timed waits only; a cancellation only of a wait under way
+//   cancel     when it comes) the waiter's state moves from waiting to
+//              timed_out or canceled on the same compare-and-swap a
+//              signal claims it with, so a wake is either consumed (the
+//              waiter returns 0) or never happened: none is lost. The
+//              waiter unlinks itself and takes the mutex again.
+// Memory: after a waiter has been claimed it never touches the condition
+// variable again (broadcast's chain lives in the waiters), so a woken
+// thread may destroy it at once. A waiter that timed out still unlinks
+// itself under the spin lock; destroy waits for those.
+//
+// Where a woken fiber resumes: on the carrier it parked on (wake_token::
+// home), for the reason every intercepted call does (runtime/intercept/
+// fiber_calls.h), unless runtime_options::os_lock_waiters_migrate.
+//
+// The mutex is released and taken with pthread_mutex_unlock and
+// pthread_mutex_lock, the interposed ones: on a fiber that is
+// runtime/sync/os_mutex.cc, so the fiber owns it again on return; on a
+// thread it is glibc's call. glibc's own wait leaves __nusers unchanged
+// while it waits; this one lowers and raises it, so pthread_mutex_destroy
+// during a wait answers 0 instead of EBUSY.
+#include "runtime/sync/os_cond.h"
+
+#include <sched.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "runtime/fiber/cancel.h"
+#include "runtime/fiber/fiber_control.h"
+#include "runtime/park/thread_parker.h"
+#include "runtime/sched/carrier.h"
+#include "runtime/sched/scheduler.h"
+
+namespace bobbin::internal::os_cond {
+
+namespace {
+
+// Called after the waiter parked, in functions of their own: the compiler
+// must not reuse a thread-local's address computed before the park (the
+// fiber may come back on another carrier with os_lock_waiters_migrate).
+__attribute__((noinline)) int relock(pthread_mutex_t* m) noexcept { return ::pthread_mutex_lock(m); }
+
+// Lets a waiter that is leaving after a timeout run, then returns.
+__attribute__((noinline)) void let_leavers_run() noexcept {
+  if (carrier* c = current_fiber_carrier()) {
+    c->yield_bound(c->current());
+  } else {
+    sched_yield();
+  }
+}
+
+}  // namespace
+
+void init(pthread_cond_t* cv, clockid_t clock) noexcept {
+  std::memset(static_cast<void*>(cv), 0, sizeof *cv);
+  if (clock == CLOCK_MONOTONIC) {
+    __atomic_store_n(reinterpret_cast<uint32_t*>(reinterpret_cast<char*>(cv) + kFlagsOffset), kMonotonicFlag,
+                     __ATOMIC_RELAXED);
+  }
+}
+
+int destroy(pthread_cond_t* cv) noexcept {
+  state* s = state_of(cv);
+  for (;;) {
+    bool waiting = false;
+    bool leaving = false;
+    s->lock.lock();
+    for (waiter* w = s->waiters.front(); w != nullptr; w = w->next) {
+      (w->state.load(std::memory_order_acquire) == wait_state::waiting ? waiting : leaving) = true;
+    }
+    s->lock.unlock();
+    if (waiting) return EBUSY;
+    if (!leaving) return 0;
+    let_leavers_run();
+  }
+}
+
+int wait(pthread_cond_t* cv, pthread_mutex_t* m, deadline d, bool stoppable) noexcept {
+  state* s = state_of(cv);
+  waiter w;
+  w.prepare();
+  if (w.token.is_fiber && !current_carrier()->rt()->options().intercept_blocking_calls) {
+    // Interception is off for this fiber's runtime: the wait blocks the
+    // carrier, as glibc's would (the mutex calls are glibc's too).
+    w.token = wake_token{thread_parker::current(), /*is_fiber=*/false};
+  }
+  if (w.token.is_fiber) {
+    carrier* c = current_carrier();
+    if (!c->rt()->options().os_lock_waiters_migrate) w.token.home = c;
+    // Only a wait under way is cut short by a cancellation, not one begun
+    // after it: libstdc++ decides wait_for's result from the clock, not from
+    // ours, so it would call again at once, and a wait that returned at once
+    // every time would spin until the deadline.
+    if (cancel_requested(c->current())) stoppable = false;
+    c->rt()->os_condition_parks.fetch_add(1, std::memory_order_relaxed);
+  }
+  s->lock.lock();
+  s->waiters.push_back(&w);
+  // Lock order: the condition variable's spin lock, then the mutex's word.
+  // Unlocking never waits (on a fiber it never parks).
+  const int unlocked = ::pthread_mutex_unlock(m);
+  if (unlocked != 0) {
+    s->waiters.remove(&w);  // nobody can have claimed it: we hold the lock
+    s->lock.unlock();
+    return unlocked;
+  }
+  const wait_state result = park(w, s->lock, s->waiters, d, wait_reason::os_condition_wait, stoppable);
+  // *cv may be destroyed from here on (see above): only `w` is ours.
+  auto* next_in_turn = static_cast<waiter*>(w.payload);
+  const int relocked = relock(m);
+  if (next_in_turn != nullptr) notify(next_in_turn);
+  if (relocked != 0) return relocked;
+  return result == wait_state::notified ? 0 : ETIMEDOUT;
+}
+
+int signal(pthread_cond_t* cv) noexcept {
+  state* s = state_of(cv);
+  s->lock.lock();
+  waiter* w = pop_and_claim(s->waiters);
+  s->lock.unlock();
+  if (w != nullptr) notify(w);
+  return 0;
+}
+
+int broadcast(pthread_cond_t* cv) noexcept {
+  state* s = state_of(cv);
+  waiter* first = nullptr;
+  waiter* last = nullptr;
+  s->lock.lock();
+  while (waiter* w = pop_and_claim(s->waiters)) {
+    if (last != nullptr) {
+      last->payload = w;  // last wakes w once it has the mutex again
+    } else {
+      first = w;
+    }
+    last = w;
+  }
+  s->lock.unlock();
+  if (first != nullptr) notify(first);
+  return 0;
+}
+
+}  // namespace bobbin::internal::os_cond

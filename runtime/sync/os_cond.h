@@ -1,0 +1,81 @@
+// Not part of the bobbin API.
+//
+// pthread condition variables of bobbin's own, in glibc's 48 bytes, for
+// every caller: fibers park in them, plain threads sleep in them, and both
+// wait on and signal the same one. Called by the interposers in
+// runtime/intercept/cond_calls.cc; the protocol is written atop os_cond.cc.
+//
+// Why not drive glibc's: its pthread_cond_wait unlocks and relocks the mutex
+// through internal calls bobbin cannot see (so a fiber would lose ownership
+// of a recursive or error-checking mutex), and in 2.36 its signal and
+// broadcast may themselves block on earlier waiters; 2.41 changed the
+// algorithm again. This one is independent of the glibc version, except
+// for one word: a process-shared condition variable (which another process
+// may use with glibc's algorithm) is left to glibc entirely, recognised by
+// the bit glibc's pthread_cond_init sets for it (shared() below).
+#ifndef BOBBIN_RUNTIME_SYNC_OS_COND_H_
+#define BOBBIN_RUNTIME_SYNC_OS_COND_H_
+
+#include <pthread.h>
+#include <time.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "bobbin/deadline.h"
+#include "bobbin/internal/park.h"
+#include "bobbin/internal/spin_lock.h"
+
+namespace bobbin::internal::os_cond {
+
+// glibc's __wrefs word: bit 0 set by pthread_cond_init for a process-shared
+// condition variable, bit 1 for one on CLOCK_MONOTONIC. bobbin keeps both
+// meanings in the same word of its own layout, so the all-zero static
+// initializer is a private one on CLOCK_REALTIME, as in glibc.
+inline constexpr size_t kFlagsOffset = offsetof(pthread_cond_t, __data.__wrefs);
+inline constexpr uint32_t kSharedFlag = 1;
+inline constexpr uint32_t kMonotonicFlag = 2;
+
+// The layout inside pthread_cond_t. All zero is an empty, unlocked one.
+struct state {
+  waiter_list waiters;  // oldest first; guarded by lock
+  spin_lock lock;
+};
+static_assert(sizeof(state) <= kFlagsOffset, "bobbin's condition variable must not overlap glibc's flags word");
+static_assert(kFlagsOffset + sizeof(uint32_t) <= sizeof(pthread_cond_t));
+
+inline state* state_of(pthread_cond_t* cv) noexcept { return reinterpret_cast<state*>(cv); }
+inline uint32_t flags(const pthread_cond_t* cv) noexcept {
+  return __atomic_load_n(reinterpret_cast<const uint32_t*>(reinterpret_cast<const char*>(cv) + kFlagsOffset),
+                         __ATOMIC_RELAXED);
+}
+// A process-shared condition variable: glibc's, whole.
+inline bool shared(const pthread_cond_t* cv) noexcept { return (flags(cv) & kSharedFlag) != 0; }
+inline clockid_t clock_of(const pthread_cond_t* cv) noexcept {
+  return (flags(cv) & kMonotonicFlag) != 0 ? CLOCK_MONOTONIC : CLOCK_REALTIME;
+}
+
+// pthread_cond_init for a private condition variable on `clock`.
+void init(pthread_cond_t* cv, clockid_t clock) noexcept;
+
+// pthread_cond_destroy: 0, or EBUSY while a waiter has not been woken
+// (waiters that are leaving, woken or timed out, are waited for: after 0
+// nobody touches the memory).
+int destroy(pthread_cond_t* cv) noexcept;
+
+// pthread_cond_wait / timedwait / clockwait: releases `m` (with
+// pthread_mutex_unlock, so that a fiber's lock is released as its own),
+// waits until signalled, until `d` passes or, when `stoppable`, until the
+// calling fiber is cancelled, and takes `m` again (pthread_mutex_lock)
+// before it returns. 0, ETIMEDOUT (the deadline or a cancellation), or the
+// mutex's error (EPERM: not the owner, before any wait).
+int wait(pthread_cond_t* cv, pthread_mutex_t* m, deadline d, bool stoppable) noexcept;
+
+// pthread_cond_signal / broadcast: 0.
+int signal(pthread_cond_t* cv) noexcept;
+int broadcast(pthread_cond_t* cv) noexcept;
+
+}  // namespace bobbin::internal::os_cond
+
+#endif  // BOBBIN_RUNTIME_SYNC_OS_COND_H_
