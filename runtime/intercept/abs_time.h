@@ -18,8 +18,17 @@ namespace bobbin::internal::intercept {
 // range). A CLOCK_REALTIME time becomes the time left now, on the
 // monotonic clock: a jump of the wall clock during the wait does not move
 // the deadline.
+inline constexpr time_t kNeverSeconds = 4'000'000'000;
+
 inline bool to_deadline(clockid_t clock, const timespec* abstime, deadline* d) noexcept {
   if (abstime == nullptr || abstime->tv_nsec < 0 || abstime->tv_nsec >= 1'000'000'000) return false;
+  // Past the year 2096 (or ~127 years of uptime) is never: the nanoseconds
+  // below would overflow near 9.2e9 s, and C code passes LONG_MAX for "no
+  // limit".
+  if (abstime->tv_sec >= kNeverSeconds) {
+    *d = deadline::never();
+    return true;
+  }
   const auto at = std::chrono::seconds(abstime->tv_sec) + std::chrono::nanoseconds(abstime->tv_nsec);
   if (clock == CLOCK_MONOTONIC) {
     *d = deadline(

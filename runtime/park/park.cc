@@ -30,9 +30,6 @@ namespace bobbin::internal {
 
 namespace {
 
-// Pauses a plain thread spends on a claimed waiter before it sleeps.
-constexpr int kClaimedSpins = 256;
-
 struct timed_wait_timer {
   completion on_fire{&fired};
   completion on_removed{&removed};
@@ -156,6 +153,9 @@ wait_state park(waiter& w, spin_lock& lock, waiter_list& list, deadline d, wait_
   pinned_block_marker marker(reason);
   // A plain thread that can time out may then wake a fiber: while one
   // waits, the deadlock report stays quiet (runtime/inspect/deadlock_watch.h).
+  // Not for OS condition variables, which every thread of the program uses
+  // (bobbin's own blocking pool idles in one for seconds): the report would
+  // never speak.
   struct timed_wait_count {
     bool timed;
     explicit timed_wait_count(bool t) : timed(t) {
@@ -164,21 +164,16 @@ wait_state park(waiter& w, spin_lock& lock, waiter_list& list, deadline d, wait_
     ~timed_wait_count() {
       if (timed) g_timed_plain_thread_waits.fetch_sub(1, std::memory_order_acq_rel);
     }
-  } counted(!d.is_never());
+  } counted(!d.is_never() && reason != wait_reason::os_condition_wait);
   auto* parker = static_cast<thread_parker*>(w.token.target);
-  int claimed_spins = 0;
   for (;;) {
     wait_state s = w.state.load(std::memory_order_acquire);
     if (s == wait_state::notified || s == wait_state::timed_out) return s;
     if (s == wait_state::claimed) {
-      // A notifier is mid-hand-over (a few instructions), or the waiter
-      // waits its turn after a broadcast (os_cond.cc): its wake() comes
-      // after notified is stored, and unparks us.
-      if (++claimed_spins < kClaimedSpins) {
-        __builtin_ia32_pause();
-      } else {
-        parker->park(deadline::never());
-      }
+      // A notifier is mid-hand-over: a few instructions. Spin, never park:
+      // notify() unparks a thread before it stores `notified`, so a park
+      // here could consume that permit and sleep for good.
+      __builtin_ia32_pause();
       continue;
     }
     if (d.expired()) {

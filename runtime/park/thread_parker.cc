@@ -5,6 +5,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cerrno>
+
 namespace bobbin::internal {
 
 thread_parker* thread_parker::current() noexcept {
@@ -23,9 +25,16 @@ void thread_parker::park(deadline d) noexcept {
     tsp = &ts;
   }
   // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline.
+  // errno is the caller's: the condition-variable and lock calls that end
+  // here (glibc's never set it) must leave it alone.
+  const int saved_errno = errno;
   ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&permit_), FUTEX_WAIT_BITSET_PRIVATE, 0u, tsp, nullptr,
             FUTEX_BITSET_MATCH_ANY);
-  permit_.store(0, std::memory_order_release);
+  errno = saved_errno;
+  // A read-modify-write, not a store: an unpark that lands after the wait
+  // returned is then either consumed here, and the caller's re-check that
+  // follows sees what it published, or left for the next park.
+  permit_.exchange(0, std::memory_order_acquire);
 }
 
 void thread_parker::unpark() noexcept {

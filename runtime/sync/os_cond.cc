@@ -13,16 +13,18 @@
 //   signal     claims the oldest waiter that can still be claimed (not
 //              timed out, not cancelled) and wakes it: exactly one waiter
 //              that was waiting when signal was called.
-//   broadcast  claims every waiter and chains them in FIFO order through
-//              waiter::payload, then wakes only the first. Each woken
-//              waiter, once it holds the mutex again, wakes the next one.
-//              So the waiters wake in turn, one contender for the mutex at
-//              a time, instead of all at once to find it taken (what the
+//   broadcast  claims every waiter. Fibers are put in turn order, one
+//              order per carrier they resume on, linked through
+//              waiter::payload, and only the first of each is woken; each
+//              woken fiber, once it holds the mutex again, wakes the next.
+//              So the waiters contend for the mutex one (per carrier) at a
+//              time, instead of all at once to find it taken (what the
 //              kernel's FUTEX_CMP_REQUEUE achieved for glibc before 2.25;
 //              io_uring futex waits and threads' waits would both have to
-//              be requeued, and the mutex would have to be glibc's).
-//              A claimed waiter cannot time out or be cancelled: it already
-//              counts as woken, and waits for its turn.
+//              be requeued, and the mutex would have to be glibc's). A
+//              claimed fiber cannot time out or be cancelled: it already
+//              counts as woken, and waits for its turn. Waiters that block
+//              a thread are woken at once (see `turns`).
 //   timeout,   (timed waits only; a cancellation only of a wait under way
 //   cancel     when it comes) the waiter's state moves from waiting to
 //              timed_out or canceled on the same compare-and-swap a
@@ -30,9 +32,10 @@
 //              waiter returns 0) or never happened: none is lost. The
 //              waiter unlinks itself and takes the mutex again.
 // Memory: after a waiter has been claimed it never touches the condition
-// variable again (broadcast's chain lives in the waiters), so a woken
-// thread may destroy it at once. A waiter that timed out still unlinks
-// itself under the spin lock; destroy waits for those.
+// variable again (broadcast's turn orders live in the waiters), so a woken
+// thread may destroy it at once. A waiter that timed out or was cancelled
+// stays linked until it unlinks itself under the spin lock (signal and
+// broadcast skip it), and destroy waits for those.
 //
 // Where a woken fiber resumes: on the carrier it parked on (wake_token::
 // home), for the reason every intercepted call does (runtime/intercept/
@@ -74,6 +77,67 @@ __attribute__((noinline)) void let_leavers_run() noexcept {
     sched_yield();
   }
 }
+
+// Claims the oldest waiter that can still be claimed and unlinks it. One
+// that timed out or was cancelled stays linked: it unlinks itself, and
+// destroy() must see it until then.
+waiter* claim_oldest(waiter_list& list) {
+  for (waiter* w = list.front(); w != nullptr; w = w->next) {
+    if (w->claim()) {
+      list.remove(w);
+      return w;
+    }
+  }
+  return nullptr;
+}
+
+// A broadcast's waiters, claimed, in the order they came: fibers bound to
+// one carrier form one turn order (waiter::payload links it); each is
+// woken by the one before it once that one holds the mutex again. A turn
+// order per carrier, not one for all: a carrier stuck in a pinned call
+// then delays only its own fibers, which could not run anyway. Waiters
+// that block their thread (plain threads, pinned fibers) are woken at once:
+// a thread kept waiting for its turn would be a blocked carrier's, or would
+// spin.
+class turns {
+ public:
+  void add(waiter* w) {
+    if (w->token.is_fiber) {
+      for (order& o : orders_) {
+        if (o.first == nullptr) o = {w->token.home, w, w};
+        if (o.home == w->token.home) {
+          if (o.last != w) o.last->payload = w;
+          o.last = w;
+          return;
+        }
+      }
+    }
+    // A thread, or more carriers than kOrders: at once.
+    w->payload = now_;
+    now_ = w;
+  }
+  // After the condition variable's lock is released.
+  void wake_first_of_each() {
+    for (order& o : orders_) {
+      if (o.first != nullptr) notify(o.first);
+    }
+    while (waiter* w = now_) {
+      now_ = static_cast<waiter*>(w->payload);
+      w->payload = nullptr;  // not a turn to pass on
+      notify(w);
+    }
+  }
+
+ private:
+  static constexpr int kOrders = 16;
+  struct order {
+    void* home = nullptr;
+    waiter* first = nullptr;
+    waiter* last = nullptr;
+  };
+  order orders_[kOrders];
+  waiter* now_ = nullptr;
+};
 
 }  // namespace
 
@@ -142,7 +206,7 @@ int wait(pthread_cond_t* cv, pthread_mutex_t* m, deadline d, bool stoppable) noe
 int signal(pthread_cond_t* cv) noexcept {
   state* s = state_of(cv);
   s->lock.lock();
-  waiter* w = pop_and_claim(s->waiters);
+  waiter* w = claim_oldest(s->waiters);
   s->lock.unlock();
   if (w != nullptr) notify(w);
   return 0;
@@ -150,19 +214,18 @@ int signal(pthread_cond_t* cv) noexcept {
 
 int broadcast(pthread_cond_t* cv) noexcept {
   state* s = state_of(cv);
-  waiter* first = nullptr;
-  waiter* last = nullptr;
+  turns t;
   s->lock.lock();
-  while (waiter* w = pop_and_claim(s->waiters)) {
-    if (last != nullptr) {
-      last->payload = w;  // last wakes w once it has the mutex again
-    } else {
-      first = w;
+  for (waiter* w = s->waiters.front(); w != nullptr;) {
+    waiter* after = w->next;
+    if (w->claim()) {
+      s->waiters.remove(w);
+      t.add(w);
     }
-    last = w;
+    w = after;
   }
   s->lock.unlock();
-  if (first != nullptr) notify(first);
+  t.wake_first_of_each();
   return 0;
 }
 

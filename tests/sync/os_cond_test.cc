@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <climits>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -240,6 +241,11 @@ TEST(OsCondTest, PthreadTimedWaitsHonourTheirClocks) {
       EXPECT_EQ(pthread_cond_clockwait(&monotonic_cv, &m, CLOCK_PROCESS_CPUTIME_ID, &at), EINVAL);
       timespec bad{0, 1'000'000'000};
       EXPECT_EQ(pthread_cond_timedwait(&realtime_cv, &m, &bad), EINVAL);
+      // errno is left alone, as glibc leaves it.
+      errno = 1234;
+      at = realtime_in(1ms);
+      EXPECT_EQ(pthread_cond_timedwait(&realtime_cv, &m, &at), ETIMEDOUT);
+      EXPECT_EQ(errno, 1234);
       // A time already past: ETIMEDOUT, the mutex held again.
       timespec past{0, 0};
       EXPECT_EQ(pthread_cond_timedwait(&realtime_cv, &m, &past), ETIMEDOUT);
@@ -445,6 +451,65 @@ TEST(OsCondTest, AWokenThreadMayDestroyTheConditionVariableAtOnce) {
     delete cv;  // pthread_cond_destroy, then the memory is gone
     delete mu;
   }
+}
+
+TEST(OsCondTest, ThreadWaitsKeepErrnoAndTakeAFarFutureTimeAsNoLimit) {
+  pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+  pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+  std::atomic<bool> in{false};
+  int r = -1, err = 0;
+  std::thread t([&] {
+    pthread_mutex_lock(&m);
+    in = true;
+    errno = 4321;
+    const timespec far{LONG_MAX, 0};  // C code's "no limit"
+    r = pthread_cond_timedwait(&cv, &m, &far);
+    err = errno;
+    pthread_mutex_unlock(&m);
+  });
+  while (!in.load()) std::this_thread::sleep_for(1ms);
+  std::this_thread::sleep_for(20ms);
+  pthread_mutex_lock(&m);
+  pthread_cond_signal(&cv);
+  pthread_mutex_unlock(&m);
+  t.join();
+  EXPECT_EQ(r, 0) << "a far-future time expired at once";
+  EXPECT_EQ(err, 4321);
+  EXPECT_EQ(pthread_cond_destroy(&cv), 0);
+}
+
+TEST(OsCondTest, BroadcastWakesThreadsAndPinnedFibersAtOnceAndFibersInTurn) {
+  // A pinned fiber blocks its carrier while it waits: were it queued behind
+  // a fiber bound to that carrier, neither could run. Here one carrier
+  // holds a parked fiber that waited first and a pinned fiber after it.
+  auto rt = bobbin::runtime::start(bobbin::testing::carriers(1)).value();
+  std::mutex mu;
+  std::condition_variable cv;
+  bool go = false;
+  std::atomic<int> waiting{0};
+  auto parked = rt->spawn([&] {
+    std::unique_lock l(mu);
+    waiting++;
+    cv.wait(l, [&] { return go; });
+    return true;
+  });
+  while (waiting.load() != 1) std::this_thread::sleep_for(1ms);
+  auto pinned = rt->spawn([&] {
+    bobbin::pinned_scope pin("os_cond_test: pinned waiter");
+    std::unique_lock l(mu);
+    waiting++;
+    cv.wait(l, [&] { return go; });
+    return true;
+  });
+  while (waiting.load() != 2) std::this_thread::sleep_for(1ms);
+  std::this_thread::sleep_for(10ms);
+  {
+    std::lock_guard l(mu);
+    go = true;
+  }
+  cv.notify_all();
+  EXPECT_TRUE(pinned.join());
+  EXPECT_TRUE(parked.join());
 }
 
 TEST(OsCondTest, DestroyWithAWaiterAnswersEbusy) {
