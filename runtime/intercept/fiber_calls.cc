@@ -25,6 +25,19 @@ void* libc::resolve_next(const char* name) noexcept {
   return f;
 }
 
+bool libc::comes_before_bobbin(const char* name, std::atomic<int>& cache) noexcept {
+  int b = cache.load(std::memory_order_relaxed);
+  if (b == 0) {
+    Dl_info mine{}, first{};
+    void* found = ::dlsym(RTLD_DEFAULT, name);
+    const bool ok = ::dladdr(reinterpret_cast<void*>(&libc::resolve_next), &mine) != 0 && found != nullptr &&
+                    ::dladdr(found, &first) != 0;
+    b = ok && mine.dli_fbase != first.dli_fbase ? 1 : 2;
+    cache.store(b, std::memory_order_relaxed);
+  }
+  return b == 1;
+}
+
 namespace intercept {
 
 int read_intercept_state() noexcept {

@@ -17,6 +17,15 @@ namespace bobbin::internal::libc {
 
 void* resolve_next(const char* name) noexcept;  // fatal if absent
 
+// Whether another library's definition of `name` comes before bobbin's in
+// the dynamic linker's search order: a sanitizer's interceptor, when
+// bobbin is a shared library (libtsan is loaded first), not when bobbin is
+// linked into the executable. Its interceptors then annotate the call for
+// it, and bobbin must not do so again. Computed once per name by the
+// caller's `cache` (0 unknown, 1 yes, 2 no): an atomic rather than a
+// function-local static, whose guard a sanitizer might not see.
+bool comes_before_bobbin(const char* name, std::atomic<int>& cache) noexcept;
+
 template <class Fn>
 class next_symbol {
  public:

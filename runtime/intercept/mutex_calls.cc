@@ -25,6 +25,7 @@
 #include "runtime/intercept/abs_time.h"
 #include "runtime/intercept/fiber_calls.h"
 #include "runtime/intercept/libc.h"
+#include "runtime/intercept/mutex_calls.h"
 #include "runtime/sync/os_mutex.h"
 
 namespace bobbin::internal::intercept {
@@ -140,6 +141,19 @@ __attribute__((noinline)) static int mutex_unlock_on_carrier(carrier* c, pthread
 }
 
 BOBBIN_INTERPOSE int pthread_mutex_unlock(pthread_mutex_t* m) {
+  carrier* c = tls_carrier;
+  if (__builtin_expect(c == nullptr, 1)) return real::pthread_mutex_unlock(m);
+  return mutex_unlock_on_carrier(c, m);
+}
+
+// The same two calls for bobbin's own condition variables (mutex_calls.h).
+int bobbin::internal::intercept::mutex_lock(pthread_mutex_t* m) noexcept {
+  carrier* c = tls_carrier;
+  if (__builtin_expect(c == nullptr, 1)) return real::pthread_mutex_lock(m);
+  return mutex_lock_on_carrier(c, m);
+}
+
+int bobbin::internal::intercept::mutex_unlock(pthread_mutex_t* m) noexcept {
   carrier* c = tls_carrier;
   if (__builtin_expect(c == nullptr, 1)) return real::pthread_mutex_unlock(m);
   return mutex_unlock_on_carrier(c, m);

@@ -89,9 +89,10 @@ wait_state park_fiber(carrier* c, fiber_control* self, waiter& w, spin_lock& loc
   self->parked_waiter.store(&w, std::memory_order_relaxed);
   self->state.store(fiber_state::parked, std::memory_order_relaxed);
   switch_action a{&self->ctx, switch_action::unlock, self, &lock};
-  // A fiber bound to this carrier parks as inside any intercepted call
-  // (kSanitizerSeesOnlyTheLoop).
-  c->switch_away(self, &a, /*via_scheduler=*/w.token.home != nullptr);
+  // A fiber bound to this carrier, or inside an interposed condition
+  // variable wait (a sanitizer's interceptor may be on its stack), parks as
+  // inside any intercepted call (kSanitizerSeesOnlyTheLoop).
+  c->switch_away(self, &a, /*via_scheduler=*/w.token.home != nullptr || reason == wait_reason::os_condition_wait);
   self->parked_waiter.store(nullptr, std::memory_order_relaxed);
   if (cancellable) withdraw_cancel_hook(self);
 

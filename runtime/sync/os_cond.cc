@@ -1,7 +1,7 @@
 // bobbin's pthread condition variable (os_cond.h says for whom and why).
 //
 // The protocol. A condition variable is a FIFO of waiters under a spin lock,
-// in the first 24 bytes of pthread_cond_t; each waiter lives on the stack of
+// in bytes 8 to 32 of pthread_cond_t (os_cond.h says why not the first 8); each waiter lives on the stack of
 // the fiber or thread that waits, and is bobbin's own parking record
 // (bobbin/internal/park.h: a fiber parks, a plain thread or a pinned fiber
 // sleeps on its thread's parker):
@@ -11,8 +11,11 @@
 //              again. The waiter is linked before the mutex is released,
 //              which is why no wake-up is lost.
 //   signal     claims the oldest waiter that can still be claimed (not
-//              timed out, not cancelled) and wakes it: exactly one waiter
-//              that was waiting when signal was called.
+//              timed out, not cancelled) and wakes it: a waiter that was
+//              waiting when signal was called. If that waiter is a fiber
+//              bound to a carrier the pinning monitor has marked blocked,
+//              the next one is woken too (and so on), so the condition goes
+//              to a waiter that can run now.
 //   broadcast  claims every waiter. Fibers are put in turn order, one
 //              order per carrier they resume on, linked through
 //              waiter::payload, and only the first of each is woken; each
@@ -41,8 +44,8 @@
 // home), for the reason every intercepted call does (runtime/intercept/
 // fiber_calls.h), unless runtime_options::os_lock_waiters_migrate.
 //
-// The mutex is released and taken with pthread_mutex_unlock and
-// pthread_mutex_lock, the interposed ones: on a fiber that is
+// The mutex is released and taken with the interposers' pthread_mutex_unlock
+// and pthread_mutex_lock (os_cond.h: mutex_calls): on a fiber that is
 // runtime/sync/os_mutex.cc, so the fiber owns it again on return; on a
 // thread it is glibc's call. glibc's own wait leaves __nusers unchanged
 // while it waits; this one lowers and raises it, so pthread_mutex_destroy
@@ -67,7 +70,9 @@ namespace {
 // Called after the waiter parked, in functions of their own: the compiler
 // must not reuse a thread-local's address computed before the park (the
 // fiber may come back on another carrier with os_lock_waiters_migrate).
-__attribute__((noinline)) int relock(pthread_mutex_t* m) noexcept { return ::pthread_mutex_lock(m); }
+__attribute__((noinline)) int relock(const mutex_calls& calls, pthread_mutex_t* m) noexcept {
+  return calls.lock(m);
+}
 
 // Lets a waiter that is leaving after a timeout run, then returns.
 __attribute__((noinline)) void let_leavers_run() noexcept {
@@ -142,7 +147,7 @@ class turns {
 }  // namespace
 
 void init(pthread_cond_t* cv, clockid_t clock) noexcept {
-  std::memset(static_cast<void*>(cv), 0, sizeof *cv);
+  std::memset(static_cast<void*>(cv), 0, sizeof *cv);  // the first word too: init is the one writer
   if (clock == CLOCK_MONOTONIC) {
     __atomic_store_n(reinterpret_cast<uint32_t*>(reinterpret_cast<char*>(cv) + kFlagsOffset), kMonotonicFlag,
                      __ATOMIC_RELAXED);
@@ -165,7 +170,7 @@ int destroy(pthread_cond_t* cv) noexcept {
   }
 }
 
-int wait(pthread_cond_t* cv, pthread_mutex_t* m, deadline d, bool stoppable) noexcept {
+int wait(pthread_cond_t* cv, pthread_mutex_t* m, deadline d, bool stoppable, const mutex_calls& calls) noexcept {
   state* s = state_of(cv);
   waiter w;
   w.prepare();
@@ -188,7 +193,7 @@ int wait(pthread_cond_t* cv, pthread_mutex_t* m, deadline d, bool stoppable) noe
   s->waiters.push_back(&w);
   // Lock order: the condition variable's spin lock, then the mutex's word.
   // Unlocking never waits (on a fiber it never parks).
-  const int unlocked = ::pthread_mutex_unlock(m);
+  const int unlocked = calls.unlock(m);
   if (unlocked != 0) {
     s->waiters.remove(&w);  // nobody can have claimed it: we hold the lock
     s->lock.unlock();
@@ -197,18 +202,38 @@ int wait(pthread_cond_t* cv, pthread_mutex_t* m, deadline d, bool stoppable) noe
   const wait_state result = park(w, s->lock, s->waiters, d, wait_reason::os_condition_wait, stoppable);
   // *cv may be destroyed from here on (see above): only `w` is ours.
   auto* next_in_turn = static_cast<waiter*>(w.payload);
-  const int relocked = relock(m);
+  const int relocked = relock(calls, m);
   if (next_in_turn != nullptr) notify(next_in_turn);
   if (relocked != 0) return relocked;
   return result == wait_state::notified ? 0 : ETIMEDOUT;
 }
 
+// Whether `w` is a fiber that must resume on a carrier the pinning monitor
+// has marked blocked: it cannot run until that carrier's pinned call ends.
+static bool resumes_on_blocked_carrier(const waiter* w) {
+  return w->token.is_fiber && w->token.home != nullptr &&
+         static_cast<const carrier*>(w->token.home)->blocked.load(std::memory_order_relaxed);
+}
+
 int signal(pthread_cond_t* cv) noexcept {
   state* s = state_of(cv);
+  waiter* woken = nullptr;
   s->lock.lock();
-  waiter* w = claim_oldest(s->waiters);
+  // The oldest waiter, and, while the one claimed cannot run yet (its
+  // carrier is stuck), the next one too, so that the condition is seen by
+  // a waiter that can run now; the stuck one returns later, as from a
+  // spurious wake-up (POSIX allows them; every caller re-checks).
+  while (waiter* w = claim_oldest(s->waiters)) {
+    w->payload = woken;
+    woken = w;
+    if (!resumes_on_blocked_carrier(w)) break;
+  }
   s->lock.unlock();
-  if (w != nullptr) notify(w);
+  while (waiter* w = woken) {
+    woken = static_cast<waiter*>(w->payload);
+    w->payload = nullptr;
+    notify(w);
+  }
   return 0;
 }
 

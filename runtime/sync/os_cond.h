@@ -42,10 +42,18 @@ struct state {
   waiter_list waiters;  // oldest first; guarded by lock
   spin_lock lock;
 };
-static_assert(sizeof(state) <= kFlagsOffset, "bobbin's condition variable must not overlap glibc's flags word");
+// The state starts after the first word, which bobbin never writes:
+// ThreadSanitizer's interceptors of pthread_cond_signal, broadcast and
+// wait (first in the search order when bobbin is a shared library) read it
+// without any lock, and a write of ours there would be reported as a race.
+inline constexpr size_t kStateOffset = sizeof(void*);
+static_assert(kStateOffset + sizeof(state) <= kFlagsOffset,
+              "bobbin's condition variable must not overlap glibc's flags word");
 static_assert(kFlagsOffset + sizeof(uint32_t) <= sizeof(pthread_cond_t));
 
-inline state* state_of(pthread_cond_t* cv) noexcept { return reinterpret_cast<state*>(cv); }
+inline state* state_of(pthread_cond_t* cv) noexcept {
+  return reinterpret_cast<state*>(reinterpret_cast<char*>(cv) + kStateOffset);
+}
 inline uint32_t flags(const pthread_cond_t* cv) noexcept {
   return __atomic_load_n(reinterpret_cast<const uint32_t*>(reinterpret_cast<const char*>(cv) + kFlagsOffset),
                          __ATOMIC_RELAXED);
@@ -64,13 +72,23 @@ void init(pthread_cond_t* cv, clockid_t clock) noexcept;
 // nobody touches the memory).
 int destroy(pthread_cond_t* cv) noexcept;
 
-// pthread_cond_wait / timedwait / clockwait: releases `m` (with
-// pthread_mutex_unlock, so that a fiber's lock is released as its own),
-// waits until signalled, until `d` passes or, when `stoppable`, until the
-// calling fiber is cancelled, and takes `m` again (pthread_mutex_lock)
-// before it returns. 0, ETIMEDOUT (the deadline or a cancellation), or the
-// mutex's error (EPERM: not the owner, before any wait).
-int wait(pthread_cond_t* cv, pthread_mutex_t* m, deadline d, bool stoppable) noexcept;
+// How a wait releases and retakes its mutex: the interposers' own
+// pthread_mutex_unlock and pthread_mutex_lock (runtime/intercept/
+// mutex_calls.cc), called directly rather than through the dynamic linker,
+// so that a fiber's lock is released and taken as its own and a sanitizer's
+// interceptor, which annotated the condition variable call already, does
+// not see the mutex twice.
+struct mutex_calls {
+  int (*unlock)(pthread_mutex_t*) noexcept;
+  int (*lock)(pthread_mutex_t*) noexcept;
+};
+
+// pthread_cond_wait / timedwait / clockwait: releases `m`, waits until
+// signalled, until `d` passes or, when `stoppable`, until the calling fiber
+// is cancelled, and takes `m` again before it returns. 0, ETIMEDOUT (the
+// deadline or a cancellation), or the mutex's error (EPERM: not the owner,
+// before any wait).
+int wait(pthread_cond_t* cv, pthread_mutex_t* m, deadline d, bool stoppable, const mutex_calls& calls) noexcept;
 
 // pthread_cond_signal / broadcast: 0.
 int signal(pthread_cond_t* cv) noexcept;
