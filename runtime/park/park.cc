@@ -89,10 +89,10 @@ wait_state park_fiber(carrier* c, fiber_control* self, waiter& w, spin_lock& loc
   self->parked_waiter.store(&w, std::memory_order_relaxed);
   self->state.store(fiber_state::parked, std::memory_order_relaxed);
   switch_action a{&self->ctx, switch_action::unlock, self, &lock};
-  // A fiber bound to this carrier, or inside an interposed condition
-  // variable wait (a sanitizer's interceptor may be on its stack), parks as
-  // inside any intercepted call (kSanitizerSeesOnlyTheLoop).
-  c->switch_away(self, &a, /*via_scheduler=*/w.token.home != nullptr || reason == wait_reason::os_condition_wait);
+  // A fiber bound to this carrier parks as inside any intercepted call
+  // (kSanitizerSeesOnlyTheLoop). (No sanitizer interceptor is on the stack
+  // of a condition variable wait here: behind TSan's, they are glibc's.)
+  c->switch_away(self, &a, /*via_scheduler=*/w.token.home != nullptr);
   self->parked_waiter.store(nullptr, std::memory_order_relaxed);
   if (cancellable) withdraw_cancel_hook(self);
 

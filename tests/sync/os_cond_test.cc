@@ -33,9 +33,7 @@ using namespace std::chrono_literals;
 using bobbin::testing::scaled;
 using clock_type = std::chrono::steady_clock;
 
-double ms_since(clock_type::time_point t) {
-  return std::chrono::duration<double, std::milli>(clock_type::now() - t).count();
-}
+using bobbin::testing::ms_since;
 
 timespec realtime_in(std::chrono::nanoseconds d) {
   timespec ts{};
@@ -604,12 +602,6 @@ TEST(OsCondTest, AWokenFiberResumesOnTheCarrierItParkedOnByDefault) {
   EXPECT_EQ(moved.load(), 0);
 }
 
-ssize_t blocking_pipe_read(int fd) {
-  bobbin::pinned_scope pin("os_cond_test: a stuck carrier");
-  char c;
-  return ::read(fd, &c, 1);
-}
-
 // A fiber whose condition was signalled resumes on the carrier it parked
 // on. One carrier: fiber A waits; another fiber then blocks the carrier in
 // a pinned read(2) for 1 s; fiber B, started after, runs on the spare
@@ -642,7 +634,7 @@ stuck_carrier_latency signalled_fibers_with_stuck_carrier(bool migrate) {
   auto a = rt->spawn(waiter);
   while (waiting.load() != 1) std::this_thread::sleep_for(1ms);
   std::this_thread::sleep_for(10ms);
-  auto blocker = rt->spawn([&] { return blocking_pipe_read(p[0]); });
+  auto blocker = rt->spawn([&] { return bobbin::testing::pinned_read_byte(p[0]); });
   std::this_thread::sleep_for(100ms);  // stuck in read(2), and a spare carrier is up
   auto b = rt->spawn(waiter);
   while (waiting.load() != 2) std::this_thread::sleep_for(1ms);

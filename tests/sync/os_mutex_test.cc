@@ -29,9 +29,7 @@ using namespace std::chrono_literals;
 using bobbin::testing::scaled;
 using clock_type = std::chrono::steady_clock;
 
-double ms_since(clock_type::time_point t) {
-  return std::chrono::duration<double, std::milli>(clock_type::now() - t).count();
-}
+using bobbin::testing::ms_since;
 
 // Counts critical sections that overlapped another one.
 struct overlap_probe {
@@ -352,12 +350,6 @@ INSTANTIATE_TEST_SUITE_P(Carriers, OsMutexTest, ::testing::Values(1u, 2u),
 
 // A read(2) inside a pinned_scope: the plain call, which blocks the carrier
 // for as long as the pipe is empty (the pinning monitor sees it as pinned).
-ssize_t blocking_pipe_read(int fd) {
-  bobbin::pinned_scope pin("os_mutex_test: a stuck carrier");
-  char c;
-  return ::read(fd, &c, 1);
-}
-
 TEST(OsMutexStuckCarrierTest, AWokenFiberWaitsForItsStuckCarrierAndPassesTheWakeOn) {
   // The default rule: a fiber woken from an OS-lock wait resumes on the
   // carrier it parked on. One carrier: fiber A parks waiting for a
@@ -385,7 +377,7 @@ TEST(OsMutexStuckCarrierTest, AWokenFiberWaitsForItsStuckCarrierAndPassesTheWake
   auto a = rt->spawn(waiter);
   while (waiting.load() != 1) std::this_thread::sleep_for(1ms);
   std::this_thread::sleep_for(10ms);
-  auto blocker = rt->spawn([&] { return blocking_pipe_read(p[0]); });
+  auto blocker = rt->spawn([&] { return bobbin::testing::pinned_read_byte(p[0]); });
   std::this_thread::sleep_for(100ms);  // the carrier is stuck in read(2) by now
   auto b = rt->spawn(waiter);
   while (waiting.load() != 2) std::this_thread::sleep_for(1ms);
@@ -444,7 +436,7 @@ TEST(OsMutexStuckCarrierTest, AWakeIsPassedOnWhenTheCarrierBlocksAfterTheWake) {
     const auto until = clock_type::now() + 10ms;
     while (clock_type::now() < until) {
     }
-    return blocking_pipe_read(p[0]);
+    return bobbin::testing::pinned_read_byte(p[0]);
   });
   while (!computing) std::this_thread::sleep_for(100us);
   unlocked_at = clock_type::now();
@@ -485,7 +477,7 @@ TEST(OsMutexStuckCarrierTest, WithMigrationAStuckCarrierDoesNotHoldBackTheNextOw
   });
   while (!waiting) std::this_thread::sleep_for(1ms);
   std::this_thread::sleep_for(10ms);
-  auto blocker = rt->spawn([&] { return blocking_pipe_read(p[0]); });
+  auto blocker = rt->spawn([&] { return bobbin::testing::pinned_read_byte(p[0]); });
   std::this_thread::sleep_for(100ms);
   unlocked_at = clock_type::now();
   mu.unlock();

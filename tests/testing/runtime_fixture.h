@@ -2,9 +2,12 @@
 #ifndef BOBBIN_TESTS_TESTING_RUNTIME_FIXTURE_H_
 #define BOBBIN_TESTS_TESTING_RUNTIME_FIXTURE_H_
 
+#include <unistd.h>
+
 #include <chrono>
 #include <utility>
 
+#include "bobbin/pinning.h"
 #include "bobbin/runtime.h"
 
 namespace bobbin::testing {
@@ -48,6 +51,20 @@ inline runtime_options carriers(unsigned n) {
   runtime_options o;
   o.carriers = n;
   return o;
+}
+
+// Milliseconds of the steady clock since `t`.
+inline double ms_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count();
+}
+
+// Reads one byte from `fd` inside a pinned_scope: called on a fiber, it
+// keeps that fiber's carrier stuck in read(2) until a byte arrives (the
+// stuck-carrier tests of the OS locks).
+inline ssize_t pinned_read_byte(int fd) {
+  pinned_scope pin("a test's stuck carrier");
+  char c;
+  return ::read(fd, &c, 1);
 }
 
 // Runs `body` on a main fiber of a runtime with `n` carriers.
