@@ -33,6 +33,9 @@
 // it still has to the global queue and sleeps until its own in-flight I/O is
 // done. A carrier hogging the CPU gets no spare: nothing is waiting in the
 // kernel, and a spare would only compete with it for the same cores.
+// Fibers woken on it that must resume there (from an OS mutex or condition
+// variable, runtime/intercept/fiber_calls.h says why) cannot run meanwhile,
+// so their wakes are passed on to the next waiter at once.
 //
 // Backlog help: a carrier wakes an idle one when its run queue grows long
 // or old (carrier::wants_help), but it checks only between fibers, so a
@@ -65,6 +68,7 @@
 #include "runtime/util/mutex_lock.h"
 #include "runtime/sched/carrier.h"
 #include "runtime/sched/scheduler.h"
+#include "runtime/sync/os_cond.h"
 #include "runtime/util/check.h"
 
 namespace bobbin::internal {
@@ -173,6 +177,7 @@ void pin_monitor::sample(carrier* c, watch& w, std::chrono::steady_clock::time_p
   if ((kernel_blocked || declared) && ks.state != 'R') {
     c->blocked.store(true, std::memory_order_relaxed);
     if (futex_ring* r = rt_->started_futex_ring()) r->pass_on_wakes_stuck_on(c);
+    os_cond::pass_on_wakes_stuck_on(c);
     activate_spare(w);
   }
   events_.fetch_add(1, std::memory_order_relaxed);

@@ -15,7 +15,10 @@
 //              waiting when signal was called. If that waiter is a fiber
 //              bound to a carrier the pinning monitor has marked blocked,
 //              the next one is woken too (and so on), so the condition goes
-//              to a waiter that can run now.
+//              to a waiter that can run now. A woken fiber bound to a
+//              carrier stays in a list of bound wakes until it runs; if the
+//              monitor marks that carrier blocked meanwhile, its wake is
+//              passed on the same way (pass_on_wakes_stuck_on).
 //   broadcast  claims every waiter. Fibers are put in turn order, one
 //              order per carrier they resume on, linked through
 //              waiter::payload, and only the first of each is woken; each
@@ -56,6 +59,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <mutex>
 
 #include "runtime/fiber/cancel.h"
 #include "runtime/fiber/fiber_control.h"
@@ -94,6 +98,64 @@ waiter* claim_oldest(waiter_list& list) {
     }
   }
   return nullptr;
+}
+
+// A waiter of a condition variable, with what signal needs to pass its
+// wake on if the woken fiber's carrier blocks before the fiber runs.
+struct cond_waiter : waiter {
+  pthread_cond_t* cv = nullptr;
+  // In its bound_wake_stripe's list. Set and cleared under the stripe's
+  // lock; read without it first by the woken fiber, which then skips the
+  // lock when it was never listed or already taken off.
+  std::atomic<bool> listed{false};
+  cond_waiter* prev_wake = nullptr;
+  cond_waiter* next_wake = nullptr;
+};
+
+// Fibers a signal woke that must resume on one carrier and have not run
+// yet, in all condition variables and runtimes: the pinning monitor looks
+// here when it marks a carrier blocked. Entries live from a signal to the
+// woken fiber's next run, so the lists are short. Striped by home carrier,
+// so that signals to fibers on different carriers take different locks; not
+// one list per runtime, because pthread_cond_destroy, from any thread and
+// knowing no runtime, must take its condition variable's entries out.
+struct alignas(64) bound_wake_stripe {
+  spin_lock lock;
+  // Written under `lock` (release); read without it by destroy, to skip
+  // an empty stripe.
+  std::atomic<cond_waiter*> head{nullptr};
+};
+constexpr unsigned kStripes = 16;
+bound_wake_stripe stripes[kStripes];
+
+// Monitors pass wakes on one at a time; `passing` is the condition variable
+// being signalled meanwhile (set under its stripe's lock, while the entry
+// is taken off), which destroy waits for.
+spin_lock pass_on_lock;
+std::atomic<pthread_cond_t*> passing{nullptr};
+
+bound_wake_stripe& stripe_of(const void* home) {
+  return stripes[static_cast<const carrier*>(home)->index() % kStripes];
+}
+
+void link_bound_wake(bound_wake_stripe& st, cond_waiter* w) {
+  cond_waiter* head = st.head.load(std::memory_order_relaxed);
+  w->prev_wake = nullptr;
+  w->next_wake = head;
+  if (head != nullptr) head->prev_wake = w;
+  st.head.store(w, std::memory_order_release);
+  w->listed.store(true, std::memory_order_relaxed);
+}
+
+void unlink_bound_wake(bound_wake_stripe& st, cond_waiter* w) {
+  if (w->prev_wake != nullptr) {
+    w->prev_wake->next_wake = w->next_wake;
+  } else {
+    st.head.store(w->next_wake, std::memory_order_release);
+  }
+  if (w->next_wake != nullptr) w->next_wake->prev_wake = w->prev_wake;
+  w->prev_wake = w->next_wake = nullptr;
+  w->listed.store(false, std::memory_order_relaxed);
 }
 
 // A broadcast's waiters, claimed, in the order they came: fibers bound to
@@ -156,6 +218,20 @@ void init(pthread_cond_t* cv, clockid_t clock) noexcept {
 
 int destroy(pthread_cond_t* cv) noexcept {
   state* s = state_of(cv);
+  // Woken fibers that have not run yet: nobody passes their wake on after
+  // this. A signal that listed one happened before this call (the caller's
+  // own synchronisation), so a stripe read empty holds none of ours.
+  for (bound_wake_stripe& st : stripes) {
+    if (st.head.load(std::memory_order_acquire) == nullptr) continue;
+    std::lock_guard l(st.lock);
+    for (cond_waiter* w = st.head.load(std::memory_order_relaxed); w != nullptr;) {
+      cond_waiter* after = w->next_wake;
+      if (w->cv == cv) unlink_bound_wake(st, w);
+      w = after;
+    }
+  }
+  // ... and a wake the monitor took off before is passed on by now.
+  while (passing.load(std::memory_order_acquire) == cv) sched_yield();
   for (;;) {
     bool waiting = false;
     bool leaving = false;
@@ -172,7 +248,8 @@ int destroy(pthread_cond_t* cv) noexcept {
 
 int wait(pthread_cond_t* cv, pthread_mutex_t* m, deadline d, bool stoppable, const mutex_calls& calls) noexcept {
   state* s = state_of(cv);
-  waiter w;
+  cond_waiter w;
+  w.cv = cv;
   w.prepare();
   if (w.token.is_fiber && !current_carrier()->rt()->options().intercept_blocking_calls) {
     // Interception is off for this fiber's runtime: the wait blocks the
@@ -201,6 +278,11 @@ int wait(pthread_cond_t* cv, pthread_mutex_t* m, deadline d, bool stoppable, con
   }
   const wait_state result = park(w, s->lock, s->waiters, d, wait_reason::os_condition_wait, stoppable);
   // *cv may be destroyed from here on (see above): only `w` is ours.
+  if (w.listed.load(std::memory_order_acquire)) {
+    bound_wake_stripe& st = stripe_of(w.token.home);
+    std::lock_guard l(st.lock);
+    if (w.listed.load(std::memory_order_relaxed)) unlink_bound_wake(st, &w);
+  }
   auto* next_in_turn = static_cast<waiter*>(w.payload);
   const int relocked = relock(calls, m);
   if (next_in_turn != nullptr) notify(next_in_turn);
@@ -215,26 +297,77 @@ static bool resumes_on_blocked_carrier(const waiter* w) {
          static_cast<const carrier*>(w->token.home)->blocked.load(std::memory_order_relaxed);
 }
 
-int signal(pthread_cond_t* cv) noexcept {
+// Wakes the oldest waiter that can be claimed and, while the one claimed
+// cannot run yet (its carrier is stuck), the next one too, so that the
+// condition is seen by a waiter that can run now; a stuck one returns
+// later, as from a spurious wake-up (POSIX allows them; every caller
+// re-checks). A woken fiber bound to a carrier that is not stuck is listed
+// in its bound_wake_stripe until it runs.
+static void wake_one(pthread_cond_t* cv) noexcept {
   state* s = state_of(cv);
-  waiter* woken = nullptr;
-  s->lock.lock();
-  // The oldest waiter, and, while the one claimed cannot run yet (its
-  // carrier is stuck), the next one too, so that the condition is seen by
-  // a waiter that can run now; the stuck one returns later, as from a
-  // spurious wake-up (POSIX allows them; every caller re-checks).
-  while (waiter* w = claim_oldest(s->waiters)) {
-    w->payload = woken;
-    woken = w;
-    if (!resumes_on_blocked_carrier(w)) break;
+  for (;;) {
+    waiter* woken = nullptr;
+    s->lock.lock();
+    while (waiter* w = claim_oldest(s->waiters)) {
+      w->payload = woken;
+      woken = w;
+      if (!resumes_on_blocked_carrier(w)) break;
+    }
+    s->lock.unlock();
+    if (woken == nullptr) return;
+    // The last one claimed is the one expected to run. It is listed before
+    // it is woken, so that it finds itself listed when it runs, and under
+    // the stripe's lock: a monitor that marked its carrier blocked before
+    // it looked at the list either finds the entry or is seen here.
+    auto* runner = static_cast<cond_waiter*>(woken);
+    bool runner_stuck = false;
+    if (runner->token.is_fiber && runner->token.home != nullptr) {
+      bound_wake_stripe& st = stripe_of(runner->token.home);
+      std::lock_guard l(st.lock);
+      if (resumes_on_blocked_carrier(runner)) {
+        runner_stuck = true;
+      } else {
+        link_bound_wake(st, runner);
+      }
+    }
+    while (waiter* w = woken) {
+      woken = static_cast<waiter*>(w->payload);
+      w->payload = nullptr;
+      notify(w);
+    }
+    if (!runner_stuck) return;
   }
-  s->lock.unlock();
-  while (waiter* w = woken) {
-    woken = static_cast<waiter*>(w->payload);
-    w->payload = nullptr;
-    notify(w);
-  }
+}
+
+int signal(pthread_cond_t* cv) noexcept {
+  wake_one(cv);
   return 0;
+}
+
+void pass_on_wakes_stuck_on(const carrier* c) noexcept {
+  bound_wake_stripe& st = stripe_of(c);
+  std::lock_guard one_at_a_time(pass_on_lock);
+  for (;;) {
+    pthread_cond_t* cv = nullptr;
+    {
+      std::lock_guard l(st.lock);
+      for (cond_waiter* w = st.head.load(std::memory_order_relaxed); w != nullptr; w = w->next_wake) {
+        if (w->token.home == c) {
+          // Taken off: the fiber no longer needs to be found (it unlinks
+          // nothing when it runs), and the list stays short. Its frame may
+          // be gone once the lock is released; its condition variable may
+          // not be destroyed until `passing` is cleared.
+          unlink_bound_wake(st, w);
+          cv = w->cv;
+          passing.store(cv, std::memory_order_relaxed);
+          break;
+        }
+      }
+    }
+    if (cv == nullptr) return;
+    wake_one(cv);
+    passing.store(nullptr, std::memory_order_release);
+  }
 }
 
 int broadcast(pthread_cond_t* cv) noexcept {

@@ -27,6 +27,10 @@
 #include "bobbin/internal/park.h"
 #include "bobbin/internal/spin_lock.h"
 
+namespace bobbin::internal {
+class carrier;
+}
+
 namespace bobbin::internal::os_cond {
 
 // glibc's __wrefs word: bit 0 set by pthread_cond_init for a process-shared
@@ -93,6 +97,14 @@ int wait(pthread_cond_t* cv, pthread_mutex_t* m, deadline d, bool stoppable, con
 // pthread_cond_signal / broadcast: 0.
 int signal(pthread_cond_t* cv) noexcept;
 int broadcast(pthread_cond_t* cv) noexcept;
+
+// Called by the pinning monitor when it marks `c` blocked: each fiber a
+// signal woke that must resume on `c` and has not run yet cannot run until
+// c's pinned call ends, so its condition variable is signalled again for a
+// waiter that can run (the stuck fiber returns later, as from a spurious
+// wake-up). broadcast's wakes need no such help: every waiter is woken,
+// and a stuck carrier holds back only its own fibers' turn order.
+void pass_on_wakes_stuck_on(const carrier* c) noexcept;
 
 }  // namespace bobbin::internal::os_cond
 

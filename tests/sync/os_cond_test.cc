@@ -14,8 +14,10 @@
 #include <climits>
 #include <condition_variable>
 #include <cstdint>
+#include <cstring>
 #include <deque>
 #include <mutex>
+#include <new>
 #include <string>
 #include <thread>
 #include <vector>
@@ -674,6 +676,113 @@ TEST(OsCondStuckCarrierTest, ASignalReachesAWaiterThatCanRunWhileTheFirstOnesCar
   RecordProperty("bound_a_ms", std::to_string(bound.a_ms));
   RecordProperty("bound_b_ms", std::to_string(bound.b_ms));
   RecordProperty("migrating_a_ms", std::to_string(migrating.a_ms));
+}
+
+TEST(OsCondStuckCarrierTest, ASignalIsPassedOnWhenTheCarrierBlocksAfterTheSignal) {
+  // The carrier is not stuck yet when the signal comes, but blocks before
+  // the woken fiber runs: fiber A waits, then a plain thread B waits too
+  // (behind A); notify_one claims A while another fiber computes on A's
+  // carrier and, 10 ms later, blocks it in a pinned read(2) for 1 s. Once
+  // the pinning monitor marks the carrier blocked, the wake is passed on: B
+  // runs long before A's carrier is back. (Without the pass-on B would wait
+  // for the notify_all below, after A.)
+  auto rt = bobbin::runtime::start(bobbin::testing::carriers(1)).value();
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  std::mutex mu;
+  std::condition_variable cv;
+  bool ready = false;
+  std::atomic<int> waiting{0};
+  std::atomic<bool> computing{false};
+  clock_type::time_point signalled_at{};
+  auto a = rt->spawn([&] {
+    std::unique_lock l(mu);
+    waiting++;
+    cv.wait(l, [&] { return ready; });
+    return ms_since(signalled_at);
+  });
+  while (waiting.load() != 1) std::this_thread::sleep_for(1ms);
+  std::atomic<double> b_ms{-1};
+  std::thread b([&] {
+    std::unique_lock l(mu);
+    waiting++;
+    cv.wait(l, [&] { return ready; });
+    b_ms = ms_since(signalled_at);
+  });
+  while (waiting.load() != 2) std::this_thread::sleep_for(1ms);
+  std::this_thread::sleep_for(10ms);
+  auto blocker = rt->spawn([&] {
+    computing = true;
+    const auto until = clock_type::now() + 10ms;
+    while (clock_type::now() < until) {
+    }
+    return bobbin::testing::pinned_read_byte(p[0]);
+  });
+  while (!computing) std::this_thread::sleep_for(100us);
+  {
+    std::lock_guard l(mu);
+    ready = true;
+    signalled_at = clock_type::now();
+  }
+  cv.notify_one();  // claims A, whose carrier is computing, not yet blocked
+  std::thread unblock([&] {
+    std::this_thread::sleep_for(1s);
+    EXPECT_EQ(::write(p[1], "x", 1), 1);
+  });
+  const double a_ms = a.join();
+  cv.notify_all();  // lets B finish if the wake was not passed on
+  b.join();
+  unblock.join();
+  EXPECT_EQ(blocker.join(), 1);
+  ::close(p[0]);
+  ::close(p[1]);
+  // 10 ms of computing, then the monitor's threshold (20 ms) and tick.
+  EXPECT_LT(b_ms.load(), scaled(300ms).count()) << "the signal stayed with A";
+  EXPECT_GE(a_ms, 800.0) << "A resumed before its carrier was back";
+  RecordProperty("b_after_ms", std::to_string(b_ms.load()));
+  RecordProperty("a_after_ms", std::to_string(a_ms));
+}
+
+TEST(OsCondStuckCarrierTest, DestroyingAConditionVariableWithAWakeStillInFlightIsSafe) {
+  // A fiber signalled, then its carrier blocks, and the condition variable
+  // is destroyed (its memory reused) before the monitor notices: the wake
+  // list entry goes with it, and the monitor's pass-on touches nothing.
+  auto rt = bobbin::runtime::start(bobbin::testing::carriers(1)).value();
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  std::mutex mu;
+  alignas(std::condition_variable) unsigned char storage[sizeof(std::condition_variable)];
+  auto* cv = new (storage) std::condition_variable;
+  bool ready = false;
+  std::atomic<bool> waiting{false}, computing{false};
+  auto a = rt->spawn([&] {
+    std::unique_lock l(mu);
+    waiting = true;
+    while (!ready) cv->wait(l);
+  });
+  while (!waiting) std::this_thread::sleep_for(1ms);
+  std::this_thread::sleep_for(10ms);
+  auto blocker = rt->spawn([&] {
+    computing = true;
+    const auto until = clock_type::now() + 5ms;
+    while (clock_type::now() < until) {
+    }
+    return bobbin::testing::pinned_read_byte(p[0]);
+  });
+  while (!computing) std::this_thread::sleep_for(100us);
+  {
+    std::lock_guard l(mu);
+    ready = true;
+  }
+  cv->notify_one();
+  cv->~condition_variable();  // A is woken, so no thread is blocked on it
+  std::memset(storage, 0xa5, sizeof storage);
+  std::this_thread::sleep_for(200ms);  // the monitor marks the carrier blocked
+  EXPECT_EQ(::write(p[1], "x", 1), 1);
+  a.join();
+  EXPECT_EQ(blocker.join(), 1);
+  ::close(p[0]);
+  ::close(p[1]);
 }
 
 }  // namespace
