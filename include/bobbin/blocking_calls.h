@@ -16,7 +16,8 @@
 // the 64 forms), recv, recvfrom, recvmsg, send, sendto, sendmsg, accept,
 // accept4, connect, poll, ppoll, select, pselect, epoll_wait, epoll_pwait,
 // epoll_pwait2, nanosleep, clock_nanosleep, usleep, sleep, fsync, fdatasync,
-// getaddrinfo and getnameinfo (run on the blocking pool), the
+// getaddrinfo and getnameinfo (on the blocking pool, unless the call only
+// converts numbers: an address literal and a port, NI_NUMERICHOST), the
 // _FORTIFY_SOURCE entry points (__read_chk, __recv_chk, __recvfrom_chk,
 // __pread_chk, __pread64_chk, __poll_chk, __ppoll_chk), and
 // pthread_mutex_lock, trylock, timedlock, clocklock and unlock (std::mutex,

@@ -1,6 +1,7 @@
 #include "runtime/inspect/dump_trigger.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <semaphore.h>
 #include <signal.h>
 #include <unistd.h>
@@ -102,6 +103,7 @@ void on_dump_signal(int) {
 // Waits for the signal and dumps every live runtime; runs for the life of
 // the process (a detached thread that sleeps in sem_wait).
 void dump_thread_main() {
+  pthread_setname_np(pthread_self(), "bobbin-dump");
   for (;;) {
     if (::sem_wait(&g_dump_requests) != 0) continue;  // EINTR
     mutex_lock lock(&g_live_runtimes_mu);

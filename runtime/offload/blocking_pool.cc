@@ -1,5 +1,7 @@
 #include "runtime/offload/blocking_pool.h"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <chrono>
 
@@ -76,6 +78,8 @@ void blocking_pool::complete(offload_task* t) {
 }
 
 void blocking_pool::worker() {
+  // Not the name of the carrier that started it, which it inherits.
+  pthread_setname_np(pthread_self(), "bobbin-pool");
   std::unique_lock l(mu_);
   for (;;) {
     while (head_ == nullptr && !stopping_) {

@@ -129,8 +129,13 @@ void carrier::thread_main() {
   has_cpu_clock_ = pthread_getcpuclockid(pthread_self(), &cpu_clock_) == 0;
   tid_.store(static_cast<pid_t>(::syscall(SYS_gettid)), std::memory_order_release);
   {
+    // What `top -H`, perf and gdb show (15 characters at most).
     char name[16];
-    std::snprintf(name, sizeof name, "bobbin-c%u", index_);
+    if (is_spare()) {
+      std::snprintf(name, sizeof name, "bobbin-spare%u", index_ - rt_->options().carriers);
+    } else {
+      std::snprintf(name, sizeof name, "bobbin-c%u", index_);
+    }
     pthread_setname_np(pthread_self(), name);
   }
   start_status_ = ring_.init(rt_->options().ring_entries);

@@ -441,6 +441,130 @@ TEST(InterceptTest, GetaddrinfoRunsOffTheCarriers) {
   EXPECT_EQ(resolved.load(), 20);
 }
 
+// One resolver call, its answer written out (the return code, errno for
+// EAI_SYSTEM, and every field the caller would read), so that the answer on
+// a fiber can be compared with glibc's own on a plain thread.
+struct resolver_case {
+  const char* what;
+  bool in_place;  // expected: runs on the carrier, not the blocking pool
+  std::function<std::string()> call;
+};
+
+std::string describe_addrinfo(int rc, const addrinfo* res) {
+  std::string out = "rc=" + std::to_string(rc);
+  if (rc == EAI_SYSTEM) out += " errno=" + std::to_string(errno);
+  for (const addrinfo* ai = res; ai != nullptr; ai = ai->ai_next) {
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = -1;
+    if (ai->ai_family == AF_INET) {
+      auto* sin = reinterpret_cast<const sockaddr_in*>(ai->ai_addr);
+      ::inet_ntop(AF_INET, &sin->sin_addr, host, sizeof host);
+      port = ntohs(sin->sin_port);
+    } else if (ai->ai_family == AF_INET6) {
+      auto* sin6 = reinterpret_cast<const sockaddr_in6*>(ai->ai_addr);
+      ::inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof host);
+      port = ntohs(sin6->sin6_port);
+    }
+    out += " [" + std::to_string(ai->ai_family) + "/" + std::to_string(ai->ai_socktype) + "/" +
+           std::to_string(ai->ai_protocol) + " " + host + " " + std::to_string(port) + " flags " +
+           std::to_string(ai->ai_flags) + " canon " + (ai->ai_canonname ? ai->ai_canonname : "-") + "]";
+  }
+  return out;
+}
+
+std::function<std::string()> gai(const char* node, const char* service, int family, int socktype, int flags,
+                                 bool null_hints = false) {
+  return [=] {
+    addrinfo hints{};
+    hints.ai_family = family;
+    hints.ai_socktype = socktype;
+    hints.ai_flags = flags;
+    addrinfo* res = nullptr;
+    errno = 0;
+    const int rc = ::getaddrinfo(node, service, null_hints ? nullptr : &hints, &res);
+    std::string out = describe_addrinfo(rc, rc == 0 ? res : nullptr);
+    if (rc == 0) ::freeaddrinfo(res);
+    return out;
+  };
+}
+
+std::function<std::string()> gni(const char* addr, int port, socklen_t hostlen, socklen_t servlen, int flags,
+                                 socklen_t addrlen_cut = 0) {
+  return [=] {
+    sockaddr_storage ss{};
+    socklen_t len = 0;
+    if (std::strchr(addr, ':') != nullptr) {
+      auto* sin6 = reinterpret_cast<sockaddr_in6*>(&ss);
+      sin6->sin6_family = AF_INET6;
+      sin6->sin6_port = htons(static_cast<uint16_t>(port));
+      ::inet_pton(AF_INET6, addr, &sin6->sin6_addr);
+      len = sizeof *sin6;
+    } else {
+      auto* sin = reinterpret_cast<sockaddr_in*>(&ss);
+      sin->sin_family = AF_INET;
+      sin->sin_port = htons(static_cast<uint16_t>(port));
+      ::inet_pton(AF_INET, addr, &sin->sin_addr);
+      len = sizeof *sin;
+    }
+    if (addrlen_cut != 0) len = addrlen_cut;
+    char host[NI_MAXHOST] = "untouched";
+    char serv[NI_MAXSERV] = "untouched";
+    errno = 0;
+    const int rc = ::getnameinfo(reinterpret_cast<sockaddr*>(&ss), len, hostlen != 0 ? host : nullptr, hostlen,
+                                 servlen != 0 ? serv : nullptr, servlen, flags);
+    std::string out = "rc=" + std::to_string(rc);
+    if (rc == EAI_SYSTEM) out += " errno=" + std::to_string(errno);
+    return out + " host=" + host + " serv=" + serv;
+  };
+}
+
+TEST(InterceptTest, ResolverCallsThatOnlyConvertNumbersRunInPlace) {
+  // Each call runs first on a plain thread with no runtime (glibc's own
+  // answer), then on a fiber: the answers must match, and the blocking
+  // pool's counter says where the fiber's call ran.
+  const std::vector<resolver_case> cases = {
+      {"getnameinfo IPv4, numeric host and service", true, gni("127.0.0.1", 8080, NI_MAXHOST, NI_MAXSERV,
+                                                               NI_NUMERICHOST | NI_NUMERICSERV)},
+      {"getnameinfo IPv6, numeric host and service", true, gni("::1", 443, NI_MAXHOST, NI_MAXSERV,
+                                                               NI_NUMERICHOST | NI_NUMERICSERV)},
+      {"getnameinfo numeric host, no service", true, gni("10.1.2.3", 80, NI_MAXHOST, 0, NI_NUMERICHOST)},
+      {"getnameinfo numeric service, no host", true, gni("10.1.2.3", 80, 0, NI_MAXSERV, NI_NUMERICSERV)},
+      {"getnameinfo host buffer too small (EAI_OVERFLOW)", true, gni("127.0.0.1", 80, 4, 0, NI_NUMERICHOST)},
+      {"getnameinfo short address length (EAI_FAMILY)", true, gni("127.0.0.1", 80, NI_MAXHOST, 0, NI_NUMERICHOST,
+                                                                   /*addrlen_cut=*/4)},
+      {"getnameinfo numeric host with NI_NAMEREQD", true, gni("127.0.0.1", 80, NI_MAXHOST, 0,
+                                                              NI_NUMERICHOST | NI_NAMEREQD)},
+      {"getnameinfo host name lookup", false, gni("127.0.0.1", 80, NI_MAXHOST, 0, 0)},
+      {"getnameinfo service name lookup", false, gni("127.0.0.1", 80, NI_MAXHOST, NI_MAXSERV, NI_NUMERICHOST)},
+      {"getaddrinfo IPv4 literal, port", true, gai("127.0.0.1", "80", AF_INET, SOCK_STREAM, 0)},
+      {"getaddrinfo IPv6 literal, port, any family", true, gai("::1", "8080", AF_UNSPEC, 0, 0)},
+      {"getaddrinfo no host, passive", true, gai(nullptr, "8080", AF_UNSPEC, SOCK_STREAM, AI_PASSIVE)},
+      {"getaddrinfo literal, no service", true, gai("192.168.7.9", nullptr, AF_INET, SOCK_DGRAM, 0)},
+      {"getaddrinfo name with AI_NUMERICHOST (EAI_NONAME)", true, gai("localhost", "80", AF_UNSPEC, 0,
+                                                                       AI_NUMERICHOST)},
+      {"getaddrinfo bad literal with AI_NUMERICHOST (EAI_NONAME)", true, gai("1.2.3.4.5", "80", AF_INET, 0,
+                                                                             AI_NUMERICHOST)},
+      {"getaddrinfo service name with AI_NUMERICSERV (EAI_NONAME)", true, gai("127.0.0.1", "http", AF_INET, 0,
+                                                                              AI_NUMERICSERV)},
+      {"getaddrinfo IPv6 literal for AF_INET (EAI_ADDRFAMILY/NONAME)", true, gai("::1", "80", AF_INET, 0, 0)},
+      {"getaddrinfo host name", false, gai("localhost", "80", AF_INET, SOCK_STREAM, 0)},
+      {"getaddrinfo service name", false, gai("127.0.0.1", "http", AF_INET, SOCK_STREAM, 0)},
+      {"getaddrinfo literal with AI_CANONNAME", false, gai("127.0.0.1", "80", AF_INET, SOCK_STREAM, AI_CANONNAME)},
+      {"getaddrinfo literal with AI_ADDRCONFIG", false, gai("127.0.0.1", "80", AF_INET, SOCK_STREAM, AI_ADDRCONFIG)},
+      {"getaddrinfo literal, null hints (AI_ADDRCONFIG)", false, gai("127.0.0.1", "80", 0, 0, 0, true)},
+  };
+  auto rt = bobbin::runtime::start({.carriers = 1}).value();
+  for (const resolver_case& c : cases) {
+    std::string expected;
+    std::thread([&] { expected = c.call(); }).join();
+    const uint64_t before = rt->stats().offloaded_calls;
+    const std::string got = rt->spawn([&] { return c.call(); }).join();
+    const uint64_t offloaded = rt->stats().offloaded_calls - before;
+    EXPECT_EQ(got, expected) << c.what;
+    EXPECT_EQ(offloaded, c.in_place ? 0u : 1u) << c.what;
+  }
+}
+
 // Compiled code may compute &errno before a call and read it after (glibc
 // declares __errno_location const). Here that is explicit: if the fiber
 // resumed on another carrier, `e` would point at the other thread's errno.

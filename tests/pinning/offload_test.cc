@@ -4,9 +4,15 @@
 
 #include <gtest/gtest.h>
 
+#include <dirent.h>
+
 #include <atomic>
 #include <chrono>
+#include <fstream>
+#include <map>
+#include <set>
 #include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -30,6 +36,49 @@ TEST(OffloadTest, ReturnsResultsAndRethrows) {
     EXPECT_EQ(side, 1);
   }).join();
   EXPECT_EQ(rt->stats().offloaded_calls, 4u);
+}
+
+// Every thread of this process: its id and its name (/proc/self/task).
+std::map<std::string, std::string> threads_by_tid() {
+  std::map<std::string, std::string> out;
+  DIR* d = ::opendir("/proc/self/task");
+  if (d == nullptr) return out;
+  while (dirent* e = ::readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    std::ifstream comm(std::string("/proc/self/task/") + e->d_name + "/comm");
+    std::string name;
+    std::getline(comm, name);
+    out[e->d_name] = name;
+  }
+  ::closedir(d);
+  return out;
+}
+
+TEST(OffloadTest, EveryThreadTheRuntimeStartsIsNamedForWhatItIs) {
+  // The pool's threads, started from a carrier, used to show up in top -H
+  // and perf as that carrier (bobbin-c1): a thread inherits its creator's
+  // name. Every thread a runtime starts says what it is.
+  const auto before = threads_by_tid();
+  auto rt = bobbin::runtime::start({.carriers = 2, .max_spare_carriers = 1}).value();
+  std::vector<bobbin::fiber<>> fs;
+  for (int i = 0; i < 4; i++) {
+    fs.push_back(rt->spawn([] { bobbin::offload([] { std::this_thread::sleep_for(20ms); }); }));
+  }
+  for (auto& f : fs) f.join();
+  std::map<std::string, int> seen;
+  for (const auto& [tid, name] : threads_by_tid()) {
+    if (before.count(tid) == 0) seen[name]++;
+  }
+  const std::set<std::string> allowed = {"bobbin-c0",    "bobbin-c1",   "bobbin-spare0", "bobbin-monitor",
+                                         "bobbin-pool", "bobbin-futex", "bobbin-dump"};
+  std::string all;
+  for (const auto& [name, n] : seen) all += name + " x" + std::to_string(n) + "; ";
+  for (const auto& [name, n] : seen) EXPECT_TRUE(allowed.count(name) == 1) << name << " (threads: " << all << ")";
+  EXPECT_EQ(seen["bobbin-c0"], 1) << all;
+  EXPECT_EQ(seen["bobbin-c1"], 1) << all;
+  EXPECT_EQ(seen["bobbin-spare0"], 1) << all;
+  EXPECT_EQ(seen["bobbin-monitor"], 1) << all;
+  EXPECT_GE(seen["bobbin-pool"], 1) << all;
 }
 
 TEST(OffloadTest, BoundsItsThreadsAndQueuesTheRest) {
