@@ -12,6 +12,7 @@
 //   GET /sleep?ms=N     std::this_thread::sleep_for(N ms), then "slept N ms\n"
 //                       (a stand-in for a blocking backend call; 0-10000,
 //                       else 400)
+//   GET /files/<path>   "file name of N bytes\n" (a route with a (.*) capture)
 //   GET /users/<id>     {"id":..,"name":".."} from table httplib_users
 //                       (1,000 rows, created at start if missing) through
 //                       libpq, with --conninfo; 404 if no such row, 503
@@ -26,7 +27,8 @@
 // Run:  build/examples/httplib_server [--port 8080] [--carriers N]
 //         [--threads N] [--conninfo STR] [--pool N] [--no-nodelay]
 //         [--keep-alive-max N] [--backlog N] [--stack-kib N]
-// It prints "listening on 127.0.0.1:PORT" once it accepts. SIGINT/SIGTERM:
+// It prints "listening on 127.0.0.1:PORT" once bound (connections queue in
+// the backlog until the accept loop starts). SIGINT/SIGTERM:
 // stop accepting, finish the connections still open, print one line of
 // counters (requests, connections served, pin events, spawn retries, peak
 // RSS), exit 0.
@@ -148,8 +150,8 @@ std::string json_escape(const char* s) {
   return out;
 }
 
-// The client ports that got at least one reply: how many connections were
-// served, which a load generator's request rate does not tell (cpp-httplib's
+// The client ports whose requests reached a handler: how many connections
+// were served, which a load generator's request rate does not tell (cpp-httplib's
 // default pool answers 8 keep-alive connections quickly and leaves the rest
 // waiting). Loopback clients are one address, so a port is a connection.
 class client_ports {
@@ -264,6 +266,13 @@ int main(int argc, char** argv) {
     std::this_thread::sleep_for(std::chrono::milliseconds(ms));
     res.set_content("slept " + std::to_string(ms) + " ms\n", "text/plain");
   });
+  // A capture of the rest of the path, as many cpp-httplib servers have:
+  // libstdc++'s std::regex matches it recursing once per character, so a
+  // long path needs a deep stack (see --stack-kib).
+  svr.Get(R"(/files/(.*))", [&](const httplib::Request& req, httplib::Response& res) {
+    count(req);
+    res.set_content("file name of " + std::to_string(req.matches[1].length()) + " bytes\n", "text/plain");
+  });
   svr.Get(R"(/users/(\d{1,9}))", [&](const httplib::Request& req, httplib::Response& res) {
     count(req);
     if (db == nullptr) {
@@ -302,7 +311,19 @@ int main(int argc, char** argv) {
   svr.set_tcp_nodelay(o.nodelay);
   svr.set_keep_alive_max_count(static_cast<size_t>(o.keep_alive_max));
 
-  examples::signal_thread signals([&] { svr.stop(); });
+  // Stopping: cpp-httplib's stop() does nothing before its accept loop has
+  // started, so then the listening socket is shut down instead, which
+  // fails the loop's first accept().
+  std::atomic<bool> stopping{false}, listen_returned{false};
+  examples::signal_thread signals([&] {
+    stopping = true;
+    if (listen_returned) return;  // the socket is closed, its number maybe reused
+    if (svr.is_running()) {
+      svr.stop();
+    } else if (listen_fd >= 0) {
+      ::shutdown(listen_fd, SHUT_RDWR);
+    }
+  });
 
   std::unique_ptr<bobbin::runtime> rt;
   std::atomic<long> spawn_retries{0};
@@ -338,7 +359,10 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
   // The accept loop, on this thread; returns after stop() once every
   // connection has finished (the task queue's shutdown()).
-  svr.listen_after_bind();
+  const bool listened = svr.listen_after_bind();
+  listen_returned = true;
+  signals.request_stop();  // ends the signal thread if no signal came
+  if (!listened && !stopping) std::fprintf(stderr, "httplib_server: accept failed: %s\n", std::strerror(errno));
 
   uint64_t pin_events = 0;
   if (rt != nullptr) {
@@ -350,5 +374,5 @@ int main(int argc, char** argv) {
               o.threads > 0 ? "threads" : "fibers", static_cast<unsigned long long>(requests.load()), served.count(),
               static_cast<unsigned long long>(db_errors.load()), static_cast<unsigned long long>(pin_events),
               spawn_retries.load(), examples::peak_rss_kib());
-  return 0;
+  return listened || stopping ? 0 : 1;
 }

@@ -120,9 +120,12 @@ def cell(server, connections, run, nodelay=True):
         result = run(port)
     finally:
         final = stop(proc)
-    result["rss_peak_mib"] = int(final.get("rss_peak_kib", 0)) / 1024
-    result["served"] = int(final.get("connections_served", 0))
-    result["pin_events"] = int(final.get("pin_events", 0))
+    # A server that had to be killed (or printed no counters) has no RSS,
+    # served count or pin events: None, left out of the figures, not zero.
+    result["killed"] = not final
+    result["rss_peak_mib"] = int(final["rss_peak_kib"]) / 1024 if "rss_peak_kib" in final else None
+    result["served"] = int(final["connections_served"]) if "connections_served" in final else None
+    result["pin_events"] = int(final["pin_events"]) if "pin_events" in final else None
     time.sleep(1)
     return result
 
@@ -179,25 +182,36 @@ def render(raw):
             rps = {s: med(cells[s], "rps") for s in SERVERS}
             errs = {s: sum(x["errors"] for x in cells[s]) for s in SERVERS}
             rss = {s: med(cells[s], "rss_peak_mib") for s in SERVERS}
-            served = {s: min((x["served"] for x in cells[s]), default=0) for s in SERVERS}
+            served = {s: min((x["served"] for x in cells[s] if x.get("served") is not None), default=None)
+                      for s in SERVERS}
+            killed = {s: sum(1 for x in cells[s] if x.get("killed")) for s in SERVERS}
+
+            def fmt_served(srv):
+                v = served[srv]
+                text = f"{v:,}" if v is not None else "n/a"
+                return text + (f" ({killed[srv]} killed)" if killed[srv] else "")
+
+            def fmt_rss(srv):
+                return f"{rss[srv]:.0f}" if rss[srv] is not None else "n/a"
             ratio = rps["fibers"] / rps["thread per connection"] if rps["thread per connection"] else None
             lines.append(f"| {c:,} | {hname} | {rps['fibers']:,.0f} | {rps['default pool']:,.0f} | "
                          f"{rps['thread per connection']:,.0f} | {ratio:.2f}x | "
-                         f"{served['fibers']:,} / {served['default pool']:,} / {served['thread per connection']:,} | "
+                         f"{fmt_served('fibers')} / {fmt_served('default pool')} / "
+                         f"{fmt_served('thread per connection')} | "
                          f"{errs['fibers']} / {errs['default pool']} / {errs['thread per connection']} | "
-                         f"{rss['fibers']:.0f} / {rss['default pool']:.0f} / "
-                         f"{rss['thread per connection']:.0f} MiB |")
+                         f"{fmt_rss('fibers')} / {fmt_rss('default pool')} / {fmt_rss('thread per connection')} MiB |")
             if c == 1000:
                 verdicts.append(f"1,000 connections, {hname} handler: {ratio:.2f}x the thread-per-connection "
                                 f"pool (target at least {TARGET}x): {results_md.verdict(ratio, TARGET)}")
             if c == 10000:
-                all_served = served["fibers"] == c and errs["fibers"] == 0
-                verdicts.append(f"10,000 connections, {hname} handler: fibers served {served['fibers']:,} "
+                all_served = served["fibers"] == c and errs["fibers"] == 0 and not killed["fibers"]
+                verdicts.append(f"10,000 connections, {hname} handler: fibers served {fmt_served('fibers')} "
                                 f"connections (in every round) with {errs['fibers']} errors (target: all, none: "
-                                f"{'met' if all_served else '**missed**'}); peak RSS {rss['fibers']:.0f} MiB "
-                                f"against {rss['thread per connection']:.0f} MiB for the thread-per-connection "
-                                f"pool, which served {served['thread per connection']:,}")
-    pins = max((x["pin_events"] for k, v in m["wrk"].items() if k.startswith("fibers|") for x in v), default=0)
+                                f"{'met' if all_served else '**missed**'}); peak RSS {fmt_rss('fibers')} MiB "
+                                f"against {fmt_rss('thread per connection')} MiB for the thread-per-connection "
+                                f"pool, which served {fmt_served('thread per connection')}")
+    pins = max((x["pin_events"] or 0 for k, v in m["wrk"].items() if k.startswith("fibers|") for x in v),
+               default=0)
     lines += ["", "Pin events on the fiber server, at most in one cell: " + str(pins) + ".", ""]
     if m["ab"]:
         lines += ["Cross-check at 1,000 connections with ApacheBench (`ab -k -c 1000`, one round) and with "

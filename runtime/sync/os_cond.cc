@@ -147,6 +147,8 @@ void link_bound_wake(bound_wake_stripe& st, cond_waiter* w) {
   w->listed.store(true, std::memory_order_relaxed);
 }
 
+// The release store of `listed` is the last access to `w`: a woken fiber
+// that reads it false (acquire) may leave, and its frame with it.
 void unlink_bound_wake(bound_wake_stripe& st, cond_waiter* w) {
   if (w->prev_wake != nullptr) {
     w->prev_wake->next_wake = w->next_wake;
@@ -155,7 +157,7 @@ void unlink_bound_wake(bound_wake_stripe& st, cond_waiter* w) {
   }
   if (w->next_wake != nullptr) w->next_wake->prev_wake = w->prev_wake;
   w->prev_wake = w->next_wake = nullptr;
-  w->listed.store(false, std::memory_order_relaxed);
+  w->listed.store(false, std::memory_order_release);
 }
 
 // A broadcast's waiters, claimed, in the order they came: fibers bound to
@@ -220,7 +222,10 @@ int destroy(pthread_cond_t* cv) noexcept {
   state* s = state_of(cv);
   // Woken fibers that have not run yet: nobody passes their wake on after
   // this. A signal that listed one happened before this call (the caller's
-  // own synchronisation), so a stripe read empty holds none of ours.
+  // own synchronisation), so a stripe read empty holds none of ours, and a
+  // pass-on that emptied it set `passing` first. (A pass-on's own signal
+  // could list a waiter of this cv in a stripe already scanned only if a
+  // waiter was still blocked here, which POSIX leaves undefined.)
   for (bound_wake_stripe& st : stripes) {
     if (st.head.load(std::memory_order_acquire) == nullptr) continue;
     std::lock_guard l(st.lock);
@@ -355,11 +360,13 @@ void pass_on_wakes_stuck_on(const carrier* c) noexcept {
         if (w->token.home == c) {
           // Taken off: the fiber no longer needs to be found (it unlinks
           // nothing when it runs), and the list stays short. Its frame may
-          // be gone once the lock is released; its condition variable may
-          // not be destroyed until `passing` is cleared.
-          unlink_bound_wake(st, w);
+          // be gone as soon as it is unlinked (its carrier may be back
+          // already), so `cv` is read first. `passing` is set before the
+          // unlink too: destroy() may skip this stripe once it reads the
+          // head the unlink leaves (release), and then must see `passing`.
           cv = w->cv;
           passing.store(cv, std::memory_order_relaxed);
+          unlink_bound_wake(st, w);
           break;
         }
       }
