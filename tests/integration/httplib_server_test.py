@@ -124,8 +124,16 @@ def wrk(url, connections, seconds=3):
         (errors.group(1) if errors else ""), r.stdout
 
 
+# Under the sanitizers fibers get 256 KiB stacks, not the example's 8 MiB:
+# with 8 MiB, ASan's per-stack shadow work made every fiber's end cost
+# milliseconds, and after 1,000 connections the server answered nothing
+# for seconds. The long-request checks, which need the deep stack, are
+# for the normal build (their frames are several times larger there too).
+stack = [] if strict else ["--stack-kib", "256"]
+
+
 def run(conninfo):
-    proc, port = start_server([exe, "--port", "0", "--carriers", "2", "--conninfo", conninfo, "--pool", "8"])
+    proc, port = start_server([exe, "--port", "0", "--carriers", "2", "--conninfo", conninfo, "--pool", "8"] + stack)
     base = f"http://127.0.0.1:{port}"
 
     status, body = curl(base + "/hello")
@@ -169,32 +177,34 @@ def run(conninfo):
     # default 64 KiB stack either ends the process; with a thread's 8 MiB
     # (the example's --stack-kib default) both are answered. A separate
     # server: matching the long Range header holds its carrier for 50-80 ms
-    # of CPU, which the pinning monitor rightly reports.
-    proc, port = start_server([exe, "--port", "0", "--carriers", "2"])
-    for name, req, want in (
-            ("an 8,000-character path matched by (.*)", b"GET /files/" + b"a" * 8000 + b" HTTP/1.1\r\nHost: t\r\n\r\n",
-             b" 200 "),
-            ("a Range header of 2,001 ranges", b"GET /hello HTTP/1.1\r\nHost: t\r\nRange: bytes=" +
-             b"0-0," * 2000 + b"0-0\r\n\r\n", b" 206 "),
-            ("an 8,000-digit Range", b"GET /hello HTTP/1.1\r\nHost: t\r\nRange: bytes=0-" + b"0" * 8000 +
-             b"\r\n\r\n", b" 206 ")):
-        try:
-            s = socket.create_connection(("127.0.0.1", port), timeout=10)
-            s.sendall(req)
-            head = b""
-            while b"\r\n" not in head:
-                got = s.recv(64)
-                if not got:
-                    break
-                head += got
-            s.close()
-        except OSError as e:
-            head = repr(e).encode()
-        check(f"{name}: answered, the server still up", want in head[:16], head)
+    # of CPU, which the pinning monitor rightly reports. Normal build only
+    # (see `stack`).
+    if strict:
+        proc, port = start_server([exe, "--port", "0", "--carriers", "2"])
+        for name, req, want in (
+                ("an 8,000-character path matched by (.*)", b"GET /files/" + b"a" * 8000 + b" HTTP/1.1\r\nHost: t\r\n\r\n",
+                 b" 200 "),
+                ("a Range header of 2,001 ranges", b"GET /hello HTTP/1.1\r\nHost: t\r\nRange: bytes=" +
+                 b"0-0," * 2000 + b"0-0\r\n\r\n", b" 206 "),
+                ("an 8,000-digit Range", b"GET /hello HTTP/1.1\r\nHost: t\r\nRange: bytes=0-" + b"0" * 8000 +
+                 b"\r\n\r\n", b" 206 ")):
+            try:
+                s = socket.create_connection(("127.0.0.1", port), timeout=10)
+                s.sendall(req)
+                head = b""
+                while b"\r\n" not in head:
+                    got = s.recv(64)
+                    if not got:
+                        break
+                    head += got
+                s.close()
+            except OSError as e:
+                head = repr(e).encode()
+            check(f"{name}: answered, the server still up", want in head[:16], head)
 
-    rc = stop_server(proc, grace=30)
-    out, err = proc.communicate()
-    check("after the long requests: exits 0", rc == 0, (rc, err[-500:]))
+        rc = stop_server(proc, grace=30)
+        out, err = proc.communicate()
+        check("after the long requests: exits 0", rc == 0, (rc, err[-500:]))
 
     proc, port = start_server([exe, "--port", "0", "--threads", "8", "--conninfo", conninfo, "--pool", "4"])
     status, body = curl(f"http://127.0.0.1:{port}/users/9")
