@@ -48,6 +48,7 @@
 
 #include "runtime/fiber/context.h"  // BOBBIN_TSAN
 #include "runtime/fiber/fiber_control.h"
+#include "runtime/intercept/libc.h"
 #include "runtime/io/io_wait.h"
 #include "runtime/park/futex_wait.h"
 #include "runtime/sched/carrier.h"
@@ -85,13 +86,28 @@ void store(T& field, T v) {
   __atomic_store_n(&field, v, __ATOMIC_RELAXED);
 }
 
-// ThreadSanitizer cannot see a lock taken here (glibc's interceptor in the
-// sanitizer runtime is bypassed on a fiber), so it is told.
+// ThreadSanitizer cannot see a lock taken here when bobbin is linked into
+// the executable (its interposers come before TSan's, which are bypassed),
+// so it is told. When bobbin is a shared library, TSan's pthread_mutex_*
+// interceptors come first and have told it already: telling it again was
+// reported as a double lock.
 #if BOBBIN_TSAN
-void tsan_pre_lock(void* m, unsigned flags) { __tsan_mutex_pre_lock(m, flags); }
-void tsan_post_lock(void* m, unsigned flags) { __tsan_mutex_post_lock(m, flags, 0); }
-void tsan_pre_unlock(void* m) { __tsan_mutex_pre_unlock(m, 0); }
-void tsan_post_unlock(void* m) { __tsan_mutex_post_unlock(m, 0); }
+bool tsan_needs_telling() {
+  static std::atomic<int> cache{0};
+  return !libc::comes_before_bobbin("pthread_mutex_lock", cache);
+}
+void tsan_pre_lock(void* m, unsigned flags) {
+  if (tsan_needs_telling()) __tsan_mutex_pre_lock(m, flags);
+}
+void tsan_post_lock(void* m, unsigned flags) {
+  if (tsan_needs_telling()) __tsan_mutex_post_lock(m, flags, 0);
+}
+void tsan_pre_unlock(void* m) {
+  if (tsan_needs_telling()) __tsan_mutex_pre_unlock(m, 0);
+}
+void tsan_post_unlock(void* m) {
+  if (tsan_needs_telling()) __tsan_mutex_post_unlock(m, 0);
+}
 constexpr unsigned kTsanTry = __tsan_mutex_try_lock;
 constexpr unsigned kTsanTryFailed = __tsan_mutex_try_lock_failed;
 #else

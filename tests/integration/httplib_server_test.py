@@ -8,7 +8,7 @@ requests whose std::regex matching needs a thread's stack (a long path, a
 long Range header) and must answer them. The same server on cpp-httplib's
 own pool (--threads) answers too.
 
-usage: httplib_server_test.py SERVER [CONNS] [STRICT]"""
+usage: httplib_server_test.py SERVER [CONNS] [STRICT] [COND_PARKS]"""
 import os
 import re
 import resource
@@ -27,6 +27,11 @@ from harness import check, finish, start_server as harness_start, stop_server  #
 exe = sys.argv[1]
 conns = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
 strict = (sys.argv[3] if len(sys.argv) > 3 else "1") == "1"
+# 0 under ThreadSanitizer with bobbin as a shared library: condition
+# variables stay glibc's there (README "Condition variables"), so callers
+# queueing for the example's 8 database connections would block carriers;
+# /users then gets no more clients than connections.
+cond_parks = (sys.argv[4] if len(sys.argv) > 4 else "1") == "1"
 
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -158,7 +163,8 @@ def run(conninfo):
     check(f"{conns} keep-alive connections at once, two requests each, every reply checked",
           good == 2 * conns and not bad, (good, bad[:5]))
 
-    for path, c in (("/hello", min(conns, 1000)), ("/sleep?ms=10", min(conns, 1000)), ("/users/7", 100)):
+    for path, c in (("/hello", min(conns, 1000)), ("/sleep?ms=10", min(conns, 1000)),
+                    ("/users/7", 100 if cond_parks else 8)):
         total, non2xx, errors, out = wrk(base + path, c)
         check(f"wrk -c{c} {path}: answered, no errors", total > 0 and non2xx == 0 and not errors,
               (total, non2xx, errors, out[-300:]))
