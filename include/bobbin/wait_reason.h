@@ -46,6 +46,10 @@ enum class wait_reason : uint8_t {
   // In pthread_cond_wait (std::condition_variable), taken over from glibc
   // (runtime/sync/os_cond.h).
   os_condition_wait,
+  // In syscall(SYS_futex, FUTEX_WAIT...): std::atomic::wait, std::latch,
+  // std::barrier, std::counting_semaphore, std::future and the guard of a
+  // function-local static (runtime/intercept/futex_calls.cc).
+  futex_wait,
   count_,  // not a reason: the number of reasons
 };
 

@@ -16,9 +16,12 @@
 //
 // Clients: pq (a connection per caller), pqpool (all callers share 8
 // connections behind a std::mutex and a std::condition_variable, the most
-// common shape of a C++ connection pool), redis, curl.
+// common shape of a C++ connection pool), redis, curl, and future: a
+// std::future that a pool of 4 plain threads fulfils 20 ms after the call
+// (a result from a thread pool; std::future waits on a shared futex, which
+// bobbin's syscall interposer parks the fiber on, issue 32).
 //
-//   blocking_bench --client pq|pqpool|redis|curl --mode intercept|pinned|offload|threads
+//   blocking_bench --client pq|pqpool|redis|curl|future --mode intercept|pinned|offload|threads
 //                  [--callers 200] [--seconds 3]
 // The servers are named by BOBBIN_TEST_PG, BOBBIN_TEST_REDIS_SOCKET and
 // BOBBIN_TEST_HTTP_URL (tests/clients/servers.py starts them).
@@ -33,7 +36,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <fstream>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -217,11 +222,72 @@ class curl_caller final : public caller {
   std::string body_;
 };
 
+// Fulfils each promise 20 ms after it was handed over, on one of 4 plain
+// threads.
+class delayed_pool {
+ public:
+  static delayed_pool& instance() {
+    static delayed_pool pool;  // constructed before any caller runs (main)
+    return pool;
+  }
+  std::future<long> submit(long v) {
+    std::promise<long> p;
+    auto f = p.get_future();
+    {
+      std::lock_guard l(mu_);
+      jobs_.push_back(job{clock_type::now() + 20ms, v, std::move(p)});
+    }
+    cv_.notify_one();
+    return f;
+  }
+
+ private:
+  struct job {
+    clock_type::time_point due;
+    long value;
+    std::promise<long> promise;
+  };
+  delayed_pool() {
+    for (int i = 0; i < 4; i++) {
+      std::thread([this] { run(); }).detach();  // lives as long as the process
+    }
+  }
+  void run() {
+    std::unique_lock l(mu_);
+    for (;;) {
+      cv_.wait(l, [&] { return !jobs_.empty(); });
+      job j = std::move(jobs_.front());
+      jobs_.pop_front();
+      l.unlock();
+      std::this_thread::sleep_until(j.due);
+      j.promise.set_value(j.value + 1);
+      l.lock();
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<job> jobs_;
+};
+
+class future_caller final : public caller {
+ public:
+  explicit future_caller(int id) : id_(id) {}
+  bool connect() override { return true; }
+  bool call(long n) override {
+    const long v = id_ * 1'000'000L + n;
+    return delayed_pool::instance().submit(v).get() == v + 1;
+  }
+
+ private:
+  int id_;
+};
+
 std::unique_ptr<caller> make_caller(const std::string& client, int id) {
   if (client == "pq") return std::make_unique<pq_caller>(id);
   if (client == "pqpool") return std::make_unique<pq_pool_caller>(id);
   if (client == "redis") return std::make_unique<redis_caller>(id);
   if (client == "curl") return std::make_unique<curl_caller>();
+  if (client == "future") return std::make_unique<future_caller>(id);
   std::fprintf(stderr, "blocking_bench: unknown --client %s\n", client.c_str());
   std::exit(2);
 }
@@ -282,10 +348,11 @@ int main(int argc, char** argv) {
     else if (a == "--seconds") seconds = std::atof(argv[i + 1]);
   }
   if (client.empty() || mode.empty()) {
-    std::fprintf(stderr, "usage: blocking_bench --client pq|pqpool|redis|curl --mode intercept|pinned|offload|threads\n");
+    std::fprintf(stderr, "usage: blocking_bench --client pq|pqpool|redis|curl|future --mode intercept|pinned|offload|threads\n");
     return 2;
   }
   pq_pool::instance();
+  if (client == "future") delayed_pool::instance();
   curl_global_init(CURL_GLOBAL_DEFAULT);
   tally t;
   std::atomic<bool> stop{false};

@@ -34,6 +34,8 @@ ap.add_argument("--results", default="perf/RESULTS.md")
 ap.add_argument("--raw", default="perf/blocking/last_run.json")
 ap.add_argument("--command", default="scripts/bench --blocking")
 ap.add_argument("--render-only", action="store_true")
+ap.add_argument("--clients", help="comma-separated subset to measure; the other clients' cells are kept from "
+                "the last run (--raw)")
 args = ap.parse_args()
 rounds = 1 if args.quick else args.rounds
 seconds = 2.0 if args.quick else args.seconds
@@ -42,7 +44,9 @@ CLIENTS = [("pq", "libpq: `SELECT pg_sleep(0.02)` (PostgreSQL 15)"),
            ("pqpool", "libpq through a pool of 8 connections behind `std::mutex` + `std::condition_variable`: "
                       "`SELECT pg_sleep(0.02)`"),
            ("redis", "hiredis: `SET` + `GET` (redis-server 7)"),
-           ("curl", "libcurl easy: `GET /sleep?ms=20` (examples/http_server, 1 carrier)")]
+           ("curl", "libcurl easy: `GET /sleep?ms=20` (examples/http_server, 1 carrier)"),
+           ("future", "`std::future::get()` on a promise that a pool of 4 plain threads fulfils 20 ms later "
+                      "(a shared futex wait: issue 32)")]
 MODES = [("intercept", "bobbin, intercepted (naive code)"), ("pinned", "bobbin, interception off (pinning)"),
          ("offload", "bobbin, every call in `offload()`"), ("threads", f"{args.callers} plain threads")]
 
@@ -54,6 +58,8 @@ def measure():
     with servers.all_servers(http_exe) as env:
         for r in range(rounds):
             for client, _ in CLIENTS:
+                if args.clients and client not in args.clients.split(","):
+                    continue
                 order = MODES[r % len(MODES):] + MODES[:r % len(MODES)]
                 for mode, _ in order:
                     print(f"round {r + 1}/{rounds}: {client} {mode}", file=sys.stderr, flush=True)
@@ -95,7 +101,8 @@ def render(raw):
              "medians. Every reply is checked; a cell with a bad reply is marked. The bystander is a fiber "
              "(a thread in the threads row) that sleeps 5 ms in a loop: its p99 lateness shows whether the "
              "carriers stay free. RSS is the whole process's at the end of the run. bobbin runs 2 carriers; the "
-             "servers run on the same 2 cores.", ""]
+             "servers run on the same 2 cores."] + [
+             f" Re-measured {p['date']} for {p['clients']} alone: `{p['command']}`." for p in raw.get("partial_runs", [])] + [""]
     verdicts = []
     for client, title in CLIENTS:
         lines += [f"### {title}", "", "| way | calls/s | vs threads | bystander p99 | pin events | RSS |",
@@ -143,8 +150,17 @@ def render(raw):
 if args.render_only:
     raw = json.load(open(args.raw))
 else:
-    raw = {"command": args.command, "machine": results_md.machine(), "date": datetime.date.today().isoformat(),
-           "callers": args.callers, "seconds": seconds, "rounds": rounds, "cells": measure(), "cost": cost()}
+    cells = measure()
+    if args.clients and os.path.exists(args.raw):
+        # A partial run: the other clients' cells (and their run's settings) stay.
+        raw = json.load(open(args.raw))
+        raw["cells"].update(cells)
+        raw.setdefault("partial_runs", []).append({"clients": args.clients, "date": datetime.date.today().isoformat(),
+                                                   "command": f"{args.command} --clients {args.clients}"})
+        raw["cost"] = cost()
+    else:
+        raw = {"command": args.command, "machine": results_md.machine(), "date": datetime.date.today().isoformat(),
+               "callers": args.callers, "seconds": seconds, "rounds": rounds, "cells": cells, "cost": cost()}
     with open(args.raw, "w") as f:
         json.dump(raw, f, indent=1)
 results_md.write_section(args.results, "blocking", render(raw))

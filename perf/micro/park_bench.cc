@@ -21,6 +21,15 @@
 //   bobbin_condvar_ping_pong   the same with bobbin::mutex and
 //                              bobbin::condition_variable
 //   std_condvar_ping_pong_threads  the same between two plain threads
+//   atomic_wake_latency        one-way wake latency: a plain thread stores and
+//                              notify_one()s a std::atomic<int> that a
+//                              waiter sleeps in wait() on (a private futex);
+//                              waiter:0 a fiber on 1 carrier (parked through
+//                              bobbin's syscall interposer, issue 32),
+//                              waiter:1 a plain thread; per wake, from the
+//                              store to the waiter running (manual time)
+//   future_wake_latency        the same through std::promise::set_value and
+//                              std::future::get (a shared futex)
 //   bobbin_socket_ping_pong    one byte back and forth over a socketpair
 //                              between two fibers on one carrier: each read
 //                              finds nothing and parks on an io_uring
@@ -32,6 +41,7 @@
 #include <atomic>
 #include <boost/fiber/all.hpp>
 #include <condition_variable>
+#include <future>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -326,5 +336,84 @@ void bobbin_mutex_uncontended(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(bobbin_mutex_uncontended)->UseRealTime();
+
+// One-way wake latency of a waiter (a fiber, or a plain thread) that sleeps
+// in `Channel::wait` until the benchmark's thread calls `signal`. Each round
+// the waiter announces that it is about to wait; the waker gives it 50 µs to
+// get there (into the kernel, or parked on the futex ring), stamps the
+// time, signals, and waits for the waiter to report when it ran.
+struct atomic_channel {
+  std::atomic<int> word{0};
+  void prepare() { word.store(0); }
+  void wait() { word.wait(0); }
+  void signal() {
+    word.store(1);
+    word.notify_one();
+  }
+};
+struct future_channel {
+  std::promise<void> promise;
+  std::future<void> future;
+  void prepare() {
+    promise = std::promise<void>();
+    future = promise.get_future();
+  }
+  void wait() { future.get(); }
+  void signal() { promise.set_value(); }
+};
+
+template <class Channel>
+void wake_latency(benchmark::State& state) {
+  const bool fiber = state.range(0) == 0;
+  Channel ch;
+  std::atomic<long> round{0}, ready{0}, done{-1};
+  std::atomic<int64_t> stamp{0}, latency_ns{0};
+  auto now_ns = [] {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  };
+  auto waiter = [&](auto yield) {
+    for (long seen = 0;;) {
+      long r;
+      while ((r = round.load(std::memory_order_acquire)) == seen) yield();
+      if (r < 0) return;
+      seen = r;
+      ready.store(r, std::memory_order_release);
+      ch.wait();
+      latency_ns.store(now_ns() - stamp.load(std::memory_order_acquire), std::memory_order_relaxed);
+      done.store(r, std::memory_order_release);
+    }
+  };
+  std::unique_ptr<bobbin::runtime> rt;
+  std::thread thread_waiter;
+  bobbin::fiber<void> fiber_waiter;
+  if (fiber) {
+    bobbin::runtime_options o;
+    o.carriers = 1;
+    rt = bobbin::runtime::start(o).value();
+    fiber_waiter = rt->spawn([&] { waiter([] { bobbin::this_fiber::yield(); }); });
+  } else {
+    thread_waiter = std::thread([&] { waiter([] { std::this_thread::yield(); }); });
+  }
+  long r = 0;
+  for (auto _ : state) {
+    ch.prepare();
+    round.store(++r, std::memory_order_release);
+    while (ready.load(std::memory_order_acquire) != r) std::this_thread::yield();
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+    stamp.store(now_ns(), std::memory_order_release);
+    ch.signal();
+    while (done.load(std::memory_order_acquire) != r) std::this_thread::yield();
+    state.SetIterationTime(static_cast<double>(latency_ns.load(std::memory_order_relaxed)) * 1e-9);
+  }
+  round.store(-1, std::memory_order_release);
+  if (fiber) fiber_waiter.join();
+  else thread_waiter.join();
+  state.SetItemsProcessed(state.iterations());
+}
+void atomic_wake_latency(benchmark::State& state) { wake_latency<atomic_channel>(state); }
+BENCHMARK(atomic_wake_latency)->Arg(0)->Arg(1)->ArgName("waiter")->UseManualTime();
+void future_wake_latency(benchmark::State& state) { wake_latency<future_channel>(state); }
+BENCHMARK(future_wake_latency)->Arg(0)->Arg(1)->ArgName("waiter")->UseManualTime();
 
 }  // namespace

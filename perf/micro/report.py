@@ -43,7 +43,7 @@ def run_bench(binary):
     for b in data["benchmarks"]:
         if b.get("aggregate_name") != "median":
             continue
-        name = b["run_name"].removesuffix("/real_time")
+        name = b["run_name"].removesuffix("/real_time").removesuffix("/manual_time")
         ips = b.get("items_per_second")
         if ips:
             ns_per_item[name] = 1e9 / ips
@@ -150,6 +150,10 @@ ratio_row("std::condition_variable ping-pong, 2 fibers, 1 carrier, vs bobbin::co
 ratio_row("std::condition_variable ping-pong, 2 fibers, 2 carriers, vs bobbin::condition_variable", "std_condvar_ping_pong/carriers:2", "bobbin_condvar_ping_pong/carriers:2", "within", 1.5)
 ratio_row("std::condition_variable ping-pong, 2 fibers, 1 carrier, vs 2 threads", "std_condvar_ping_pong/carriers:1", "std_condvar_ping_pong_threads", "faster", 0)
 ratio_row("std::condition_variable ping-pong, 2 fibers, 2 carriers, vs 2 threads", "std_condvar_ping_pong/carriers:2", "std_condvar_ping_pong_threads", "faster", 0)
+# Futex waits on fibers (issue 32): std::atomic::wait (private futex) and
+# std::future (shared futex) woken by a plain thread, one way, per wake.
+ratio_row("std::atomic<int>::wait woken by a thread: a fiber's wake latency vs a thread's", "atomic_wake_latency/waiter:0", "atomic_wake_latency/waiter:1", "faster", 0)
+ratio_row("std::future::get woken by set_value on a thread (shared futex): a fiber's wake latency vs a thread's", "future_wake_latency/waiter:0", "future_wake_latency/waiter:1", "faster", 0)
 ratio_row("skynet 1M, per fiber, 2 carriers vs 1", "skynet_bobbin/leaves:1000000/carriers:2", "skynet_bobbin/leaves:1000000/carriers:1", "faster", 0)
 
 lines = ["## Micro-benchmarks (issues 5 and 10)\n",

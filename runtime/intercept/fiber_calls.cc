@@ -4,6 +4,7 @@
 
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <link.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 
@@ -39,6 +40,69 @@ bool libc::comes_before_bobbin(const char* name, std::atomic<int>& cache) noexce
 }
 
 namespace intercept {
+
+namespace {
+
+// The executable segments of the loaded libabsl_*.so libraries, found once
+// (dl_iterate_phdr takes the dynamic linker's lock: never per call). Abseil
+// is a dependency of bobbin, loaded before any fiber runs; a copy linked
+// statically into the executable is not told apart (its waits would park),
+// which is why bobbin links Debian's shared Abseil.
+class abseil_code {
+ public:
+  bool contains(const void* pc) noexcept {
+    int n = count_.load(std::memory_order_acquire);
+    if (__builtin_expect(n < 0, 0)) n = find();
+    const auto a = reinterpret_cast<uintptr_t>(pc);
+    for (int i = 0; i < n; i++) {
+      if (a >= ranges_[i].begin && a < ranges_[i].end) return true;
+    }
+    return false;
+  }
+
+ private:
+  struct range {
+    uintptr_t begin, end;
+  };
+  static constexpr int kMaxRanges = 64;
+
+  // Threads that race here compute the same ranges; each writes them before
+  // publishing the count.
+  int find() noexcept {
+    struct scan {
+      range found[kMaxRanges];
+      int n = 0;
+    } s;
+    dl_iterate_phdr(
+        [](dl_phdr_info* info, size_t, void* arg) {
+          auto* s = static_cast<scan*>(arg);
+          const char* name = info->dlpi_name != nullptr ? info->dlpi_name : "";
+          const char* base = std::strrchr(name, '/');
+          base = base != nullptr ? base + 1 : name;
+          if (std::strncmp(base, "libabsl_", 8) != 0) return 0;
+          for (int i = 0; i < info->dlpi_phnum && s->n < kMaxRanges; i++) {
+            const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+            if (ph.p_type != PT_LOAD || (ph.p_flags & PF_X) == 0) continue;
+            const uintptr_t begin = info->dlpi_addr + ph.p_vaddr;
+            s->found[s->n++] = range{begin, begin + ph.p_memsz};
+          }
+          return 0;
+        },
+        &s);
+    for (int i = 0; i < s.n; i++) ranges_[i] = s.found[i];
+    count_.store(s.n, std::memory_order_release);
+    return s.n;
+  }
+
+  range ranges_[kMaxRanges] = {};
+  std::atomic<int> count_{-1};
+};
+
+constinit abseil_code abseil;
+
+}  // namespace
+
+bool called_by_abseil(const void* return_address) noexcept { return abseil.contains(return_address); }
 
 int read_intercept_state() noexcept {
   const char* v = std::getenv("BOBBIN_INTERCEPT");

@@ -56,15 +56,16 @@ int fail_canceled() {
 using bobbin::internal::carrier;
 using namespace bobbin::internal::intercept;  // NOLINT: the interceptors below are its whole point
 
-__attribute__((noinline)) static int nanosleep_on_carrier(const timespec* req, timespec* rem) {
-  carrier* c = parking_carrier();
+__attribute__((noinline)) static int nanosleep_on_carrier(const void* caller, const timespec* req, timespec* rem) {
+  // absl::Mutex's backoff sleeps here: it must not park (called_by_abseil).
+  carrier* c = called_by_abseil(caller) ? nullptr : parking_carrier();
   if (c == nullptr || req == nullptr || !valid(req)) return real::nanosleep(req, rem);
   return park_for_timeout(c, __kernel_timespec{req->tv_sec, req->tv_nsec}, 0) ? 0 : fail_canceled();
 }
 
 BOBBIN_INTERPOSE int nanosleep(const timespec* req, timespec* rem) {
   if (__builtin_expect(bobbin::internal::tls_carrier == nullptr, 1)) return real::nanosleep(req, rem);
-  return nanosleep_on_carrier(req, rem);
+  return nanosleep_on_carrier(__builtin_return_address(0), req, rem);
 }
 
 __attribute__((noinline)) static int clock_nanosleep_on_carrier(clockid_t clock, int flags, const timespec* req, timespec* rem) {

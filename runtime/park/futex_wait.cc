@@ -30,6 +30,7 @@
 #include "absl/strings/str_cat.h"
 #include "runtime/fiber/context.h"  // BOBBIN_TSAN
 #include "runtime/fiber/fiber_control.h"
+#include "runtime/intercept/libc.h"
 #include "runtime/sched/carrier.h"
 #include "runtime/sched/scheduler.h"
 #include "runtime/util/check.h"
@@ -113,13 +114,13 @@ inline void tsan_acquire([[maybe_unused]] void* addr) {
 }
 
 long raw_futex(const std::atomic<uint32_t>* word, int op, uint32_t val, const timespec* ts, uint32_t val3) {
-  return ::syscall(SYS_futex, reinterpret_cast<const uint32_t*>(word), op, val, ts, nullptr, val3);
+  return futex_syscall(word, op, val, ts, val3);
 }
 
 // Blocks the thread (a plain one, or a carrier for a pinned fiber or when
 // the futex ring is not usable).
 futex_wait_result thread_futex_wait(const std::atomic<uint32_t>* word, uint32_t expected, deadline d,
-                                    futex_scope scope) {
+                                    futex_scope scope, uint32_t bitset) {
   int op = FUTEX_WAIT_BITSET | (scope == futex_scope::process_private ? FUTEX_PRIVATE_FLAG : 0);
   timespec abs{};
   if (!d.is_never()) {
@@ -127,7 +128,7 @@ futex_wait_result thread_futex_wait(const std::atomic<uint32_t>* word, uint32_t 
     abs.tv_sec = ns / 1000000000;
     abs.tv_nsec = ns % 1000000000;
   }
-  long r = raw_futex(word, op, expected, d.is_never() ? nullptr : &abs, FUTEX_BITSET_MATCH_ANY);
+  long r = raw_futex(word, op, expected, d.is_never() ? nullptr : &abs, bitset);
   if (r == 0) return futex_wait_result::woken;
   if (errno == EAGAIN) return futex_wait_result::value_changed;
   if (errno == ETIMEDOUT) return futex_wait_result::timed_out;
@@ -216,7 +217,7 @@ void futex_ring::reap_loop() {
 }
 
 futex_wait_result futex_wait(const std::atomic<uint32_t>* word, uint32_t expected, deadline d, futex_scope scope,
-                             wait_reason reason, futex_resume resume) {
+                             wait_reason reason, futex_resume resume, uint32_t bitset) {
   if (word->load(std::memory_order_acquire) != expected) return futex_wait_result::value_changed;
   if (d.expired()) return futex_wait_result::timed_out;
   carrier* c = current_fiber_carrier();
@@ -225,7 +226,7 @@ futex_wait_result futex_wait(const std::atomic<uint32_t>* word, uint32_t expecte
     // A plain thread, a pinned fiber, or no usable futex ring: block the
     // thread; on a carrier the mark names the wait in the pinning report.
     pinned_block_marker marker(reason);
-    return thread_futex_wait(word, expected, d, scope);
+    return thread_futex_wait(word, expected, d, scope, bitset);
   }
 
   fiber_control* self = c->current();
@@ -254,7 +255,7 @@ futex_wait_result futex_wait(const std::atomic<uint32_t>* word, uint32_t expecte
     wait->fd = static_cast<int32_t>(kFutex2SizeU32 | (scope == futex_scope::process_private ? kFutex2Private : 0));
     wait->addr = reinterpret_cast<uint64_t>(word);
     wait->addr2 = expected;
-    wait->addr3 = FUTEX_BITSET_MATCH_ANY;
+    wait->addr3 = bitset;
     io_uring_sqe_set_data(wait, &w.on_wait);
     if (timed) {
       wait->flags |= IOSQE_IO_LINK;
@@ -312,6 +313,12 @@ void futex_ring::pass_on_wakes_stuck_on(const carrier* c) {
     if (w->home == c) pass_on(w);
   }
   woken_lock_.unlock();
+}
+
+long futex_syscall(const void* word, int op, uint32_t val, const void* timeout, uint32_t val3) noexcept {
+  static libc::next_symbol<long(long, ...)> next_syscall{"syscall"};
+  return next_syscall(static_cast<long>(SYS_futex), word, static_cast<long>(op), static_cast<unsigned long>(val),
+                      timeout, static_cast<void*>(nullptr), static_cast<unsigned long>(val3));
 }
 
 bool futex_wait_parks() noexcept {

@@ -75,9 +75,16 @@ enum class futex_resume {
 // is not pinned it parks (see above); elsewhere it blocks the thread. Like
 // futex(2), it may return `woken` without a wake: callers re-check the word.
 // Not interrupted by a cancellation (request_stop) of the fiber, as the
-// locks built on it are not.
+// locks built on it are not. `bitset` is FUTEX_WAIT_BITSET's: only a wake
+// whose bitset shares a bit with it ends the wait (nonzero).
 futex_wait_result futex_wait(const std::atomic<uint32_t>* word, uint32_t expected, deadline d, futex_scope scope,
-                             wait_reason reason, futex_resume resume = futex_resume::any_carrier);
+                             wait_reason reason, futex_resume resume = futex_resume::any_carrier,
+                             uint32_t bitset = ~0u);
+
+// futex(2) itself, never through an interposer: glibc's syscall() as found
+// after bobbin's (runtime/intercept/futex_calls.cc), which would otherwise
+// turn the runtime's own thread waits into parks.
+long futex_syscall(const void* word, int op, uint32_t val, const void* timeout, uint32_t val3) noexcept;
 
 // Whether futex_wait() called here would park the calling fiber (true), or
 // block the thread: off a fiber, on a pinned one, or with no usable futex

@@ -7,6 +7,8 @@
 
 #include <cerrno>
 
+#include "runtime/park/futex_wait.h"
+
 namespace bobbin::internal {
 
 thread_parker* thread_parker::current() noexcept {
@@ -28,8 +30,7 @@ void thread_parker::park(deadline d) noexcept {
   // errno is the caller's: the condition-variable and lock calls that end
   // here (glibc's never set it) must leave it alone.
   const int saved_errno = errno;
-  ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&permit_), FUTEX_WAIT_BITSET_PRIVATE, 0u, tsp, nullptr,
-            FUTEX_BITSET_MATCH_ANY);
+  futex_syscall(&permit_, FUTEX_WAIT_BITSET_PRIVATE, 0u, tsp, FUTEX_BITSET_MATCH_ANY);
   errno = saved_errno;
   // A read-modify-write, not a store: an unpark that lands after the wait
   // returned is then either consumed here, and the caller's re-check that
@@ -39,7 +40,7 @@ void thread_parker::park(deadline d) noexcept {
 
 void thread_parker::unpark() noexcept {
   if (permit_.exchange(1, std::memory_order_release) == 0) {
-    ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&permit_), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
+    futex_syscall(&permit_, FUTEX_WAKE_PRIVATE, 1, nullptr, 0);
   }
 }
 

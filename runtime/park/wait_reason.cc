@@ -11,6 +11,7 @@ std::string_view to_string(wait_reason r) noexcept {
       "net close",      "file io",      "offload",
       "libc read",      "libc write",   "libc accept",  "libc connect",  "libc poll",
       "libc sleep",     "libc fsync",   "os lock",      "os condition wait",
+      "futex wait",
   };
   static_assert(sizeof(kNames) / sizeof(kNames[0]) == static_cast<size_t>(wait_reason::count_));
   auto i = static_cast<size_t>(r);

@@ -235,13 +235,25 @@ bool pin_monitor::describe(carrier* c, fiber_control* f, bool kernel_blocked, lo
   } else if (kernel_blocked) {
     e.reason = pin_reason::syscall;
     e.detail = absl::StrCat("blocked in the kernel in ", syscall_name(nr));
-    if (nr == 202) absl::StrAppend(&e.detail, " (an OS lock or condition variable, e.g. a std::mutex)");
     if (nr == 35 || nr == 230) absl::StrAppend(&e.detail, " (a sleep)");
   } else {
     e.reason = pin_reason::cpu;
     e.detail = "running on the CPU without parking";
   }
   e.stack = symbolize(cap);
+  if (depth == 0 && kernel_blocked && nr == 202) {
+    // A futex wait that was not taken over (runtime/intercept/futex_calls.cc
+    // lists what is). One made inside glibc has no symbol to show.
+    if (!e.stack.empty() && e.stack[0].find("(libc.so") != std::string::npos) {
+      absl::StrAppend(&e.detail,
+                      " inside glibc, a wait bobbin cannot take over: pthread_once (std::call_once), a FILE's "
+                      "lock (stdio), malloc's arena lock, the resolver, or pthread_timedjoin_np/clockjoin_np");
+    } else {
+      absl::StrAppend(&e.detail,
+                      " (a wait bobbin does not take over: absl::Mutex and Abseil's other waits, a process-shared, "
+                      "robust or priority-inheriting mutex, or an OS lock with interception off)");
+    }
+  }
   return true;
 }
 

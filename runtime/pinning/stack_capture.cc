@@ -1,5 +1,6 @@
 #include "runtime/pinning/stack_capture.h"
 
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <ucontext.h>
@@ -197,7 +198,16 @@ std::vector<std::string> symbolize(const stack_capture& c) {
       out.push_back(absl::StrFormat("#%-2d 0x%x %s", i, c.frames[i], name));
       if (std::strstr(name, "bobbin::internal::fiber_entry") != nullptr) break;  // the base of a fiber stack
     } else {
-      out.push_back(absl::StrFormat("#%-2d 0x%x ??", i, c.frames[i]));
+      // No symbol (a static function inside glibc, whose symbol table is
+      // stripped): the library and the offset, for addr2line or gdb.
+      Dl_info info{};
+      if (::dladdr(reinterpret_cast<void*>(a), &info) != 0 && info.dli_fname != nullptr) {
+        const char* base = std::strrchr(info.dli_fname, '/');
+        out.push_back(absl::StrFormat("#%-2d 0x%x ?? (%s+0x%x)", i, c.frames[i], base ? base + 1 : info.dli_fname,
+                                      c.frames[i] - reinterpret_cast<uintptr_t>(info.dli_fbase)));
+      } else {
+        out.push_back(absl::StrFormat("#%-2d 0x%x ??", i, c.frames[i]));
+      }
     }
   }
   return out;
