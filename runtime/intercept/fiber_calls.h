@@ -86,8 +86,7 @@ void note_socket_option(int level, int name) noexcept;
 // lock backoff (absl::Mutex waits through both) must block the carrier as
 // they would a thread; parking there would let a second fiber of the same
 // carrier into absl::Mutex with the first one's waiter record still in use
-// (absl aborts: "illegal recursion into Mutex code"), and would park the
-// runtime's own absl::Mutex-guarded scheduler paths. Costs a scan of a few
+// (absl aborts: "illegal recursion into Mutex code"). Costs a scan of a few
 // address ranges, only on the interceptors' slow paths.
 bool called_by_abseil(const void* return_address) noexcept;
 
