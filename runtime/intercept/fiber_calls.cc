@@ -3,14 +3,17 @@
 #include "bobbin/blocking_calls.h"
 
 #include <dlfcn.h>
+#include <execinfo.h>
 #include <fcntl.h>
 #include <link.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "runtime/intercept/libc.h"
 #include "runtime/util/check.h"
@@ -43,19 +46,22 @@ namespace intercept {
 
 namespace {
 
-// The executable segments of the loaded libabsl_*.so libraries, found once
-// (dl_iterate_phdr takes the dynamic linker's lock: never per call). Abseil
-// is a dependency of bobbin, loaded before any fiber runs; a copy linked
-// statically into the executable is not told apart (its waits would park),
-// which is why bobbin links Debian's shared Abseil.
-class abseil_code {
+// The executable segments of the loaded libraries whose file name starts
+// with a prefix, found once (dl_iterate_phdr takes the dynamic linker's
+// lock: never per call) and kept in an immutable array: threads that race to
+// build it each build one, the first to publish wins, the others free
+// theirs. Abseil is a dependency of bobbin, loaded before any fiber runs; a
+// copy linked statically into the executable is not told apart (its waits
+// would park), which is why bobbin links Debian's shared Abseil.
+class library_code {
  public:
+  explicit constexpr library_code(const char* prefix) : prefix_(prefix) {}
   bool contains(const void* pc) noexcept {
-    int n = count_.load(std::memory_order_acquire);
-    if (__builtin_expect(n < 0, 0)) n = find();
+    const ranges* r = ranges_.load(std::memory_order_acquire);
+    if (__builtin_expect(r == nullptr, 0)) r = find();
     const auto a = reinterpret_cast<uintptr_t>(pc);
-    for (int i = 0; i < n; i++) {
-      if (a >= ranges_[i].begin && a < ranges_[i].end) return true;
+    for (size_t i = 0; i < r->n; i++) {
+      if (a >= r->at[i].begin && a < r->at[i].end) return true;
     }
     return false;
   }
@@ -64,45 +70,64 @@ class abseil_code {
   struct range {
     uintptr_t begin, end;
   };
-  static constexpr int kMaxRanges = 64;
+  struct ranges {
+    size_t n = 0;
+    range* at = nullptr;
+  };
+  struct scan {
+    const char* prefix;
+    std::vector<range> found;
+  };
 
-  // Threads that race here compute the same ranges; each writes them before
-  // publishing the count.
-  int find() noexcept {
-    struct scan {
-      range found[kMaxRanges];
-      int n = 0;
-    } s;
+  const ranges* find() noexcept {
+    scan s{prefix_, {}};
     dl_iterate_phdr(
         [](dl_phdr_info* info, size_t, void* arg) {
           auto* s = static_cast<scan*>(arg);
           const char* name = info->dlpi_name != nullptr ? info->dlpi_name : "";
           const char* base = std::strrchr(name, '/');
           base = base != nullptr ? base + 1 : name;
-          if (std::strncmp(base, "libabsl_", 8) != 0) return 0;
-          for (int i = 0; i < info->dlpi_phnum && s->n < kMaxRanges; i++) {
+          if (std::strncmp(base, s->prefix, std::strlen(s->prefix)) != 0) return 0;
+          for (int i = 0; i < info->dlpi_phnum; i++) {
             const ElfW(Phdr)& ph = info->dlpi_phdr[i];
             if (ph.p_type != PT_LOAD || (ph.p_flags & PF_X) == 0) continue;
             const uintptr_t begin = info->dlpi_addr + ph.p_vaddr;
-            s->found[s->n++] = range{begin, begin + ph.p_memsz};
+            s->found.push_back(range{begin, begin + ph.p_memsz});
           }
           return 0;
         },
         &s);
-    for (int i = 0; i < s.n; i++) ranges_[i] = s.found[i];
-    count_.store(s.n, std::memory_order_release);
-    return s.n;
+    auto* mine = new ranges{s.found.size(), new range[s.found.size() + 1]};
+    std::copy(s.found.begin(), s.found.end(), mine->at);
+    const ranges* expected = nullptr;
+    if (ranges_.compare_exchange_strong(expected, mine, std::memory_order_acq_rel)) return mine;
+    delete[] mine->at;
+    delete mine;
+    return expected;
   }
 
-  range ranges_[kMaxRanges] = {};
-  std::atomic<int> count_{-1};
+  const char* prefix_;
+  std::atomic<const ranges*> ranges_{nullptr};  // built once, never freed
 };
 
-constinit abseil_code abseil;
+constinit library_code abseil("libabsl_");
+constinit library_code abseil_synchronization("libabsl_synchronization");
 
 }  // namespace
 
 bool called_by_abseil(const void* return_address) noexcept { return abseil.contains(return_address); }
+
+bool inside_abseil_synchronization() noexcept {
+  void* frames[12];
+  // backtrace() unwinds with the compiler's unwind tables, which Abseil's
+  // frame-pointer-less code has; its first call loads libgcc_s, already
+  // loaded in any C++ program.
+  const int n = ::backtrace(frames, 12);
+  for (int i = 0; i < n; i++) {
+    if (abseil_synchronization.contains(frames[i])) return true;
+  }
+  return false;
+}
 
 int read_intercept_state() noexcept {
   const char* v = std::getenv("BOBBIN_INTERCEPT");

@@ -82,13 +82,18 @@ void note_socket_option(int level, int name) noexcept;
 
 // Whether `return_address` (an interceptor's caller) lies in one of the
 // loaded libabsl_*.so libraries. Abseil's synchronization keeps a waiter
-// record per thread, not per fiber: its futex waits and the nanosleep of its
-// lock backoff (absl::Mutex waits through both) must block the carrier as
-// they would a thread; parking there would let a second fiber of the same
-// carrier into absl::Mutex with the first one's waiter record still in use
-// (absl aborts: "illegal recursion into Mutex code"). Costs a scan of a few
-// address ranges, only on the interceptors' slow paths.
+// record per thread, not per fiber: its futex waits must block the carrier
+// as they would a thread; parking there would let a second fiber of the
+// same carrier into absl::Mutex with the first one's waiter record still in
+// use (absl aborts: "illegal recursion into Mutex code"). Costs a scan of a
+// few address ranges, only on the interceptors' slow paths.
 bool called_by_abseil(const void* return_address) noexcept;
+
+// Whether the calling thread's stack runs through libabsl_synchronization:
+// absl::Mutex's lock backoff sleeps with absl::SleepFor, which must not
+// park for the same reason, while a user's own absl::SleepFor may. Unwinds
+// the stack (a few microseconds): only for sleeps called by Abseil.
+bool inside_abseil_synchronization() noexcept;
 
 // Sets errno from a -errno result and returns -1, or returns the result.
 inline long to_libc_result(long res) noexcept {

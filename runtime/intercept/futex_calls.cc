@@ -82,7 +82,13 @@ long futex_wait_on_fiber(const uint32_t* word, int op, uint32_t val, const times
     if (!valid_timespec(timeout)) return fail(EINVAL);
     if (cmd == FUTEX_WAIT) {
       // Relative, whichever clock is named: the time left is the same.
-      d = deadline(std::chrono::seconds(timeout->tv_sec) + std::chrono::nanoseconds(timeout->tv_nsec));
+      // Beyond ~127 years (C code's LONG_MAX) is never, as the kernel's
+      // saturating arithmetic makes it: the nanoseconds would overflow.
+      if (timeout->tv_sec >= kNeverSeconds) {
+        d = deadline::never();
+      } else {
+        d = deadline(std::chrono::seconds(timeout->tv_sec) + std::chrono::nanoseconds(timeout->tv_nsec));
+      }
     } else {
       (void)to_deadline((op & FUTEX_CLOCK_REALTIME) != 0 ? CLOCK_REALTIME : CLOCK_MONOTONIC, timeout, &d);
     }

@@ -57,8 +57,9 @@ using bobbin::internal::carrier;
 using namespace bobbin::internal::intercept;  // NOLINT: the interceptors below are its whole point
 
 __attribute__((noinline)) static int nanosleep_on_carrier(const void* caller, const timespec* req, timespec* rem) {
-  // absl::Mutex's backoff sleeps here: it must not park (called_by_abseil).
-  carrier* c = called_by_abseil(caller) ? nullptr : parking_carrier();
+  // absl::Mutex's backoff sleeps here: it must not park (fiber_calls.h).
+  carrier* c = parking_carrier();
+  if (c != nullptr && called_by_abseil(caller) && inside_abseil_synchronization()) c = nullptr;
   if (c == nullptr || req == nullptr || !valid(req)) return real::nanosleep(req, rem);
   return park_for_timeout(c, __kernel_timespec{req->tv_sec, req->tv_nsec}, 0) ? 0 : fail_canceled();
 }

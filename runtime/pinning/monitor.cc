@@ -52,6 +52,8 @@
 // until the monitor is done with it (carrier.cc, complete_switch).
 #include "runtime/pinning/monitor.h"
 
+#include <dlfcn.h>
+
 #include <pthread.h>
 #include <signal.h>
 #include <sys/syscall.h>
@@ -241,17 +243,24 @@ bool pin_monitor::describe(carrier* c, fiber_control* f, bool kernel_blocked, lo
     e.detail = "running on the CPU without parking";
   }
   e.stack = symbolize(cap);
-  if (depth == 0 && kernel_blocked && nr == 202) {
+  if (depth == 0 && kernel_blocked && nr == 202 && cap.count > 0) {
     // A futex wait that was not taken over (runtime/intercept/futex_calls.cc
-    // lists what is). One made inside glibc has no symbol to show.
-    if (!e.stack.empty() && e.stack[0].find("(libc.so") != std::string::npos) {
+    // and thread_calls.cc list what is): say where it was made.
+    Dl_info info{};
+    const char* lib = ::dladdr(reinterpret_cast<void*>(cap.frames[0]), &info) != 0 && info.dli_fname != nullptr
+                          ? info.dli_fname
+                          : "";
+    const char* base = std::strrchr(lib, '/');
+    base = base != nullptr ? base + 1 : lib;
+    const bool via_syscall = info.dli_sname != nullptr && std::strcmp(info.dli_sname, "syscall") == 0;
+    if (std::strncmp(base, "libc.so", 7) == 0 && !via_syscall) {
       absl::StrAppend(&e.detail,
-                      " inside glibc, a wait bobbin cannot take over: pthread_once (std::call_once), a FILE's "
-                      "lock (stdio), malloc's arena lock, the resolver, or pthread_timedjoin_np/clockjoin_np");
+                      " inside glibc, a wait bobbin does not take over: a FILE's lock (stdio), malloc's arena "
+                      "lock, the resolver or the dynamic linker, pthread_timedjoin_np, a process-shared or robust "
+                      "mutex, or an OS lock with interception off");
     } else {
-      absl::StrAppend(&e.detail,
-                      " (a wait bobbin does not take over: absl::Mutex and Abseil's other waits, a process-shared, "
-                      "robust or priority-inheriting mutex, or an OS lock with interception off)");
+      absl::StrAppend(&e.detail, " (a futex wait bobbin does not take over: Abseil's waits, a process-shared or "
+                                 "robust mutex, or a wait with interception off)");
     }
   }
   return true;
