@@ -27,8 +27,10 @@
 // parked one must resume on. One difference: in a child forked while
 // another thread of the parent ran an init routine, glibc starts it again
 // (the fork generation changed); a fiber waits for it. Under
-// ThreadSanitizer, whose pthread_once keeps the word in its own format,
-// every call is glibc's (TSan's).
+// ThreadSanitizer, whose own pthread_once interceptor keeps the word in its
+// own format (bit 16: running) and waits with a raw futex call, a fiber
+// polls the word with parked naps while it shows "running", then makes the
+// call, which finds the function done and tells TSan what it orders.
 #undef _FORTIFY_SOURCE
 #undef _FILE_OFFSET_BITS
 #include <liburing.h>
@@ -44,6 +46,7 @@
 #include "runtime/park/futex_wait.h"
 
 namespace bobbin::internal::intercept {
+using bobbin::internal::carrier;
 namespace real {
 BOBBIN_NEXT_SYMBOL(pthread_join)
 BOBBIN_NEXT_SYMBOL(pthread_tryjoin_np)
@@ -64,11 +67,20 @@ bool detached(pthread_t thread) noexcept {
 // glibc 2.36's pthread_once_t states (nptl/pthread_once.c).
 constexpr int kOnceInProgress = 1;
 constexpr int kOnceDone = 2;
+// ThreadSanitizer's (sanitizer_common's guard: kGuardRunning).
+constexpr uint32_t kTsanOnceRunning = 1u << 16;
+
+// Parks the calling fiber for `ns` on a timer; false if its stop was
+// requested (the park returns at once).
+bool nap(carrier* c, int64_t ns) {
+  __kernel_timespec ts{0, ns};
+  return park_on_ring(c, [&](io_uring_sqe* sqe) { io_uring_prep_timeout(sqe, &ts, 0, 0); },
+                      bobbin::wait_reason::join) != -ECANCELED;
+}
 
 }  // namespace
 }  // namespace bobbin::internal::intercept
 
-using bobbin::internal::carrier;
 using namespace bobbin::internal::intercept;  // NOLINT: the interceptor below is its whole point
 
 __attribute__((noinline)) static int pthread_join_on_carrier(pthread_t thread, void** result) {
@@ -79,10 +91,7 @@ __attribute__((noinline)) static int pthread_join_on_carrier(pthread_t thread, v
   for (;;) {
     const int r = real::pthread_tryjoin_np(thread, result);
     if (r != EBUSY) return r;
-    __kernel_timespec ts{0, nap_ns};
-    const int parked = park_on_ring(c, [&](io_uring_sqe* sqe) { io_uring_prep_timeout(sqe, &ts, 0, 0); },
-                                    bobbin::wait_reason::join);
-    if (parked == -ECANCELED) return real::pthread_join(thread, result);
+    if (!nap(c, nap_ns)) return real::pthread_join(thread, result);
     nap_ns = std::min<int64_t>(nap_ns * 2, 2'000'000);
   }
 }
@@ -93,13 +102,14 @@ BOBBIN_INTERPOSE int pthread_join(pthread_t thread, void** result) {
 }
 
 __attribute__((noinline)) static int pthread_once_on_carrier(pthread_once_t* once, void (*init)()) {
-#if BOBBIN_TSAN
-  constexpr bool kTsan = true;
-#else
-  constexpr bool kTsan = false;
-#endif
-  if (kTsan || parking_carrier() == nullptr) return real::pthread_once(once, init);
+  carrier* c = parking_carrier();
+  if (c == nullptr) return real::pthread_once(once, init);
   auto* word = reinterpret_cast<const std::atomic<uint32_t>*>(once);
+#if BOBBIN_TSAN
+  while ((word->load(std::memory_order_acquire) & kTsanOnceRunning) != 0 && nap(c, 100'000)) {
+  }
+  return real::pthread_once(once, init);
+#endif
   for (;;) {
     const uint32_t v = word->load(std::memory_order_acquire);
     if ((v & kOnceDone) != 0) return 0;

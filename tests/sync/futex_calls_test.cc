@@ -261,8 +261,12 @@ TEST(FutexCallsTest, AtomicWaitPingPongBetweenAFiberAndAThread) {
   rt->set_pin_listener(pins.listener());
   constexpr int kRounds = 2000;
   std::atomic<int> ball{0};  // odd: the fiber's turn; even: the thread's
+  const uint64_t parks_before = rt->stats().futex_parks;
   std::thread thread([&] {
     for (int r = 0; r < kRounds; r++) {  // the ball holds 2r: the thread's turn
+      // Now and then the thread takes its time, so that the fiber's wait
+      // outlasts libstdc++'s spinning and reaches the futex.
+      if (r % 200 == 0) std::this_thread::sleep_for(2ms);
       ball.store(2 * r + 1);
       ball.notify_one();
       while (ball.load() == 2 * r + 1) ball.wait(2 * r + 1);
@@ -280,7 +284,6 @@ TEST(FutexCallsTest, AtomicWaitPingPongBetweenAFiberAndAThread) {
     }
     return returned;
   });
-  const uint64_t parks_before = rt->stats().futex_parks;
   EXPECT_EQ(player.join(), kRounds);
   thread.join();
   EXPECT_GT(rt->stats().futex_parks, parks_before) << "the fiber's waits parked";
