@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "runtime/io/io_object.h"
+#include "runtime/intercept/libc.h"
 #include "runtime/io/io_wait.h"
 #include "runtime/sched/carrier.h"
 
@@ -66,7 +67,7 @@ result<file> file::open_beneath(const file& dir, const std::string& relative, in
         c, [&](io_uring_sqe* sqe) { io_uring_prep_openat2(sqe, dir.io_->fd(), relative.c_str(), &how); },
         wait_reason::file_io, deadline());
   } else {
-    fd = static_cast<int>(::syscall(SYS_openat2, dir.io_->fd(), relative.c_str(), &how, sizeof how));
+    fd = static_cast<int>(bobbin::internal::libc::syscall(SYS_openat2, dir.io_->fd(), relative.c_str(), &how, sizeof how));
     if (fd < 0) fd = -errno;
   }
   if (fd < 0) return to_error(fd);

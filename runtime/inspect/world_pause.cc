@@ -1,4 +1,5 @@
 #include "runtime/inspect/world_pause.h"
+#include "runtime/intercept/libc.h"
 
 #include <linux/membarrier.h>
 #include <sys/syscall.h>
@@ -17,7 +18,7 @@ namespace {
 // once too.
 bool membarrier_ready() {
   static const bool ready =
-      ::syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+      bobbin::internal::libc::syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
   return ready;
 }
 
@@ -26,7 +27,7 @@ bool membarrier_ready() {
 world_pause::world_pause(runtime_impl& rt) : rt_(rt) {
   const bool can_fence = membarrier_ready();
   rt_.request_pause();
-  exact_ = can_fence && ::syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0;
+  exact_ = can_fence && bobbin::internal::libc::syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0;
   for (auto& c : rt_.carriers()) {
     // current_ first: a carrier sets leaving_ before it changes current_.
     if (fiber_control* f = c->current_acquire()) busy_.insert(f);

@@ -1,7 +1,8 @@
 // Not part of the bobbin API.
 //
-// The absolute times POSIX waits take (pthread_mutex_timedlock, clocklock,
-// pthread_cond_timedwait, clockwait), as a bobbin deadline.
+// The times POSIX waits take (pthread_mutex_timedlock, clocklock,
+// pthread_cond_timedwait, clockwait, futex timeouts, sleeps), as a bobbin
+// deadline.
 #ifndef BOBBIN_RUNTIME_INTERCEPT_ABS_TIME_H_
 #define BOBBIN_RUNTIME_INTERCEPT_ABS_TIME_H_
 
@@ -19,6 +20,20 @@ namespace bobbin::internal::intercept {
 // monotonic clock: a jump of the wall clock during the wait does not move
 // the deadline.
 inline constexpr time_t kNeverSeconds = 4'000'000'000;
+
+// Whether the kernel takes `t` as a time: nanoseconds in range, and for a
+// duration (sleeps, relative futex timeouts) no negative seconds either.
+constexpr bool valid_timespec(const timespec* t) noexcept {
+  return t->tv_sec >= 0 && t->tv_nsec >= 0 && t->tv_nsec < 1'000'000'000;
+}
+
+// The deadline `rel` (a valid_timespec) from now. Past kNeverSeconds is
+// never, as the kernel's saturating arithmetic makes it: the nanoseconds
+// would overflow.
+inline deadline relative_deadline(const timespec& rel) noexcept {
+  if (rel.tv_sec >= kNeverSeconds) return deadline::never();
+  return deadline(std::chrono::seconds(rel.tv_sec) + std::chrono::nanoseconds(rel.tv_nsec));
+}
 
 inline bool to_deadline(clockid_t clock, const timespec* abstime, deadline* d) noexcept {
   if (abstime == nullptr || abstime->tv_nsec < 0 || abstime->tv_nsec >= 1'000'000'000) return false;

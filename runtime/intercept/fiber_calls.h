@@ -67,6 +67,14 @@ int park_on_ring(carrier* c, Prep&& prep, wait_reason reason, deadline d = deadl
   return await_sqe(c, prep, reason, d, /*stay_on_carrier=*/true);
 }
 
+// Parks the calling fiber on `c` until a timeout (`ts` and IORING_TIMEOUT_*
+// `flags`, as io_uring_prep_timeout takes them) fires. False if the fiber's
+// stop was requested (it returns at once).
+inline bool park_for_timeout(carrier* c, __kernel_timespec ts, unsigned flags, wait_reason reason) {
+  return park_on_ring(c, [&](io_uring_sqe* sqe) { io_uring_prep_timeout(sqe, &ts, 0, flags); }, reason) !=
+         -ECANCELED;
+}
+
 // True if `fd` has O_NONBLOCK set (or fcntl fails: let the plain call
 // report the error).
 bool nonblocking(int fd) noexcept;

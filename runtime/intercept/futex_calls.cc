@@ -8,31 +8,33 @@
 // steady-clock time), std::future / promise / packaged_task / async
 // (libstdc++.so: shared FUTEX_WAIT, or FUTEX_WAIT_BITSET with an absolute
 // time on the realtime or monotonic clock) and the guard of a function-local
-// static (__cxa_guard_acquire: shared FUTEX_WAIT). glibc's own locks
-// (pthread_once, stdio, malloc, the resolver) make the system call inline and
-// never come here; they block the carrier and the pinning report names them.
+// static (__cxa_guard_acquire: shared FUTEX_WAIT). glibc's own waits make
+// the system call inline and never come here: pthread_once and pthread_join
+// are interposed by thread_calls.cc; the rest (stdio, malloc, the resolver)
+// block the carrier and the pinning report names them.
 //
 // What is taken over: SYS_futex with FUTEX_WAIT or FUTEX_WAIT_BITSET, private
-// or shared, either clock, on a fiber that is not pinned, with interception
-// on. It waits on the same futex key through runtime/park/futex_wait.h, so a
-// FUTEX_WAKE from any thread ends it, and answers as the kernel would: 0 when
-// woken (a spurious 0 is allowed, as futex(2) says), EAGAIN when the word did
-// not hold the value, ETIMEDOUT when the time passed, EINVAL for a malformed
-// time or an empty bitset. A parked fiber is not interrupted by signals, so
-// EINTR never comes back. The fiber resumes on the carrier it parked on: its
-// caller is compiled code (fiber_calls.h). A realtime deadline is turned into
-// the time left when the wait starts: a jump of the wall clock during the
-// wait does not move it.
+// or shared, either clock, on a fiber, with interception on. It waits on the
+// same futex key through runtime/park/futex_wait.h, so a FUTEX_WAKE from any
+// thread ends it, and answers as the kernel would: 0 when woken (a spurious
+// 0 is allowed, as futex(2) says), EAGAIN when the word did not hold the
+// value, ETIMEDOUT when the time passed, EINVAL for a malformed time or an
+// empty bitset. A parked fiber is not interrupted by signals, so EINTR never
+// comes back. The fiber resumes on the carrier it parked on: its caller is
+// compiled code (fiber_calls.h). A realtime deadline is turned into the time
+// left when the wait starts: a jump of the wall clock during the wait does
+// not move it. A pinned fiber's wait blocks its carrier (futex_wait does
+// that, marked for the pinning report).
 //
 // What is left to the kernel: every other system call and futex operation
 // (wakes, requeues, PI locks), waits with an unaligned or null address (the
-// kernel's EINVAL/EFAULT), a pinned fiber's wait (futex_wait blocks the
-// carrier and marks it for the pinning report), and Abseil's waits. Abseil's
-// Mutex, CondVar, Notification and its internal spin lock wait through
-// syscall() on a per-thread semaphore: two fibers of one carrier parked there
-// would share one waiter record, and the runtime's own schedulers locks are
-// absl::Mutexes (a scheduler lock that parks deadlocks). Calls whose return
-// address lies in a loaded libabsl_*.so pass straight through.
+// kernel's EINVAL/EFAULT), and Abseil's waits. Abseil's Mutex, CondVar,
+// Notification and its internal spin lock wait through syscall() on a
+// per-thread semaphore: two fibers of one carrier parked there would share
+// one waiter record (absl aborts). Calls made by Abseil pass straight
+// through (called_by_abseil, fiber_calls.h). The runtime's own futex waits
+// never come here (futex_syscall, park/futex_wait.h): a scheduler lock that
+// parks deadlocks.
 #undef _FORTIFY_SOURCE
 #undef _FILE_OFFSET_BITS
 #include <linux/futex.h>
@@ -52,12 +54,7 @@
 #include "runtime/park/futex_wait.h"
 
 namespace bobbin::internal::intercept {
-namespace real {
-BOBBIN_NEXT_SYMBOL(syscall)
-}  // namespace real
-
 namespace {
-
 
 // Whether a futex wait made here is taken over: on a fiber (pinned ones too:
 // futex_wait then blocks the carrier and names the wait in the pinning
@@ -66,39 +63,25 @@ bool on_intercepting_fiber(carrier* c) noexcept {
   return c->current() != nullptr && c->rt()->options().intercept_blocking_calls && enabled_for_process();
 }
 
-constexpr bool valid_timespec(const timespec* t) { return t->tv_sec >= 0 && t->tv_nsec >= 0 && t->tv_nsec < 1'000'000'000; }
-
-int fail(int error) {
-  errno = error;
-  return -1;
-}
-
 // FUTEX_WAIT or FUTEX_WAIT_BITSET made by a fiber: parks it (see above).
 long futex_wait_on_fiber(const uint32_t* word, int op, uint32_t val, const timespec* timeout, uint32_t bitset) {
   const int cmd = op & FUTEX_CMD_MASK;
   const futex_scope scope = (op & FUTEX_PRIVATE_FLAG) != 0 ? futex_scope::process_private : futex_scope::shared;
   deadline d = deadline::never();
   if (timeout != nullptr) {
-    if (!valid_timespec(timeout)) return fail(EINVAL);
+    if (!valid_timespec(timeout)) return to_libc_result(-EINVAL);
     if (cmd == FUTEX_WAIT) {
-      // Relative, whichever clock is named: the time left is the same.
-      // Beyond ~127 years (C code's LONG_MAX) is never, as the kernel's
-      // saturating arithmetic makes it: the nanoseconds would overflow.
-      if (timeout->tv_sec >= kNeverSeconds) {
-        d = deadline::never();
-      } else {
-        d = deadline(std::chrono::seconds(timeout->tv_sec) + std::chrono::nanoseconds(timeout->tv_nsec));
-      }
+      d = relative_deadline(*timeout);  // whichever clock is named: the time left is the same
     } else {
       (void)to_deadline((op & FUTEX_CLOCK_REALTIME) != 0 ? CLOCK_REALTIME : CLOCK_MONOTONIC, timeout, &d);
     }
   }
-  if (bitset == 0) return fail(EINVAL);
+  if (bitset == 0) return to_libc_result(-EINVAL);
   const auto* w = reinterpret_cast<const std::atomic<uint32_t>*>(word);
   switch (futex_wait(w, val, d, scope, wait_reason::futex_wait, futex_resume::parking_carrier, bitset)) {
     case futex_wait_result::woken: return 0;
-    case futex_wait_result::value_changed: return fail(EAGAIN);
-    case futex_wait_result::timed_out: return fail(ETIMEDOUT);
+    case futex_wait_result::value_changed: return to_libc_result(-EAGAIN);
+    case futex_wait_result::timed_out: return to_libc_result(-ETIMEDOUT);
   }
   return 0;
 }
@@ -120,7 +103,7 @@ __attribute__((noinline)) static long syscall_on_carrier(carrier* c, const void*
   if (number != SYS_futex || (cmd != FUTEX_WAIT && cmd != FUTEX_WAIT_BITSET) || word == nullptr ||
       reinterpret_cast<uintptr_t>(word) % alignof(uint32_t) != 0 || !on_intercepting_fiber(c) ||
       called_by_abseil(caller)) {
-    return real::syscall(number, a1, a2, a3, a4, a5, a6);
+    return bobbin::internal::libc::syscall(number, a1, a2, a3, a4, a5, a6);
   }
   const uint32_t bitset = cmd == FUTEX_WAIT_BITSET ? static_cast<uint32_t>(a6) : FUTEX_BITSET_MATCH_ANY;
   return futex_wait_on_fiber(word, op, static_cast<uint32_t>(a3), reinterpret_cast<const timespec*>(a4), bitset);
@@ -140,6 +123,6 @@ BOBBIN_INTERPOSE __attribute__((no_sanitize("address"))) long syscall(long numbe
              a5 = va_arg(ap, long), a6 = va_arg(ap, long);
   va_end(ap);
   carrier* c = bobbin::internal::tls_carrier;
-  if (__builtin_expect(c == nullptr, 1)) return real::syscall(number, a1, a2, a3, a4, a5, a6);
+  if (__builtin_expect(c == nullptr, 1)) return bobbin::internal::libc::syscall(number, a1, a2, a3, a4, a5, a6);
   return syscall_on_carrier(c, __builtin_return_address(0), number, a1, a2, a3, a4, a5, a6);
 }

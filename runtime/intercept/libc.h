@@ -67,4 +67,11 @@ class next_symbol {
   inline ::bobbin::internal::libc::next_symbol<decltype(::name)> name{#name}; \
   _Pragma("GCC diagnostic pop")
 
+namespace bobbin::internal::libc {
+// glibc's syscall(), past bobbin's own interposer (intercept/futex_calls.cc):
+// the runtime's own raw system calls (a carrier's eventfd wake, fatal()'s
+// write, its futex waits) are never taken over, and pay no interposer.
+BOBBIN_NEXT_SYMBOL(syscall)
+}  // namespace bobbin::internal::libc
+
 #endif  // BOBBIN_RUNTIME_INTERCEPT_LIBC_H_

@@ -18,6 +18,7 @@
 #include <cerrno>
 #include <chrono>
 
+#include "runtime/intercept/abs_time.h"
 #include "runtime/intercept/fiber_calls.h"
 #include "runtime/intercept/libc.h"
 
@@ -31,18 +32,10 @@ BOBBIN_NEXT_SYMBOL(sleep)
 
 namespace {
 
-bool valid(const timespec* t) { return t->tv_sec >= 0 && t->tv_nsec >= 0 && t->tv_nsec < 1000000000; }
-
-// Parks until the timeout described by `ts` and `flags` (IORING_TIMEOUT_*)
-// fires. False if the fiber was cancelled.
-bool park_for_timeout(carrier* c, __kernel_timespec ts, unsigned flags) {
-  return park_on_ring(c, [&](io_uring_sqe* sqe) { io_uring_prep_timeout(sqe, &ts, 0, flags); },
-                      wait_reason::libc_sleep) != -ECANCELED;
-}
-
 bool park_for(carrier* c, std::chrono::nanoseconds d) {
   if (d <= d.zero()) return true;
-  return park_for_timeout(c, __kernel_timespec{d.count() / 1000000000, d.count() % 1000000000}, 0);
+  return park_for_timeout(c, __kernel_timespec{d.count() / 1000000000, d.count() % 1000000000}, 0,
+                          wait_reason::libc_sleep);
 }
 
 int fail_canceled() {
@@ -60,8 +53,10 @@ __attribute__((noinline)) static int nanosleep_on_carrier(const void* caller, co
   // absl::Mutex's backoff sleeps here: it must not park (fiber_calls.h).
   carrier* c = parking_carrier();
   if (c != nullptr && called_by_abseil(caller) && inside_abseil_synchronization()) c = nullptr;
-  if (c == nullptr || req == nullptr || !valid(req)) return real::nanosleep(req, rem);
-  return park_for_timeout(c, __kernel_timespec{req->tv_sec, req->tv_nsec}, 0) ? 0 : fail_canceled();
+  if (c == nullptr || req == nullptr || !valid_timespec(req)) return real::nanosleep(req, rem);
+  return park_for_timeout(c, __kernel_timespec{req->tv_sec, req->tv_nsec}, 0, bobbin::wait_reason::libc_sleep)
+             ? 0
+             : fail_canceled();
 }
 
 BOBBIN_INTERPOSE int nanosleep(const timespec* req, timespec* rem) {
@@ -78,10 +73,12 @@ __attribute__((noinline)) static int clock_nanosleep_on_carrier(clockid_t clock,
     case CLOCK_BOOTTIME: clock_flag = IORING_TIMEOUT_BOOTTIME; break;
     default: c = nullptr;  // CPU-time clocks: the kernel's rules, on the carrier
   }
-  if (c == nullptr || req == nullptr || !valid(req)) return real::clock_nanosleep(clock, flags, req, rem);
+  if (c == nullptr || req == nullptr || !valid_timespec(req)) return real::clock_nanosleep(clock, flags, req, rem);
   const unsigned abs = (flags & TIMER_ABSTIME) ? IORING_TIMEOUT_ABS : 0;
   // clock_nanosleep returns the error number itself.
-  return park_for_timeout(c, __kernel_timespec{req->tv_sec, req->tv_nsec}, clock_flag | abs) ? 0 : ECANCELED;
+  return park_for_timeout(c, __kernel_timespec{req->tv_sec, req->tv_nsec}, clock_flag | abs, bobbin::wait_reason::libc_sleep)
+             ? 0
+             : ECANCELED;
 }
 
 BOBBIN_INTERPOSE int clock_nanosleep(clockid_t clock, int flags, const timespec* req, timespec* rem) {

@@ -70,12 +70,10 @@ constexpr int kOnceDone = 2;
 // ThreadSanitizer's (sanitizer_common's guard: kGuardRunning).
 constexpr uint32_t kTsanOnceRunning = 1u << 16;
 
-// Parks the calling fiber for `ns` on a timer; false if its stop was
-// requested (the park returns at once).
+// A parked sleep of `ns` between polls; false if the fiber's stop was
+// requested.
 bool nap(carrier* c, int64_t ns) {
-  __kernel_timespec ts{0, ns};
-  return park_on_ring(c, [&](io_uring_sqe* sqe) { io_uring_prep_timeout(sqe, &ts, 0, 0); },
-                      bobbin::wait_reason::join) != -ECANCELED;
+  return park_for_timeout(c, __kernel_timespec{0, ns}, 0, bobbin::wait_reason::join);
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "bobbin/this_fiber.h"
 #include "runtime/io/io_object.h"
+#include "runtime/intercept/libc.h"
 
 namespace bobbin {
 
@@ -92,7 +93,7 @@ namespace {
 // would pass through anyway, after an fcntl to find that out).
 int accept_now(int fd) {
   for (;;) {
-    long c = ::syscall(SYS_accept4, fd, nullptr, nullptr, SOCK_CLOEXEC);
+    long c = bobbin::internal::libc::syscall(SYS_accept4, fd, nullptr, nullptr, SOCK_CLOEXEC);
     if (c >= 0) return static_cast<int>(c);
     if (errno != EINTR) return -errno;
   }

@@ -316,8 +316,7 @@ void futex_ring::pass_on_wakes_stuck_on(const carrier* c) {
 }
 
 long futex_syscall(const void* word, int op, uint32_t val, const void* timeout, uint32_t val3) noexcept {
-  static libc::next_symbol<long(long, ...)> next_syscall{"syscall"};
-  return next_syscall(static_cast<long>(SYS_futex), word, static_cast<long>(op), static_cast<unsigned long>(val),
+  return libc::syscall(static_cast<long>(SYS_futex), word, static_cast<long>(op), static_cast<unsigned long>(val),
                       timeout, static_cast<void*>(nullptr), static_cast<unsigned long>(val3));
 }
 

@@ -1,6 +1,7 @@
 // The carrier thread: its scheduling loop, the switch between fibers, and its
 // side of the sleep/wake protocol. See scheduler.cc for the overview.
 #include "runtime/sched/carrier.h"
+#include "runtime/intercept/libc.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -127,7 +128,7 @@ void carrier::join() {
 
 void carrier::thread_main() {
   has_cpu_clock_ = pthread_getcpuclockid(pthread_self(), &cpu_clock_) == 0;
-  tid_.store(static_cast<pid_t>(::syscall(SYS_gettid)), std::memory_order_release);
+  tid_.store(static_cast<pid_t>(bobbin::internal::libc::syscall(SYS_gettid)), std::memory_order_release);
   {
     // What `top -H`, perf and gdb show (15 characters at most).
     char name[16];
@@ -265,7 +266,7 @@ const fiber_control* carrier::capture_by_signal(stack_capture& out, std::chrono:
   // 2 left over: a handler that finished after its requester gave up.
   int s = capture_state.load(std::memory_order_acquire);
   if (s == 1 || !capture_state.compare_exchange_strong(s, 1, std::memory_order_acq_rel)) return nullptr;
-  ::syscall(SYS_tgkill, ::getpid(), tid(), capture_signal());
+  bobbin::internal::libc::syscall(SYS_tgkill, ::getpid(), tid(), capture_signal());
   // The handler runs as soon as the thread is scheduled; bound the wait.
   const auto give_up = std::chrono::steady_clock::now() + wait;
   while (capture_state.load(std::memory_order_acquire) != 2 && std::chrono::steady_clock::now() < give_up) {
@@ -317,7 +318,7 @@ void carrier::wait_out_pause() {
   // nanosleep interceptor must not run.
   while (rt_->pause_requested()) {
     timespec nap{0, 20000};
-    ::syscall(SYS_nanosleep, &nap, nullptr);
+    bobbin::internal::libc::syscall(SYS_nanosleep, &nap, nullptr);
   }
 }
 
@@ -577,7 +578,7 @@ void carrier::wake() {
   // Only EAGAIN (counter saturated: a wake is pending anyway) can fail here.
   // The raw system call: a fiber calls this from ready(), and the libc
   // write() would be bobbin's own interceptor (runtime/intercept).
-  [[maybe_unused]] long n = ::syscall(SYS_write, wake_fd_, &one, sizeof one);
+  [[maybe_unused]] long n = bobbin::internal::libc::syscall(SYS_write, wake_fd_, &one, sizeof one);
 }
 
 void carrier::poll_io(bool wait) {

@@ -1,4 +1,5 @@
 #include "runtime/util/check.h"
+#include "runtime/intercept/libc.h"
 
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -11,7 +12,7 @@ void write_stderr(std::string_view text) noexcept {
   while (!text.empty()) {
     // The raw system call: this runs in signal handlers and on fibers, where
     // the libc write() would be bobbin's interceptor (which may park).
-    long n = ::syscall(SYS_write, 2, text.data(), text.size());
+    long n = bobbin::internal::libc::syscall(SYS_write, 2, text.data(), text.size());
     if (n <= 0) return;
     text.remove_prefix(static_cast<size_t>(n));
   }
