@@ -127,6 +127,9 @@ struct runtime_stats {
   uint64_t offloaded_calls = 0;    // calls run on the blocking pool
   uint64_t intercepted_parks = 0;  // blocking libc calls that parked their fiber
   uint64_t futex_parks = 0;        // futex waits (OS locks) that parked their fiber on the futex ring
+  // Of their completions, those the pinning monitor reaped because their
+  // carrier had not for a tick (it was stuck or ran one fiber for long).
+  uint64_t futex_completions_reaped_by_monitor = 0;
   uint64_t os_condition_parks = 0; // pthread_cond_* / std::condition_variable waits that parked their fiber
 };
 

@@ -8,6 +8,7 @@
 // Completions name what to do by user_data:
 //   0                  nothing (link timeouts, cancel requests)
 //   kWakeUserData      the carrier's eventfd read completed: someone woke it
+//   kFutexPollUserData the carrier's futex ring has completions to reap
 //   anything else      a `completion*` whose fn runs on the carrier thread
 #ifndef BOBBIN_RUNTIME_IO_RING_H_
 #define BOBBIN_RUNTIME_IO_RING_H_
@@ -25,6 +26,7 @@ struct completion {
 };
 
 inline constexpr uint64_t kWakeUserData = 1;
+inline constexpr uint64_t kFutexPollUserData = 2;
 
 class ring {
  public:

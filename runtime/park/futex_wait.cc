@@ -5,8 +5,9 @@
 //      IORING_OP_LINK_TIMEOUT linked to it) and submit;
 //   2. park: once the fiber's context is saved, the switch stores "parked"
 //      in the wait's handshake word (switch_action::publish_parked);
-//   3. the reaper sees each of the wait's completions; after the last one it
-//      stores "completed" there. Whichever of 2 and 3 comes second makes the
+//   3. the reaper (the carrier, or the pinning monitor for a carrier that is
+//      not reaping) sees each of the wait's completions; after the last one
+//      it stores "completed" there. Whichever of 2 and 3 comes second makes the
 //      fiber runnable: the reaper never waits for a fiber still on its way
 //      out (a wait can complete during its own submission: -EAGAIN, or a
 //      wake), which on 2 cores cost a third of the CPU under contention.
@@ -44,7 +45,6 @@ namespace {
 constexpr uint8_t kOpFutexWait = 51;
 constexpr uint32_t kFutex2SizeU32 = 0x02;
 constexpr uint32_t kFutex2Private = 128;
-constexpr uint64_t kStopUserData = 1;  // the reaper's wake-up at stop()
 constexpr unsigned kRingEntries = 1024;
 
 }  // namespace
@@ -92,7 +92,9 @@ struct futex_ring_wait {
       return;
     }
     // `*this` may be gone from here on.
-    if (to != nullptr) {
+    if (to != nullptr && to == current_carrier()) {
+      to->push_bound(f);  // reaped by its own carrier: no request, no eventfd
+    } else if (to != nullptr) {
       to->post(remote_request{remote_request::resume_bound, -1, reinterpret_cast<uint64_t>(f), nullptr});
     } else {
       f->rt->ready(f, /*next=*/false);
@@ -148,34 +150,19 @@ bool futex_ring::supported_by_kernel() {
   return supported;
 }
 
-futex_ring::~futex_ring() { stop(); }
+futex_ring::~futex_ring() { close(); }
 
 absl::Status futex_ring::start() {
-  // Plain flags on purpose: no SINGLE_ISSUER (every carrier submits) and no
-  // DEFER_TASKRUN (a wake must complete while its submitter is busy).
+  // Plain flags on purpose: no DEFER_TASKRUN (a wake must complete while
+  // its carrier is busy or stuck; see futex_wait.h).
   int r = io_uring_queue_init(kRingEntries, &ring_, 0);
   if (r < 0) return absl::UnavailableError(absl::StrCat("bobbin: futex ring: io_uring_queue_init: ", std::strerror(-r)));
   ring_up_ = true;
-  reaper_ = std::thread([this] {
-    pthread_setname_np(pthread_self(), "bobbin-futex");
-    reap_loop();
-  });
   return absl::OkStatus();
 }
 
-void futex_ring::stop() {
+void futex_ring::close() {
   if (!ring_up_) return;
-  if (reaper_.joinable()) {
-    stopping_.store(true, std::memory_order_release);
-    submit_lock_.lock();
-    while (io_uring_sq_space_left(&ring_) == 0) submit_prepared();
-    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-    io_uring_prep_nop(sqe);
-    io_uring_sqe_set_data64(sqe, kStopUserData);
-    submit_prepared();
-    submit_lock_.unlock();
-    reaper_.join();
-  }
   // Waits still armed belong to fibers the shutdown abandons; closing the
   // ring cancels them without running their completions.
   io_uring_queue_exit(&ring_);
@@ -186,34 +173,59 @@ void futex_ring::submit_prepared() {
   for (;;) {
     int r = io_uring_submit(&ring_);
     if (r >= 0 || io_uring_sq_ready(&ring_) == 0) return;
-    // EBUSY/EAGAIN: the completion queue is full and the reaper is emptying
-    // it; EINTR: a signal. The prepared SQEs must still reach the kernel.
+    // EBUSY/EAGAIN: the completion queue is full; reaping makes room.
+    // EINTR: a signal. The prepared SQEs must still reach the kernel.
     BOBBIN_CHECK(r == -EBUSY || r == -EAGAIN || r == -EINTR, "bobbin: futex ring: io_uring_submit failed");
-    sched_yield();
+    if (r != -EINTR) reap();
   }
 }
 
-void futex_ring::reap_loop() {
-  for (;;) {
-    int r = io_uring_enter(ring_.ring_fd, 0, 1, IORING_ENTER_GETEVENTS, nullptr);
-    BOBBIN_CHECK(r >= 0 || r == -EINTR || r == -EAGAIN || r == -EBUSY, "bobbin: futex ring: io_uring_enter failed");
-    bool stop = false;
-    unsigned head, n = 0;
-    io_uring_cqe* cqe;
-    io_uring_for_each_cqe(&ring_, head, cqe) {
-      n++;
-      const uint64_t ud = cqe->user_data;
-      if (ud == kStopUserData) {
-        stop = true;
-      } else if (ud != 0) {
-        auto* c = reinterpret_cast<completion*>(ud);
-        tsan_acquire(c);  // the submitter's writes (see futex_wait)
-        c->fn(c, cqe->res, cqe->flags);
-      }
-    }
-    io_uring_cq_advance(&ring_, n);
-    if (stop) return;
+void futex_ring::reap() {
+  reap_lock_.lock();
+  reap_locked();
+  reap_lock_.unlock();
+}
+
+void futex_ring::reap_if_free() {
+  if (!has_completions() || !reap_lock_.try_lock()) return;
+  reap_locked();
+  reap_lock_.unlock();
+}
+
+void futex_ring::reap_if_stalled() {
+  if (!has_completions()) {
+    stalled_head_ = ~0u;
+    return;
   }
+  const unsigned head = io_uring_smp_load_acquire(ring_.cq.khead);
+  if (head == stalled_head_) {
+    reap_for_stuck_carrier();
+    stalled_head_ = ~0u;
+  } else {
+    stalled_head_ = head;
+  }
+}
+
+void futex_ring::reap_for_stuck_carrier() {
+  reap_lock_.lock();
+  const unsigned n = reap_locked();
+  reap_lock_.unlock();
+  reaped_by_monitor_.fetch_add(n, std::memory_order_relaxed);
+}
+
+unsigned futex_ring::reap_locked() {
+  unsigned head, n = 0;
+  io_uring_cqe* cqe;
+  io_uring_for_each_cqe(&ring_, head, cqe) {
+    n++;
+    if (const uint64_t ud = cqe->user_data; ud != 0) {
+      auto* c = reinterpret_cast<completion*>(ud);
+      tsan_acquire(c);  // the submitter's writes (see futex_wait)
+      c->fn(c, cqe->res, cqe->flags);
+    }
+  }
+  io_uring_cq_advance(&ring_, n);
+  return n;
 }
 
 futex_wait_result futex_wait(const std::atomic<uint32_t>* word, uint32_t expected, deadline d, futex_scope scope,
@@ -221,7 +233,7 @@ futex_wait_result futex_wait(const std::atomic<uint32_t>* word, uint32_t expecte
   if (word->load(std::memory_order_acquire) != expected) return futex_wait_result::value_changed;
   if (d.expired()) return futex_wait_result::timed_out;
   carrier* c = current_fiber_carrier();
-  futex_ring* ring = c != nullptr ? c->rt()->futex_ring_for_waits() : nullptr;
+  futex_ring* ring = c != nullptr ? c->futex_ring_for_waits() : nullptr;
   if (ring == nullptr) {
     // A plain thread, a pinned fiber, or no usable futex ring: block the
     // thread; on a carrier the mark names the wait in the pinning report.
@@ -245,7 +257,7 @@ futex_wait_result futex_wait(const std::atomic<uint32_t>* word, uint32_t expecte
   w.pending.store(timed ? 2 : 1, std::memory_order_relaxed);
   // The kernel orders the submission before its completions; tell
   // ThreadSanitizer, which cannot see that (the reaper acquires in
-  // reap_loop before it touches the record).
+  // reap_locked before it touches the record).
   tsan_release(&w.on_wait);
   if (timed) tsan_release(&w.on_timeout);
   ring->submit(timed ? 2 : 1, [&](io_uring_sqe** sqe) {
@@ -322,7 +334,7 @@ long futex_syscall(const void* word, int op, uint32_t val, const void* timeout, 
 
 bool futex_wait_parks() noexcept {
   carrier* c = current_fiber_carrier();
-  return c != nullptr && c->rt()->futex_ring_for_waits() != nullptr;
+  return c != nullptr && c->futex_ring_for_waits() != nullptr;
 }
 
 int futex_wake(const std::atomic<uint32_t>* word, int n, futex_scope scope) {

@@ -11,17 +11,31 @@
 // only when that carrier next enters it. A carrier stuck in a pinned call
 // would then hold back a fiber whose lock is already free (measured: never
 // delivered in 3 s; ../shared/research/os-locks.md §0), the shape of the JDK's
-// pinning deadlocks. Instead every runtime has one futex ring, set up without
-// those flags, which any carrier submits to under a lock and one thread of
-// its own ("bobbin-futex") reaps. A woken fiber is made runnable on the
-// global queue, so any carrier that is not stuck runs it, or, when the
-// caller asks (futex_resume), on the carrier it parked on. The price is one
-// thread hop per wake (the ring wait and a thread's futex wait were measured
-// equally fast here: median 64 µs against 147 µs from unlock to resume).
+// pinning deadlocks. Instead each carrier has a second ring for its fibers'
+// futex waits (created on first use), set up without those flags, so the
+// kernel completes a wait as soon as it is woken, whatever the carrier does.
 //
-// Fallback, chosen in one place (futex_ring::usable): a kernel without
+// Who reaps it. The carrier itself, on every turn of its loop (a look at the
+// completion queue's tail); before it sleeps it arms a poll on that ring's
+// fd on its own ring, so a completion wakes it. The kernel runs a woken
+// wait's completion on the thread that submitted it -- this carrier -- so a
+// wake costs one hop, as a thread's futex wake does: the waker, then the
+// carrier. (Stop 28's design, one ring for the runtime reaped by a thread of
+// its own, cost three: the submitting carrier ran the kernel's task work,
+// the reaper thread woke to reap, and the carrier woke again to run the
+// fiber; the std::future row of perf/RESULTS.md lost 1% to threads there.)
+// A carrier that does not reap -- stuck in a pinned call, or running one
+// fiber for long -- has its completions reaped by the pinning monitor: on
+// each tick it reaps a ring whose oldest completion was already waiting at
+// the tick before (Go's sysmon polls the network the same way), and at once
+// when it marks the carrier blocked. A woken fiber is made runnable on the
+// global queue, so any carrier that is not stuck runs it, or, when the
+// caller asks (futex_resume), on the carrier it parked on.
+//
+// Fallback, chosen in one place (runtime_impl's start-up): a kernel without
 // IORING_OP_FUTEX_WAIT (before 6.7), or BOBBIN_FUTEX_RING=off in the
-// environment when the runtime starts, makes a fiber's futex wait a plain
+// environment when the runtime starts, or a carrier that could not create
+// its ring (said once on stderr), makes a fiber's futex wait a plain
 // futex(2) wait that blocks its carrier, marked so that the pinning monitor
 // reports it and activates a spare carrier. Plain threads and fibers inside
 // a pinned_scope always wait that way.
@@ -36,7 +50,6 @@
 
 #include <atomic>
 #include <cstdint>
-#include <thread>
 
 #include "absl/status/status.h"
 #include "bobbin/deadline.h"
@@ -95,9 +108,11 @@ bool futex_wait_parks() noexcept;
 // Wakes up to `n` waiters on `word` (fibers or threads); returns how many.
 int futex_wake(const std::atomic<uint32_t>* word, int n, futex_scope scope);
 
-// The runtime's futex ring: created by the runtime on first use, stopped by
-// its shutdown after the carriers (a fiber still parked then is abandoned
-// with the rest). Internal to futex_wait.cc but for the runtime's ownership.
+// A carrier's futex ring: created by its carrier on the first wait of one of
+// its fibers, closed after the carriers have stopped (a fiber still parked
+// then is abandoned with the rest). Submitted to by that carrier only;
+// reaped by it, or by the pinning monitor when it does not (see above).
+// Internal to futex_wait.cc but for the carrier's and monitor's calls.
 class futex_ring {
  public:
   futex_ring() = default;
@@ -106,18 +121,33 @@ class futex_ring {
   ~futex_ring();
 
   // Whether fibers can park on this kernel and in this environment; the
-  // probe runs once per runtime.
+  // probe runs once per process.
   static bool supported_by_kernel();
   absl::Status start();
-  void stop();
+  void close();
+  int fd() const { return ring_.ring_fd; }
 
   // Prepares `sqes` (1 or 2: a wait and its linked timeout) with
-  // prep(io_uring_sqe**) and submits them together. There is always room:
-  // submit_prepared() leaves the submission queue empty.
+  // prep(io_uring_sqe**) and submits them together. Its carrier's thread
+  // only. There is always room: submit_prepared() leaves the submission
+  // queue empty.
   template <class Prep>
   void submit(unsigned sqes, Prep&& prep);
 
+  // Completions not reaped yet (a load of the queue's tail).
+  bool has_completions() const { return io_uring_cq_ready(&ring_) != 0; }
+  // Runs every completion there is. reap_if_free() gives way when another
+  // thread is reaping (the carrier's loop: the monitor is doing its work).
+  void reap();
+  void reap_if_free();
+  // The pinning monitor's: reap_if_stalled() once per tick reaps if the
+  // oldest completion was already there at its last look (the carrier is
+  // not reaping); reap_for_stuck_carrier() at once.
+  void reap_if_stalled();
+  void reap_for_stuck_carrier();
+
   uint64_t waits() const { return waits_.load(std::memory_order_relaxed); }
+  uint64_t reaped_by_monitor() const { return reaped_by_monitor_.load(std::memory_order_relaxed); }
 
   // Called by the pinning monitor once it has marked `c` blocked: passes on
   // the wake of every fiber woken from a wait that must resume on `c` and
@@ -132,31 +162,29 @@ class futex_ring {
 
  private:
   void pass_on(futex_ring_wait* w);  // under woken_lock_; once per wait
-  void reap_loop();
-  // Hands every prepared SQE to the kernel, retrying while the completion
-  // queue is full (the reaper is emptying it). Called under submit_lock_.
+  unsigned reap_locked();            // under reap_lock_; how many it reaped
+  // Hands every prepared SQE to the kernel; while the completion queue is
+  // full (EBUSY), reaps to make room.
   void submit_prepared();
 
   io_uring ring_{};
   bool ring_up_ = false;
-  spin_lock submit_lock_;  // the submission queue; never a pthread mutex
-  std::thread reaper_;
-  std::atomic<bool> stopping_{false};
+  spin_lock reap_lock_;  // the completion queue's head; never a pthread mutex
+  unsigned stalled_head_ = ~0u;  // the monitor's: the head it last saw waiting
   std::atomic<uint64_t> waits_{0};
+  std::atomic<uint64_t> reaped_by_monitor_{0};
   spin_lock woken_lock_;
   futex_ring_wait* woken_bound_ = nullptr;
 };
 
 template <class Prep>
 void futex_ring::submit(unsigned sqes, Prep&& prep) {
-  submit_lock_.lock();
   if (io_uring_sq_space_left(&ring_) < sqes) submit_prepared();
   io_uring_sqe* batch[2] = {nullptr, nullptr};
   for (unsigned i = 0; i < sqes; i++) batch[i] = io_uring_get_sqe(&ring_);
   prep(batch);
   waits_.fetch_add(1, std::memory_order_relaxed);
   submit_prepared();
-  submit_lock_.unlock();
 }
 
 }  // namespace bobbin::internal

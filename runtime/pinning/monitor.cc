@@ -37,6 +37,12 @@
 // variable, runtime/intercept/fiber_calls.h says why) cannot run meanwhile,
 // so their wakes are passed on to the next waiter at once.
 //
+// Futex completions: each carrier reaps its own futex ring; one that has
+// not reaped a completion for a whole interval gets it reaped here, so a
+// fiber woken from an OS lock while its carrier is stuck resumes elsewhere
+// (or has its wake passed on) within about two intervals
+// (runtime/park/futex_wait.h).
+//
 // Backlog help: a carrier wakes an idle one when its run queue grows long
 // or old (carrier::wants_help), but it checks only between fibers, so a
 // fiber that hogs the CPU would keep the fibers queued behind it waiting
@@ -130,6 +136,11 @@ void pin_monitor::run() {
       if (threshold_.count() > 0) sample(all[i].get(), watches[i], now);
       help_if_backlogged(all[i].get(), watches[i]);
     }
+    // Futex completions a carrier has not reaped for a tick (it is stuck,
+    // or runs one fiber for long): fibers woken there may run elsewhere.
+    for (auto& c : all) {
+      if (futex_ring* r = c->started_futex_ring()) r->reap_if_stalled();
+    }
     deadlocks_.tick(now);
     l.lock();
   }
@@ -178,7 +189,10 @@ void pin_monitor::sample(carrier* c, watch& w, std::chrono::steady_clock::time_p
   const bool declared = e.reason == pin_reason::declared;
   if ((kernel_blocked || declared) && ks.state != 'R') {
     c->blocked.store(true, std::memory_order_relaxed);
-    if (futex_ring* r = rt_->started_futex_ring()) r->pass_on_wakes_stuck_on(c);
+    if (futex_ring* r = c->started_futex_ring()) {
+      r->reap_for_stuck_carrier();  // it will not: wakes consumed meanwhile are passed on below
+      r->pass_on_wakes_stuck_on(c);
+    }
     os_cond::pass_on_wakes_stuck_on(c);
     activate_spare(w);
   }

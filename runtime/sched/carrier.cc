@@ -3,6 +3,7 @@
 #include "runtime/sched/carrier.h"
 #include "runtime/intercept/libc.h"
 
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/eventfd.h>
@@ -16,6 +17,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "runtime/fiber/cancel.h"
+#include "runtime/park/futex_wait.h"
 #include "runtime/sched/scheduler.h"
 #include "runtime/util/check.h"
 
@@ -100,9 +102,45 @@ void install_overflow_handler();  // overflow_handler.cc
 void* make_alt_signal_stack();
 void free_alt_signal_stack(void*);
 
+carrier::carrier(runtime_impl* rt, unsigned index) : rt_(rt), index_(index) {}
+
 carrier::~carrier() {
   join();
+  close_futex_ring();
   if (wake_fd_ >= 0) ::close(wake_fd_);
+}
+
+futex_ring* carrier::futex_ring_for_waits() {
+  if (futex_ring* r = futex_ring_.load(std::memory_order_relaxed)) return r;  // written by this thread only
+  if (!rt_->futex_rings_usable() || rt_->stopping()) return nullptr;
+  auto r = std::make_unique<futex_ring>();
+  if (absl::Status st = r->start(); !st.ok()) {
+    rt_->futex_ring_failed(st);
+    return nullptr;
+  }
+  futex_ring_owner_ = std::move(r);
+  futex_ring_.store(futex_ring_owner_.get(), std::memory_order_release);
+  return futex_ring_owner_.get();
+}
+
+void carrier::close_futex_ring() {
+  if (futex_ring_owner_) futex_ring_owner_->close();
+}
+
+bool carrier::futex_completions_waiting() const {
+  futex_ring* r = futex_ring_.load(std::memory_order_relaxed);
+  return r != nullptr && r->has_completions();
+}
+
+void carrier::arm_futex_poll() {
+  futex_ring* r = futex_ring_.load(std::memory_order_relaxed);
+  if (r == nullptr || futex_poll_armed_) return;
+  // One-shot: the kernel makes a poll on an io_uring's fd one-shot anyway
+  // (a multishot one could recurse through the completion it reports).
+  io_uring_sqe* sqe = get_sqe();
+  io_uring_prep_poll_add(sqe, r->fd(), POLLIN);
+  io_uring_sqe_set_data64(sqe, kFutexPollUserData);
+  futex_poll_armed_ = true;
 }
 
 absl::Status carrier::start() {
@@ -233,10 +271,11 @@ void carrier::idle_as_inactive_spare() {
   // carrier sleeps (pinning_test hung so under ThreadSanitizer).
   if (!rt_->stopping() && rt_->any_work_visible(this)) rt_->wake_idle_carrier();
   if (ring_.cq_ready() || has_remote_.load(std::memory_order_acquire) || active.load(std::memory_order_acquire) ||
-      !bound_.empty() || rt_->stopping()) {
+      !bound_.empty() || futex_completions_waiting() || rt_->stopping()) {
     return;
   }
   arm_wake_read();
+  arm_futex_poll();
   sleeping.store(true, std::memory_order_relaxed);
   poll_io(true);
   sleeping.store(false, std::memory_order_relaxed);
@@ -538,7 +577,10 @@ bool carrier::spin_for_work(fiber_control** out) {
   const auto until = std::chrono::steady_clock::now() + kSpinTime;
   fiber_control* f = nullptr;
   do {
-    if (ring_.cq_ready() || ring_.needs_enter() || has_remote_.load(std::memory_order_relaxed)) break;
+    if (ring_.cq_ready() || ring_.needs_enter() || has_remote_.load(std::memory_order_relaxed) ||
+        futex_completions_waiting()) {
+      break;
+    }
     f = find_work(false);
     if (f != nullptr || rt_->stopping()) break;
     for (int i = 0; i < 32; i++) __builtin_ia32_pause();
@@ -554,11 +596,13 @@ bool carrier::spin_for_work(fiber_control** out) {
 
 void carrier::sleep_until_woken() {
   rt_->publish_idle(this);
-  if (rt_->any_work_visible(this) || ring_.cq_ready() || has_remote_.load(std::memory_order_acquire)) {
+  if (rt_->any_work_visible(this) || ring_.cq_ready() || has_remote_.load(std::memory_order_acquire) ||
+      futex_completions_waiting()) {
     rt_->retract_idle(this);
     return;
   }
   arm_wake_read();
+  arm_futex_poll();
   sleeping.store(true, std::memory_order_relaxed);
   poll_io(true);
   sleeping.store(false, std::memory_order_relaxed);
@@ -610,6 +654,10 @@ void carrier::poll_io(bool wait) {
       wake_armed_ = false;
       return;
     }
+    if (ud == kFutexPollUserData) {
+      futex_poll_armed_ = false;
+      return;
+    }
     auto* c = reinterpret_cast<completion*>(ud);
     c->fn(c, cqe->res, cqe->flags);
   });
@@ -619,6 +667,9 @@ void carrier::poll_io(bool wait) {
     push_backlog(reaped_for_backlog_.data(), static_cast<uint32_t>(reaped_for_backlog_.size()));
     reaped_for_backlog_.clear();
   }
+  // Fibers woken from futex waits (futex_wait.h: this carrier reaps its own
+  // futex ring; the monitor does when it does not).
+  if (futex_ring* r = futex_ring_.load(std::memory_order_relaxed)) r->reap_if_free();
   // Completions readied fibers here; let an idle carrier help with them.
   if (wants_help()) rt_->wake_idle_carrier();
 }

@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -27,6 +28,7 @@ namespace bobbin::internal {
 
 class runtime_impl;
 class carrier;
+class futex_ring;
 
 // ThreadSanitizer intercepts the blocking libc calls too, and its
 // interceptor for one (read, poll, usleep, ...) is still on the stack of a
@@ -53,8 +55,8 @@ struct switch_action {
     requeue_bound,   // same, on the carrier it left only (carrier::yield_bound)
     unlock,   // the leaving fiber parked under `lock`: release it
     exit,     // the leaving fiber ended: free its stack and drop its reference
-    // The leaving fiber parked on a wait another thread completes (the
-    // futex ring, runtime/park/futex_wait.cc): store kHandshakeParked in
+    // The leaving fiber parked on a wait whose completion may be reaped by
+    // another thread (a futex ring, runtime/park/futex_wait.cc): store kHandshakeParked in
     // `*handshake`; if the waker got there first (kHandshakeCompleted), make
     // the fiber runnable, on this carrier only if `resume_here`. Whoever of
     // the two comes second resumes the fiber, and neither waits.
@@ -77,8 +79,8 @@ struct remote_request {
   // cancel_fiber_op: cancel the operation a cancelled fiber is parked in,
   // if it still is (runtime/fiber/cancel.h); target_user_data is the fiber.
   // resume_bound: make the fiber target_user_data runnable on this carrier
-  // only (push_bound), for a wake delivered by another thread (the futex
-  // ring's reaper, runtime/park/futex_wait.h).
+  // only (push_bound), for a wake delivered by another thread (the pinning
+  // monitor reaping a futex ring, runtime/park/futex_wait.h).
   enum kind : uint8_t { cancel_fd, remove_timeout, cancel_user_data, cancel_fiber_op, resume_bound } what;
   int fd;
   uint64_t target_user_data;   // remove_timeout, cancel_user_data: whose operations
@@ -94,7 +96,7 @@ inline void bump(std::atomic<uint64_t>& counter, uint64_t n = 1) noexcept {
 
 class carrier {
  public:
-  carrier(runtime_impl* rt, unsigned index) : rt_(rt), index_(index) {}
+  carrier(runtime_impl* rt, unsigned index);
   carrier(const carrier&) = delete;
   carrier& operator=(const carrier&) = delete;
   ~carrier();
@@ -155,6 +157,13 @@ class carrier {
   std::vector<fiber_stack>* stack_cache() { return &stack_cache_; }
 
   // --- any thread ---
+  // This carrier's futex ring (runtime/park/futex_wait.h), created on the
+  // first wait of one of its fibers (its thread only); null when futex
+  // waits block the carrier instead. started_futex_ring() from any thread.
+  futex_ring* futex_ring_for_waits();
+  futex_ring* started_futex_ring() const { return futex_ring_.load(std::memory_order_acquire); }
+  void close_futex_ring();  // at shutdown, after the carrier has stopped
+
   void post(const remote_request& r);   // queued; carrier woken
   void wake();                          // eventfd write
   // Work another carrier could take (bound fibers are not).
@@ -222,6 +231,8 @@ class carrier {
   void poll_io(bool wait);
   void handle_remote_requests();
   void arm_wake_read();
+  void arm_futex_poll();  // before a sleep: a futex completion wakes it
+  bool futex_completions_waiting() const;
   void drain_at_shutdown();
   void idle_as_inactive_spare();
 
@@ -275,6 +286,9 @@ class carrier {
   int wake_fd_ = -1;
   uint64_t wake_buf_ = 0;
   bool wake_armed_ = false;
+  std::unique_ptr<futex_ring> futex_ring_owner_;
+  std::atomic<futex_ring*> futex_ring_{nullptr};  // published for the monitor
+  bool futex_poll_armed_ = false;
   std::vector<fiber_stack> stack_cache_;
   void* alt_stack_ = nullptr;
 

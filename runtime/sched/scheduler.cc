@@ -452,12 +452,9 @@ void runtime_impl::shutdown() {
   if (monitor_) monitor_->stop();
   for (auto& c : carriers_) c->wake();
   for (auto& c : carriers_) c->join();
-  // No fiber runs any more: no wait can be armed; the reaper stops, and
-  // fibers still parked on the futex ring are abandoned below.
-  {
-    mutex_lock l(&futex_ring_mu_);
-    if (futex_ring_owner_) futex_ring_owner_->stop();
-  }
+  // No fiber runs any more: no wait can be armed; fibers still parked on a
+  // futex ring are abandoned below.
+  for (auto& c : carriers_) c->close_futex_ring();
   // Offloaded calls still running finish; their fibers are abandoned below.
   if (offload_pool_) offload_pool_->shutdown();
   // Threads still inside ready() (see there) finish touching this runtime.
@@ -530,26 +527,20 @@ runtime_stats runtime_impl::stats() const {
     s.backlog_wakeups = monitor_->backlog_wakeups();
   }
   if (offload_pool_) s.offloaded_calls = offload_pool_->calls();
-  if (futex_ring* r = futex_ring_.load(std::memory_order_acquire)) s.futex_parks = r->waits();
+  for (auto& c : carriers_) {
+    if (futex_ring* r = c->started_futex_ring()) {
+      s.futex_parks += r->waits();
+      s.futex_completions_reaped_by_monitor += r->reaped_by_monitor();
+    }
+  }
   s.os_condition_parks = os_condition_parks.load(std::memory_order_relaxed);
   return s;
 }
 
-futex_ring* runtime_impl::start_futex_ring() {
-  mutex_lock l(&futex_ring_mu_);
-  if (futex_ring_owner_ == nullptr && futex_ring_usable_.load(std::memory_order_relaxed) && !stopping()) {
-    auto r = std::make_unique<futex_ring>();
-    absl::Status st = r->start();
-    if (!st.ok()) {
-      // Waits fall back to blocking their carrier; say so once.
-      futex_ring_usable_.store(false, std::memory_order_relaxed);
-      write_stderr(absl::StrCat(st.message(), "; OS lock waits will block their carrier\n"));
-      return nullptr;
-    }
-    futex_ring_owner_ = std::move(r);
-    futex_ring_.store(futex_ring_owner_.get(), std::memory_order_release);
+void runtime_impl::futex_ring_failed(const absl::Status& why) {
+  if (futex_ring_usable_.exchange(false, std::memory_order_relaxed)) {
+    write_stderr(absl::StrCat(why.message(), "; OS lock waits will block their carrier\n"));
   }
-  return futex_ring_.load(std::memory_order_acquire);
 }
 
 }  // namespace bobbin::internal

@@ -70,14 +70,13 @@ class runtime_impl {
 
   const runtime_options& options() const { return options_; }
   blocking_pool& offload_pool() { return *offload_pool_; }
-  // The ring fibers' futex waits park on (runtime/park/futex_wait.h),
-  // started on first use; null when futex waits block the carrier instead
-  // (no IORING_OP_FUTEX_WAIT, or BOBBIN_FUTEX_RING=off at start).
-  futex_ring* started_futex_ring() const { return futex_ring_.load(std::memory_order_acquire); }
-  futex_ring* futex_ring_for_waits() {
-    if (futex_ring* r = futex_ring_.load(std::memory_order_acquire)) return r;
-    return futex_ring_usable_.load(std::memory_order_relaxed) ? start_futex_ring() : nullptr;
-  }
+  // Whether fibers' futex waits may park on their carriers' futex rings
+  // (runtime/park/futex_wait.h): false without IORING_OP_FUTEX_WAIT, with
+  // BOBBIN_FUTEX_RING=off at start, or once a carrier failed to create one.
+  bool futex_rings_usable() const { return futex_ring_usable_.load(std::memory_order_relaxed); }
+  // A carrier could not create its futex ring: waits block carriers from
+  // now on; says why once.
+  void futex_ring_failed(const absl::Status& why);
   void set_pin_listener(pin_listener l) { monitor_->set_listener(std::move(l)); }
   std::vector<std::unique_ptr<carrier>>& carriers() { return carriers_; }
   stack_pool& stacks() { return stacks_; }
@@ -123,10 +122,6 @@ class runtime_impl {
   stack_pool stacks_;
   std::unique_ptr<blocking_pool> offload_pool_;
   std::unique_ptr<pin_monitor> monitor_;
-  futex_ring* start_futex_ring();
-  absl::Mutex futex_ring_mu_;
-  std::unique_ptr<futex_ring> futex_ring_owner_ ABSL_GUARDED_BY(futex_ring_mu_);
-  std::atomic<futex_ring*> futex_ring_{nullptr};
   std::atomic<bool> futex_ring_usable_{false};
   std::atomic<bool> stopping_{false};
   std::atomic<bool> stopped_{false};

@@ -69,8 +69,8 @@ TEST(OffloadTest, EveryThreadTheRuntimeStartsIsNamedForWhatItIs) {
   for (const auto& [tid, name] : threads_by_tid()) {
     if (before.count(tid) == 0) seen[name]++;
   }
-  const std::set<std::string> allowed = {"bobbin-c0",    "bobbin-c1",   "bobbin-spare0", "bobbin-monitor",
-                                         "bobbin-pool", "bobbin-futex", "bobbin-dump"};
+  const std::set<std::string> allowed = {"bobbin-c0",   "bobbin-c1",   "bobbin-spare0", "bobbin-monitor",
+                                         "bobbin-pool", "bobbin-dump"};
   std::string all;
   for (const auto& [name, n] : seen) all += name + " x" + std::to_string(n) + "; ";
   for (const auto& [name, n] : seen) EXPECT_TRUE(allowed.count(name) == 1) << name << " (threads: " << all << ")";

@@ -258,6 +258,41 @@ TEST(FutexWaitStuckCarrierTest, AStuckCarrierDoesNotHoldBackAWokenFiber) {
   EXPECT_LT(resumed_after_ms, scaled(std::chrono::milliseconds(300)).count());
   RecordProperty("resumed_after_ms", std::to_string(resumed_after_ms));
   EXPECT_GE(rt->stats().spare_activations, 1u);
+  // The stuck carrier could not reap the wake: the monitor did.
+  EXPECT_GE(rt->stats().futex_completions_reaped_by_monitor, 1u);
+}
+
+TEST(FutexWaitReapTest, ASleepingCarrierReapsItsOwnWakes) {
+  // One carrier and nothing else to run: between wakes it sleeps in its own
+  // ring, and only the poll it arms on its futex ring wakes it when a
+  // thread's FUTEX_WAKE completes the fiber's wait. Were that poll missing,
+  // every completion would wait for the pinning monitor (a tick of 10 ms
+  // here) and be counted as reaped by it.
+  bobbin::runtime_options o = bobbin::testing::carriers(1);
+  o.pin_threshold = std::chrono::milliseconds(10000);
+  auto rt = bobbin::runtime::start(o).value();
+  constexpr uint32_t kRounds = 100;
+  std::atomic<uint32_t> to_fiber{0};
+  std::atomic<uint32_t> to_thread{0};
+  auto pong = rt->spawn([&] {
+    for (uint32_t i = 1; i <= kRounds; i++) {
+      while (to_fiber.load() < i) futex_wait(&to_fiber, i - 1, bobbin::deadline::never(), kPrivate, kReason);
+      to_thread.store(i);
+      to_thread.notify_one();
+    }
+  });
+  for (uint32_t i = 1; i <= kRounds; i++) {
+    to_fiber.store(i);
+    futex_wake(&to_fiber, 1, kPrivate);
+    while (to_thread.load() < i) to_thread.wait(i - 1);
+  }
+  pong.join();
+  const auto s = rt->stats();
+  EXPECT_GE(s.futex_parks, 1u);
+  // A carrier descheduled for a whole tick while a completion waits (a busy
+  // test machine) is reaped by the monitor now and then; not most rounds.
+  EXPECT_LE(s.futex_completions_reaped_by_monitor, kRounds / 10);
+  RecordProperty("futex_parks", std::to_string(s.futex_parks));
 }
 
 TEST(FutexWaitFallbackTest, ForcedFallbackBlocksTheCarrierButStillWaitsAndWakes) {
