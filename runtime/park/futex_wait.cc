@@ -173,23 +173,19 @@ void futex_ring::submit_prepared() {
   for (;;) {
     int r = io_uring_submit(&ring_);
     if (r >= 0 || io_uring_sq_ready(&ring_) == 0) return;
-    // EBUSY/EAGAIN: the completion queue is full; reaping makes room.
-    // EINTR: a signal. The prepared SQEs must still reach the kernel.
+    // EBUSY/EAGAIN: the kernel could not take the submission while
+    // completions wait (older kernels, or a full overflow list); reaping
+    // makes room. EINTR: a signal. The prepared SQEs must still reach the
+    // kernel.
     BOBBIN_CHECK(r == -EBUSY || r == -EAGAIN || r == -EINTR, "bobbin: futex ring: io_uring_submit failed");
     if (r != -EINTR) reap();
   }
 }
 
-void futex_ring::reap() {
-  reap_lock_.lock();
-  reap_locked();
-  reap_lock_.unlock();
-}
+void futex_ring::reap() { run_completions(/*wait_for_lock=*/true); }
 
 void futex_ring::reap_if_free() {
-  if (!has_completions() || !reap_lock_.try_lock()) return;
-  reap_locked();
-  reap_lock_.unlock();
+  if (has_completions()) run_completions(/*wait_for_lock=*/false);
 }
 
 void futex_ring::reap_if_stalled() {
@@ -207,25 +203,48 @@ void futex_ring::reap_if_stalled() {
 }
 
 void futex_ring::reap_for_stuck_carrier() {
-  reap_lock_.lock();
-  const unsigned n = reap_locked();
-  reap_lock_.unlock();
-  reaped_by_monitor_.fetch_add(n, std::memory_order_relaxed);
+  reaped_by_monitor_.fetch_add(run_completions(/*wait_for_lock=*/true), std::memory_order_relaxed);
 }
 
-unsigned futex_ring::reap_locked() {
-  unsigned head, n = 0;
-  io_uring_cqe* cqe;
-  io_uring_for_each_cqe(&ring_, head, cqe) {
-    n++;
-    if (const uint64_t ud = cqe->user_data; ud != 0) {
-      auto* c = reinterpret_cast<completion*>(ud);
-      tsan_acquire(c);  // the submitter's writes (see futex_wait)
-      c->fn(c, cqe->res, cqe->flags);
+unsigned futex_ring::run_completions(bool wait_for_lock) {
+  // A batch at a time: copied out under reap_lock_, run after it is
+  // released, so the lock is held for loads and stores only (the
+  // completions make system calls and take other locks; a carrier that
+  // finds the monitor reaping goes on with its loop).
+  struct taken {
+    completion* c;
+    int res;
+    uint32_t flags;
+  };
+  constexpr unsigned kBatch = 64;
+  unsigned total = 0;
+  for (;;) {
+    if (wait_for_lock) {
+      reap_lock_.lock();
+    } else if (!reap_lock_.try_lock()) {
+      return total;
     }
+    // More completions than the queue holds (thousands of waiters woken at
+    // once) wait in the kernel's overflow list, and only an enter moves
+    // them into the queue; until then the ring's fd polls readable.
+    if (io_uring_cq_has_overflow(&ring_)) io_uring_get_events(&ring_);
+    taken batch[kBatch];
+    unsigned seen = 0, n = 0, head;
+    io_uring_cqe* cqe;
+    io_uring_for_each_cqe(&ring_, head, cqe) {
+      if (seen == kBatch) break;
+      seen++;
+      if (cqe->user_data != 0) batch[n++] = {reinterpret_cast<completion*>(cqe->user_data), cqe->res, cqe->flags};
+    }
+    io_uring_cq_advance(&ring_, seen);
+    reap_lock_.unlock();
+    for (unsigned i = 0; i < n; i++) {
+      tsan_acquire(batch[i].c);  // the submitter's writes (see futex_wait)
+      batch[i].c->fn(batch[i].c, batch[i].res, batch[i].flags);
+    }
+    total += seen;
+    if (seen < kBatch && !has_completions()) return total;
   }
-  io_uring_cq_advance(&ring_, n);
-  return n;
 }
 
 futex_wait_result futex_wait(const std::atomic<uint32_t>* word, uint32_t expected, deadline d, futex_scope scope,
@@ -257,7 +276,7 @@ futex_wait_result futex_wait(const std::atomic<uint32_t>* word, uint32_t expecte
   w.pending.store(timed ? 2 : 1, std::memory_order_relaxed);
   // The kernel orders the submission before its completions; tell
   // ThreadSanitizer, which cannot see that (the reaper acquires in
-  // reap_locked before it touches the record).
+  // run_completions before it touches the record).
   tsan_release(&w.on_wait);
   if (timed) tsan_release(&w.on_timeout);
   ring->submit(timed ? 2 : 1, [&](io_uring_sqe** sqe) {

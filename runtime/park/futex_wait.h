@@ -32,10 +32,10 @@
 // global queue, so any carrier that is not stuck runs it, or, when the
 // caller asks (futex_resume), on the carrier it parked on.
 //
-// Fallback, chosen in one place (runtime_impl's start-up): a kernel without
-// IORING_OP_FUTEX_WAIT (before 6.7), or BOBBIN_FUTEX_RING=off in the
-// environment when the runtime starts, or a carrier that could not create
-// its ring (said once on stderr), makes a fiber's futex wait a plain
+// Fallback, decided by the runtime (runtime_impl::futex_rings_usable): a
+// kernel without IORING_OP_FUTEX_WAIT (before 6.7), BOBBIN_FUTEX_RING=off in
+// the environment when the runtime starts, or a carrier that could not
+// create its ring (said once on stderr) makes a fiber's futex wait a plain
 // futex(2) wait that blocks its carrier, marked so that the pinning monitor
 // reports it and activates a spare carrier. Plain threads and fibers inside
 // a pinned_scope always wait that way.
@@ -134,8 +134,14 @@ class futex_ring {
   template <class Prep>
   void submit(unsigned sqes, Prep&& prep);
 
-  // Completions not reaped yet (a load of the queue's tail).
-  bool has_completions() const { return io_uring_cq_ready(&ring_) != 0; }
+  // Completions not reaped yet, in the queue or in the kernel's overflow
+  // list (three loads). All atomic: the monitor asks while the carrier
+  // advances the head (liburing's io_uring_cq_ready reads the head plainly,
+  // which ThreadSanitizer rightly calls a race).
+  bool has_completions() const {
+    return io_uring_smp_load_acquire(ring_.cq.ktail) != io_uring_smp_load_acquire(ring_.cq.khead) ||
+           io_uring_cq_has_overflow(&ring_);
+  }
   // Runs every completion there is. reap_if_free() gives way when another
   // thread is reaping (the carrier's loop: the monitor is doing its work).
   void reap();
@@ -162,14 +168,14 @@ class futex_ring {
 
  private:
   void pass_on(futex_ring_wait* w);  // under woken_lock_; once per wait
-  unsigned reap_locked();            // under reap_lock_; how many it reaped
+  unsigned run_completions(bool wait_for_lock);  // how many it reaped
   // Hands every prepared SQE to the kernel; while the completion queue is
   // full (EBUSY), reaps to make room.
   void submit_prepared();
 
   io_uring ring_{};
   bool ring_up_ = false;
-  spin_lock reap_lock_;  // the completion queue's head; never a pthread mutex
+  spin_lock reap_lock_;  // the completion queue's head, held for loads and stores only
   unsigned stalled_head_ = ~0u;  // the monitor's: the head it last saw waiting
   std::atomic<uint64_t> waits_{0};
   std::atomic<uint64_t> reaped_by_monitor_{0};

@@ -136,10 +136,17 @@ void pin_monitor::run() {
       if (threshold_.count() > 0) sample(all[i].get(), watches[i], now);
       help_if_backlogged(all[i].get(), watches[i]);
     }
-    // Futex completions a carrier has not reaped for a tick (it is stuck,
-    // or runs one fiber for long): fibers woken there may run elsewhere.
+    // Futex completions a carrier will not reap soon: every tick for one
+    // marked blocked, else those left for a whole tick (it runs one fiber
+    // for long). Fibers woken there may then run elsewhere.
     for (auto& c : all) {
-      if (futex_ring* r = c->started_futex_ring()) r->reap_if_stalled();
+      futex_ring* r = c->started_futex_ring();
+      if (r == nullptr) continue;
+      if (c->blocked.load(std::memory_order_relaxed)) {
+        if (r->has_completions()) r->reap_for_stuck_carrier();
+      } else {
+        r->reap_if_stalled();
+      }
     }
     deadlocks_.tick(now);
     l.lock();

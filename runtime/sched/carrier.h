@@ -79,8 +79,8 @@ struct remote_request {
   // cancel_fiber_op: cancel the operation a cancelled fiber is parked in,
   // if it still is (runtime/fiber/cancel.h); target_user_data is the fiber.
   // resume_bound: make the fiber target_user_data runnable on this carrier
-  // only (push_bound), for a wake delivered by another thread (the pinning
-  // monitor reaping a futex ring, runtime/park/futex_wait.h).
+  // only (push_bound), for a wake delivered by another thread (park.cc; the
+  // pinning monitor reaping a futex ring, runtime/park/futex_wait.h).
   enum kind : uint8_t { cancel_fd, remove_timeout, cancel_user_data, cancel_fiber_op, resume_bound } what;
   int fd;
   uint64_t target_user_data;   // remove_timeout, cancel_user_data: whose operations
@@ -133,10 +133,16 @@ class carrier {
   // inside an intercepted call that has nothing to park on).
   void yield_bound(fiber_control* self);
   // Whether fibers that can run only here are waiting for this carrier:
-  // bound ones, or requests from other threads (which may resume one).
+  // bound ones, requests from other threads, or futex completions its loop
+  // has left unreaped for a while (either may resume one).
   bool bound_work_waiting() const {
-    return !bound_.empty() || has_remote_.load(std::memory_order_relaxed);
+    return !bound_.empty() || has_remote_.load(std::memory_order_relaxed) || futex_wakes_overdue();
   }
+  // Completions on this carrier's futex ring not reaped yet: fibers woken
+  // and about to be made runnable.
+  bool futex_completions_waiting() const;
+  // The same, while the loop has not turned for kFutexWakeGraceUs.
+  bool futex_wakes_overdue() const;
   // Whether this carrier's queue is longer, or has waited longer, than it
   // should handle alone: then an idle carrier is worth waking to share it.
   bool wants_help();
@@ -232,7 +238,6 @@ class carrier {
   void handle_remote_requests();
   void arm_wake_read();
   void arm_futex_poll();  // before a sleep: a futex completion wakes it
-  bool futex_completions_waiting() const;
   void drain_at_shutdown();
   void idle_as_inactive_spare();
 
