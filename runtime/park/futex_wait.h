@@ -142,9 +142,8 @@ class futex_ring {
     return io_uring_smp_load_acquire(ring_.cq.ktail) != io_uring_smp_load_acquire(ring_.cq.khead) ||
            io_uring_cq_has_overflow(&ring_);
   }
-  // Runs every completion there is. reap_if_free() gives way when another
-  // thread is reaping (the carrier's loop: the monitor is doing its work).
-  void reap();
+  // The carrier's loop: runs every completion there is, unless another
+  // thread (the monitor) is reaping at the moment.
   void reap_if_free();
   // The pinning monitor's: reap_if_stalled() once per tick reaps if the
   // oldest completion was already there at its last look (the carrier is
@@ -168,6 +167,7 @@ class futex_ring {
 
  private:
   void pass_on(futex_ring_wait* w);  // under woken_lock_; once per wait
+  void reap();  // every completion there is, waiting for reap_lock_
   unsigned run_completions(bool wait_for_lock);  // how many it reaped
   // Hands every prepared SQE to the kernel; while the completion queue is
   // full (EBUSY), reaps to make room.

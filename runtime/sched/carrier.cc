@@ -132,23 +132,6 @@ bool carrier::futex_completions_waiting() const {
   return r != nullptr && r->has_completions();
 }
 
-// A fiber woken from a futex wait that must resume here waits for this
-// carrier's loop to reap its completion. A fiber that keeps barging into an
-// OS mutex (os_mutex.cc) yields to it once the loop has not turned for
-// about the hop a reaper thread took before each carrier reaped its own
-// futex ring (tens of us). Yielding as soon as any wake was pending made
-// every contended unlock cost a switch: 16 fibers on 2 carriers sharing a
-// std::mutex went from 51 to 80 ns per lock (perf/micro, park_bench).
-constexpr uint32_t kFutexWakeGraceUs = 50;
-
-bool carrier::futex_wakes_overdue() const {
-  if (!futex_completions_waiting()) return false;
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  const auto now_us = static_cast<uint32_t>(static_cast<uint64_t>(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000);
-  return now_us - clock_us_ > kFutexWakeGraceUs;
-}
-
 void carrier::arm_futex_poll() {
   futex_ring* r = futex_ring_.load(std::memory_order_relaxed);
   if (r == nullptr || futex_poll_armed_) return;

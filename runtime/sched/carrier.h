@@ -133,16 +133,14 @@ class carrier {
   // inside an intercepted call that has nothing to park on).
   void yield_bound(fiber_control* self);
   // Whether fibers that can run only here are waiting for this carrier:
-  // bound ones, requests from other threads, or futex completions its loop
-  // has left unreaped for a while (either may resume one).
+  // bound ones, requests from other threads, or futex completions not yet
+  // reaped (either may resume one).
   bool bound_work_waiting() const {
-    return !bound_.empty() || has_remote_.load(std::memory_order_relaxed) || futex_wakes_overdue();
+    return !bound_.empty() || has_remote_.load(std::memory_order_relaxed) || futex_completions_waiting();
   }
   // Completions on this carrier's futex ring not reaped yet: fibers woken
   // and about to be made runnable.
   bool futex_completions_waiting() const;
-  // The same, while the loop has not turned for kFutexWakeGraceUs.
-  bool futex_wakes_overdue() const;
   // Whether this carrier's queue is longer, or has waited longer, than it
   // should handle alone: then an idle carrier is worth waking to share it.
   bool wants_help();
