@@ -5,7 +5,9 @@
 // late write. Concretely: an unlock changes the flag bits (under lock_) and
 // releases lock_ while it still holds kLocked, and only then clears kLocked
 // (normal mode) or leaves it set for the waiter it hands ownership to
-// (hand-off mode). Waking the waiter after that touches only the waiter,
+// (hand-off mode). A locker may queue in the gap between the two (it sees
+// kLocked); the clear is therefore a compare-and-swap that fails when it
+// did, and the unlock goes round to serve it (release_unless_queued). Waking the waiter after that touches only the waiter,
 // which lives on the waiter's stack and cannot leave before it is woken.
 //
 // Why barging: with strict FIFO hand-off every unlock under contention waits
@@ -144,8 +146,13 @@ void mutex::unlock_slow() {
       while (!state_.compare_exchange_weak(s, s & ~(kWaiters | kStarving), std::memory_order_relaxed)) {
       }
       lock_.unlock();
-      state_.fetch_and(~kLocked, std::memory_order_release);  // the last write (see the top)
-      return;
+      // The last write (see the top), unless a locker queued between the
+      // unlock of lock_ and here: it saw kLocked and set kWaiters, and
+      // clearing kLocked now would leave it parked on a free mutex (with
+      // kStarving, one nobody could take again). We still own the mutex:
+      // go round and wake it.
+      if (release_unless_queued(kWaiters | kStarving)) return;
+      continue;
     }
     const int64_t now = monotonic_now_ns();
     const int64_t waited = now - w->first_queued_ns;
@@ -177,10 +184,24 @@ void mutex::unlock_slow() {
       if (waiters_.empty()) next &= ~kWaiters;
     } while (!state_.compare_exchange_weak(s, next, std::memory_order_relaxed));
     lock_.unlock();
-    state_.fetch_and(~kLocked, std::memory_order_release);  // the last write (see the top)
+    // The last write (see the top). A locker that queued since lock_ was
+    // released without kStarving is served by w's turn (w's unlock wakes
+    // it); one that set kStarving would block w and everyone after: then
+    // we keep the mutex and go round to hand it off.
+    const bool released = release_unless_queued(kStarving);
     internal::notify(w);
-    return;
+    if (released) return;
   }
+}
+
+bool mutex::release_unless_queued(uint32_t queued_flags) noexcept {
+  uint32_t s = state_.load(std::memory_order_relaxed);
+  while ((s & queued_flags) == 0) {
+    if (state_.compare_exchange_weak(s, s & ~kLocked, std::memory_order_release, std::memory_order_relaxed)) {
+      return true;
+    }
+  }
+  return false;
 }
 
 // Plain loads and stores, no read-modify-writes: only the holder changes

@@ -110,6 +110,8 @@ class BOBBIN_API mutex {
  private:
   bool lock_slow(deadline d, bool cancellable);
   void unlock_slow();
+  // Clears kLocked unless one of `queued_flags` is set; whether it did.
+  bool release_unless_queued(uint32_t queued_flags) noexcept;
   void report_destroyed_with_waiters() noexcept;
 
   friend struct internal::mutex_access;
