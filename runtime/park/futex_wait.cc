@@ -32,6 +32,7 @@
 #include "runtime/fiber/context.h"  // BOBBIN_TSAN
 #include "runtime/fiber/fiber_control.h"
 #include "runtime/intercept/libc.h"
+#include "runtime/io/io_wait.h"
 #include "runtime/sched/carrier.h"
 #include "runtime/sched/scheduler.h"
 #include "runtime/util/check.h"
@@ -119,10 +120,10 @@ long raw_futex(const std::atomic<uint32_t>* word, int op, uint32_t val, const ti
   return futex_syscall(word, op, val, ts, val3);
 }
 
-// Blocks the thread (a plain one, or a carrier for a pinned fiber or when
-// the futex ring is not usable).
-futex_wait_result thread_futex_wait(const std::atomic<uint32_t>* word, uint32_t expected, deadline d,
-                                    futex_scope scope, uint32_t bitset) {
+}  // namespace
+
+futex_wait_result futex_wait_blocking(const std::atomic<uint32_t>* word, uint32_t expected, deadline d,
+                                      futex_scope scope, uint32_t bitset) {
   int op = FUTEX_WAIT_BITSET | (scope == futex_scope::process_private ? FUTEX_PRIVATE_FLAG : 0);
   timespec abs{};
   if (!d.is_never()) {
@@ -136,8 +137,6 @@ futex_wait_result thread_futex_wait(const std::atomic<uint32_t>* word, uint32_t 
   if (errno == ETIMEDOUT) return futex_wait_result::timed_out;
   return futex_wait_result::woken;  // EINTR: spurious, as futex(2) allows
 }
-
-}  // namespace
 
 bool futex_ring::supported_by_kernel() {
   static const bool supported = [] {
@@ -257,7 +256,7 @@ futex_wait_result futex_wait(const std::atomic<uint32_t>* word, uint32_t expecte
     // A plain thread, a pinned fiber, or no usable futex ring: block the
     // thread; on a carrier the mark names the wait in the pinning report.
     pinned_block_marker marker(reason);
-    return thread_futex_wait(word, expected, d, scope, bitset);
+    return futex_wait_blocking(word, expected, d, scope, bitset);
   }
 
   fiber_control* self = c->current();
@@ -349,6 +348,21 @@ void futex_ring::pass_on_wakes_stuck_on(const carrier* c) {
 long futex_syscall(const void* word, int op, uint32_t val, const void* timeout, uint32_t val3) noexcept {
   return libc::syscall(static_cast<long>(SYS_futex), word, static_cast<long>(op), static_cast<unsigned long>(val),
                       timeout, static_cast<void*>(nullptr), static_cast<unsigned long>(val3));
+}
+
+void nap_for_lock(carrier* c, std::chrono::microseconds pause, deadline d) {
+  const deadline next(pause);
+  const int64_t ns = (d.is_never() || next.time() < d.time() ? next : d).monotonic_ns();
+  __kernel_timespec ts{};
+  ts.tv_sec = ns / 1'000'000'000;
+  ts.tv_nsec = ns % 1'000'000'000;
+  // On this carrier (the rule for OS-lock waits, futex_resume), ignoring
+  // cancellation: a cancelled fiber's timer returns at once, and it must
+  // still let the holder run.
+  const int r = await_sqe(
+      c, [&](io_uring_sqe* sqe) { io_uring_prep_timeout(sqe, &ts, 0, IORING_TIMEOUT_ABS); }, wait_reason::os_lock,
+      deadline::never(), /*stay_on_carrier=*/true);
+  if (r == -ECANCELED) c->yield_bound(c->current());
 }
 
 bool futex_wait_parks() noexcept {

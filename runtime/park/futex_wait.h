@@ -49,6 +49,7 @@
 #include <liburing.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 
 #include "absl/status/status.h"
@@ -93,6 +94,24 @@ enum class futex_resume {
 futex_wait_result futex_wait(const std::atomic<uint32_t>* word, uint32_t expected, deadline d, futex_scope scope,
                              wait_reason reason, futex_resume resume = futex_resume::any_carrier,
                              uint32_t bitset = ~0u);
+
+// The same wait blocking the calling thread, whatever it runs: for a fiber
+// whose runtime has interception off (runtime_options::
+// intercept_blocking_calls), whose OS-lock waits block as glibc's would.
+futex_wait_result futex_wait_blocking(const std::atomic<uint32_t>* word, uint32_t expected, deadline d,
+                                      futex_scope scope, uint32_t bitset = ~0u);
+
+// Where futex_wait() would block the carrier of a fiber that may park (no
+// usable futex ring: a kernel before 6.7, BOBBIN_FUTEX_RING=off), an OS
+// lock whose holder may be a fiber parked on that very carrier must not be
+// waited for that way: the holder could never run to release it. Such a
+// waiter polls instead: nap_for_lock() parks the fiber on `c` for `pause`
+// (less if `d` comes first), and the caller re-checks its lock and doubles
+// the pause up to kLockNapMax. A lock released meanwhile is taken up to
+// that late, and barging threads may take it first.
+inline constexpr std::chrono::microseconds kLockNapFirst{20};
+inline constexpr std::chrono::microseconds kLockNapMax{1000};
+void nap_for_lock(carrier* c, std::chrono::microseconds pause, deadline d);
 
 // futex(2) itself, never through an interposer: glibc's syscall() as found
 // after bobbin's (runtime/intercept/futex_calls.cc), which would otherwise

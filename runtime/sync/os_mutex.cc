@@ -124,34 +124,15 @@ bool try_word(std::atomic<uint32_t>* w) {
   return w->compare_exchange_strong(expected, 1, std::memory_order_acquire, std::memory_order_relaxed);
 }
 
-// The fallback when futex waits cannot park (no IORING_OP_FUTEX_WAIT before
-// Linux 6.7, or BOBBIN_FUTEX_RING=off): blocking the carrier in futex(2)
-// would hang whenever the holder is a fiber parked on that same carrier (it
-// could never run to unlock), so the fiber polls instead, parked on a timer
-// between tries: kPollFirst, doubling to kPollMax. A lock released while it
-// sleeps is taken up to kPollMax late, and barging threads may take it first.
-constexpr std::chrono::microseconds kPollFirst{20};
-constexpr std::chrono::microseconds kPollMax{1000};
-
+// The fallback when futex waits cannot park (futex_wait.h: nap_for_lock).
 int poll_word(carrier* c, std::atomic<uint32_t>* w, deadline d) {
-  std::chrono::microseconds pause = kPollFirst;
+  std::chrono::microseconds pause = kLockNapFirst;
   // xchg(2), as a futex waiter would: the releaser then knows a waiter may
   // exist and wakes (no one, here; a thread waiting in glibc otherwise).
   while (w->exchange(2, std::memory_order_acquire) != 0) {
     if (d.expired()) return ETIMEDOUT;
-    const deadline next(pause);
-    __kernel_timespec ts{};
-    const int64_t ns = (d.is_never() || next.time() < d.time() ? next : d).monotonic_ns();
-    ts.tv_sec = ns / 1'000'000'000;
-    ts.tv_nsec = ns % 1'000'000'000;
-    // On this carrier (the rule for OS-lock waits, see above), ignoring
-    // cancellation: a cancelled fiber's timer returns at once, and it must
-    // still let the holder run.
-    const int r = await_sqe(
-        c, [&](io_uring_sqe* sqe) { io_uring_prep_timeout(sqe, &ts, 0, IORING_TIMEOUT_ABS); }, wait_reason::os_lock,
-        deadline::never(), /*stay_on_carrier=*/true);
-    if (r == -ECANCELED) c->yield_bound(c->current());
-    pause = std::min(pause * 2, kPollMax);
+    nap_for_lock(c, pause, d);
+    pause = std::min(pause * 2, kLockNapMax);
   }
   return 0;
 }
