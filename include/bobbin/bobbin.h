@@ -7,6 +7,7 @@
 #include "bobbin/blocking_calls.h"
 #include "bobbin/deadline.h"
 #include "bobbin/fiber.h"
+#include "bobbin/fiber_local.h"
 #include "bobbin/fs/file.h"
 #include "bobbin/net/address.h"
 #include "bobbin/net/tcp_listener.h"

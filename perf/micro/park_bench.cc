@@ -10,6 +10,12 @@
 //                              interposer (runtime/sync/os_mutex.h) parks
 //                              fibers on (issue 29)
 //   std_mutex_contended_threads the same with 16 plain threads
+//   shared_mutex_contended     16 fibers on 2 carriers sharing one
+//                              std::shared_mutex for 100 ms, 19 of every 20
+//                              sections shared (a read of the guarded value),
+//                              the 20th exclusive (a write); per section.
+//                              bobbin's own rwlock (runtime/sync/os_rwlock.h)
+//   shared_mutex_contended_threads the same with 16 plain threads
 //   std_mutex_uncontended_*    lock + unlock of a free std::mutex on a fiber
 //                              and on a plain thread (both through the
 //                              interposer, as in any program linking bobbin)
@@ -43,6 +49,7 @@
 #include <condition_variable>
 #include <future>
 #include <mutex>
+#include <shared_mutex>
 #include <thread>
 #include <vector>
 
@@ -189,6 +196,71 @@ void std_mutex_contended_threads(benchmark::State& state) {
   state.SetItemsProcessed(total);
 }
 BENCHMARK(std_mutex_contended_threads)->Arg(16)->ArgName("threads")->UseRealTime();
+
+// 95% readers: sections [0, 19) of each 20 are shared, the 20th exclusive.
+template <class Spawn, class Join>
+long shared_mutex_window(int contenders, Spawn spawn, Join join_all, long& shared) {
+  std::shared_mutex mu;
+  std::atomic<bool> stop{false};
+  std::atomic<long> sections{0};
+  for (int i = 0; i < contenders; i++) {
+    spawn([&] {
+      long n = 0;
+      long seen = 0;
+      while (!stop.load(std::memory_order_relaxed)) {
+        if (n % 20 == 19) {
+          std::unique_lock l(mu);
+          shared++;
+        } else {
+          std::shared_lock l(mu);
+          seen += shared;
+        }
+        n++;
+      }
+      benchmark::DoNotOptimize(seen);
+      sections.fetch_add(n, std::memory_order_relaxed);
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  stop.store(true, std::memory_order_relaxed);
+  join_all();
+  return sections.load();
+}
+
+void shared_mutex_contended(benchmark::State& state) {
+  bobbin::runtime_options o;
+  o.carriers = 2;
+  auto rt = bobbin::runtime::start(o).value();
+  long shared = 0, total = 0;
+  for (auto _ : state) {
+    std::vector<bobbin::fiber<>> fs;
+    total += shared_mutex_window(
+        static_cast<int>(state.range(0)), [&](auto body) { fs.push_back(rt->spawn(body)); },
+        [&] {
+          for (auto& f : fs) f.join();
+        },
+        shared);
+  }
+  benchmark::DoNotOptimize(shared);
+  state.SetItemsProcessed(total);
+}
+BENCHMARK(shared_mutex_contended)->Arg(16)->ArgName("fibers")->UseRealTime();
+
+void shared_mutex_contended_threads(benchmark::State& state) {
+  long shared = 0, total = 0;
+  for (auto _ : state) {
+    std::vector<std::thread> ts;
+    total += shared_mutex_window(
+        static_cast<int>(state.range(0)), [&](auto body) { ts.emplace_back(body); },
+        [&] {
+          for (auto& t : ts) t.join();
+        },
+        shared);
+  }
+  benchmark::DoNotOptimize(shared);
+  state.SetItemsProcessed(total);
+}
+BENCHMARK(shared_mutex_contended_threads)->Arg(16)->ArgName("threads")->UseRealTime();
 
 // One side of a condition-variable ping-pong: hands the turn to `to` and
 // waits until it comes back to `me`. Notified outside the lock, as

@@ -81,7 +81,7 @@ if args.render_only:
     run_date = raw["date"]
 else:
     results = {}
-    for b in ["switch_bench", "park_bench", "spawn_bench"]:
+    for b in ["switch_bench", "park_bench", "spawn_bench", "local_bench"]:
         print(f"running {b}", file=sys.stderr, flush=True)
         results.update(run_bench(b))
     print("running perf/go", file=sys.stderr, flush=True)
@@ -145,6 +145,11 @@ ratio_row("std::mutex lock + unlock, free, on a fiber vs on a thread", "std_mute
 ratio_row("std::mutex, 16 fibers on 2 carriers, per lock, vs bobbin::mutex", "std_mutex_contended/fibers:16", "bobbin_mutex_contended/fibers:16", "within", 1.5)
 ratio_row("std::mutex, 16 fibers on 2 carriers, per lock, vs 16 threads", "std_mutex_contended/fibers:16", "std_mutex_contended_threads/threads:16", "faster", 0)
 ratio_row("std::mutex, 16 fibers on 2 carriers, per lock, vs Go sync.Mutex", "std_mutex_contended/fibers:16", "go_mutex/goroutines:16/procs:2", "faster", 0)
+# OS reader-writer locks on fibers (issue 33): std::shared_mutex, bobbin's own.
+ratio_row("std::shared_mutex, 95% shared, 16 fibers on 2 carriers, per section, vs 16 threads", "shared_mutex_contended/fibers:16", "shared_mutex_contended_threads/threads:16", "faster", 0)
+# Per-fiber storage (issue 33): bobbin::fiber_local against a thread_local.
+ratio_row("fiber_local get() on a fiber vs a thread_local access", "fiber_local_get/fiber:1", "thread_local_access", "faster", 0)
+ratio_row("spawn + join of a fiber making a fiber_local value vs one without", "fiber_local_first_get", "spawn_join_without_local", "faster", 0)
 # OS condition variables on fibers (issue 30): std::condition_variable, bobbin's own.
 ratio_row("std::condition_variable ping-pong, 2 fibers, 1 carrier, vs bobbin::condition_variable", "std_condvar_ping_pong/carriers:1", "bobbin_condvar_ping_pong/carriers:1", "within", 1.5)
 ratio_row("std::condition_variable ping-pong, 2 fibers, 2 carriers, vs bobbin::condition_variable", "std_condvar_ping_pong/carriers:2", "bobbin_condvar_ping_pong/carriers:2", "within", 1.5)

@@ -41,6 +41,7 @@ enum class fiber_state : uint8_t { runnable, running, parked, done };
 class carrier;
 struct completion;
 struct scope_state;
+struct fiber_local_table;
 
 // What a cancellation has to interrupt: a waiter in a primitive's wait list
 // (guarded by `lock`), or an io_uring operation on `ring`'s carrier.
@@ -160,6 +161,10 @@ struct fiber_control {
   // fiber's cancellation; owned (deleted with the block).
   std::atomic<std::stop_source*> stop_source{nullptr};
   ~fiber_control() { delete stop_source.load(std::memory_order_relaxed); }
+
+  // bobbin::fiber_local values (runtime/fiber/fiber_local.cc): made on the
+  // first one, touched only by this fiber, destroyed when its body returns.
+  fiber_local_table* locals = nullptr;
 
   // Structured concurrency (runtime/fiber/scope.cc): the scope this fiber
   // is a child of, and the scopes it owns (cancelled with it), linked

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "runtime/fiber/cancel.h"
 #include "runtime/fiber/fiber_control.h"
+#include "runtime/fiber/fiber_local.h"
 #include "runtime/sched/carrier.h"
 #include "runtime/sched/scheduler.h"
 #include "runtime/sync/lock_cycle.h"
@@ -97,6 +98,8 @@ void fiber_entry(ctx::transfer_t t) noexcept {
   } catch (...) {
     self->body->error = std::current_exception();
   }
+  // Before the fiber counts as finished: a joiner sees them destroyed.
+  destroy_fiber_locals(self);
   fiber_exit(self);
 }
 
@@ -140,6 +143,7 @@ fiber_control* make_fiber_control(const body_maker& make) {
 }
 
 void destroy_fiber_control(fiber_control* f) noexcept {
+  free_abandoned_fiber_locals(f);
   fiber_body* body = f->body;
   const std::size_t align = f->body_align;
   f->~fiber_control();

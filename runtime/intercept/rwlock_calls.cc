@@ -9,7 +9,10 @@
 // lock is glibc's, whole, and so is every lock with BOBBIN_INTERCEPT=0 or
 // when ThreadSanitizer's own interceptors come before bobbin's (bobbin a
 // shared library): both fixed for the life of the process, so one lock is
-// never driven by both algorithms.
+// never driven by both algorithms. (glibc also exports compat-only
+// __pthread_rwlock_* names, GLIBC_2.2.5, which nothing links against any
+// more; they are not interposed: a binary that still called them would run
+// glibc's algorithm on bobbin's locks.)
 #undef _FORTIFY_SOURCE
 #undef _FILE_OFFSET_BITS
 #include <pthread.h>
@@ -58,8 +61,15 @@ inline bool ours(const pthread_rwlock_t* l) noexcept {
 }
 
 // glibc checks the clock and the time before anything else, even when the
-// lock is free.
+// lock is free, and only when there is a time: a null one waits for ever.
+// (glibc's header declares the time non-null, and the compiler would drop
+// the check on the strength of it: the pointer is laundered first.)
 inline bool timed_deadline(clockid_t clock, const timespec* abstime, deadline* d) noexcept {
+  asm("" : "+r"(abstime));
+  if (abstime == nullptr) {
+    *d = deadline::never();
+    return true;
+  }
   return (clock == CLOCK_MONOTONIC || clock == CLOCK_REALTIME) && to_deadline(clock, abstime, d);
 }
 
@@ -139,3 +149,4 @@ BOBBIN_INTERPOSE int pthread_rwlock_unlock(pthread_rwlock_t* l) {
   if (!ours(l)) return real::pthread_rwlock_unlock(l);
   return os_rwlock::unlock(l, os_rwlock::caller_id());
 }
+

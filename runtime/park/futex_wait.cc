@@ -60,6 +60,7 @@ struct futex_ring_wait {
   carrier* home = nullptr;  // futex_resume::parking_carrier: resume there only
   const std::atomic<uint32_t>* word = nullptr;
   futex_scope scope = futex_scope::process_private;
+  uint32_t bitset = ~0u;  // the wait's, so that a passed-on wake reaches the same kind of waiter
   __kernel_timespec when{};
   futex_ring* ring = nullptr;
   // While on the ring's list of woken, not yet running bound waits
@@ -266,6 +267,7 @@ futex_wait_result futex_wait(const std::atomic<uint32_t>* word, uint32_t expecte
   if (resume == futex_resume::parking_carrier) w.home = c;
   w.word = word;
   w.scope = scope;
+  w.bitset = bitset;
   const bool timed = !d.is_never();
   if (timed) {
     const int64_t ns = d.monotonic_ns();
@@ -334,7 +336,7 @@ void futex_ring::untrack_woken(futex_ring_wait* w) {
 void futex_ring::pass_on(futex_ring_wait* w) {
   if (w->passed_on) return;
   w->passed_on = true;
-  futex_wake(w->word, 1, w->scope);
+  futex_wake(w->word, 1, w->scope, w->bitset);
 }
 
 void futex_ring::pass_on_wakes_stuck_on(const carrier* c) {
@@ -370,9 +372,10 @@ bool futex_wait_parks() noexcept {
   return c != nullptr && c->futex_ring_for_waits() != nullptr;
 }
 
-int futex_wake(const std::atomic<uint32_t>* word, int n, futex_scope scope) {
-  int op = FUTEX_WAKE | (scope == futex_scope::process_private ? FUTEX_PRIVATE_FLAG : 0);
-  long r = raw_futex(word, op, static_cast<uint32_t>(n), nullptr, 0);
+int futex_wake(const std::atomic<uint32_t>* word, int n, futex_scope scope, uint32_t bitset) {
+  int op = (bitset == ~0u ? FUTEX_WAKE : FUTEX_WAKE_BITSET) |
+           (scope == futex_scope::process_private ? FUTEX_PRIVATE_FLAG : 0);
+  long r = raw_futex(word, op, static_cast<uint32_t>(n), nullptr, bitset);
   return r < 0 ? 0 : static_cast<int>(r);
 }
 

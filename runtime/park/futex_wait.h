@@ -124,8 +124,12 @@ long futex_syscall(const void* word, int op, uint32_t val, const void* timeout, 
 // not be waited for by blocking the carrier (os_mutex.cc polls instead).
 bool futex_wait_parks() noexcept;
 
-// Wakes up to `n` waiters on `word` (fibers or threads); returns how many.
-int futex_wake(const std::atomic<uint32_t>* word, int n, futex_scope scope);
+// Wakes up to `n` waiters on `word` (fibers or threads) whose wait's bitset
+// shares a bit with `bitset` (FUTEX_WAKE_BITSET; all of them by default);
+// returns how many. Touches no memory but the kernel's: a wake after the
+// word's owner may have freed it is at worst a spurious wake of whoever
+// waits there next.
+int futex_wake(const std::atomic<uint32_t>* word, int n, futex_scope scope, uint32_t bitset = ~0u);
 
 // A carrier's futex ring: created by its carrier on the first wait of one of
 // its fibers, closed after the carriers have stopped (a fiber still parked

@@ -1,33 +1,47 @@
 // bobbin's pthread reader-writer lock (os_rwlock.h says for whom and why).
 //
-// The protocol: one 32-bit state word and one futex counter, in glibc's
-// __readers and __writers_futex, and the writer in __cur_writer.
+// The protocol: one 32-bit state word, in glibc's __readers, and the writer
+// in __cur_writer.
 //   state   bits 0-29: how many readers hold the lock, or kWriteLocked (all
 //           ones) while a writer does; bit 30: readers wait; bit 31:
-//           writers wait. Readers wait on the state word itself; writers on
-//           the counter, which each wake of a writer bumps first, so a
-//           writer that read the counter before the wake does not sleep.
+//           writers wait. Every waiter waits on the state word itself, with
+//           a futex bitset saying which kind it is, so a wake can pick
+//           readers or writers.
 //   read    takes the lock when no writer holds it, by one compare-and-swap
-//           adding one; in a writer-preferring lock, only when nobody
-//           waits either (so readers queue behind a waiting writer, and a
-//           reader that already holds it and asks again deadlocks: glibc's
-//           "nonrecursive"). Otherwise it sets "readers wait" and waits.
+//           adding one; in a PREFER_WRITER_NONRECURSIVE lock only when no
+//           writer waits either (a count of writers in their slow path, in
+//           glibc's __writers: readers queue behind a waiting writer, and a
+//           reader that already holds it and asks again deadlocks, the
+//           "nonrecursive" of glibc's name); held back by that count alone,
+//           it waits on the count until it drops to none. Otherwise it sets
+//           "readers wait" and waits. A reader that gets in while "readers wait" is
+//           set (they waited for a writer that has left) clears it and
+//           wakes them to come in too.
 //   write   takes the lock when nobody holds it. Otherwise it sets
-//           "writers wait", reads the counter, checks the state again and
-//           waits on the counter. A writer that has waited sets "writers
-//           wait" again when it takes the lock: it cannot know whether it
-//           was the last, and a stale bit costs one empty wake.
-//   unlock  subtracts its share; whoever leaves the lock free with a
-//           waiting bit set wakes the side the lock prefers -- every
-//           reader, or one writer -- clearing that bit first, and the other
-//           side if nobody was waiting on the first (the bit was stale).
-//           A reader of a reader-preferring lock that takes it while
-//           readers wait (they waited for a writer that has left) wakes
-//           them to come in too.
-// No wake is lost to a timeout: a waiter told it was woken always tries
-// again before its deadline counts, and one that times out with the lock
-// free and a bit set does the unlocker's wake itself (it may have been the
-// one a stale bit stood for).
+//           "writers wait" and waits. A writer that has waited sets
+//           "writers wait" again when it takes the lock: it cannot know
+//           whether it was the last, and a stale bit costs one empty wake.
+//   unlock  subtracts its share and, when that leaves the lock free with a
+//           waiting bit set, clears the bit of the side it will wake -- in
+//           the same compare-and-swap -- then wakes that side: every reader
+//           (for the default kind) or one writer (for glibc's two
+//           writer-preferring kinds, which hand a released lock to a
+//           waiting writer first). If nobody of that side was waiting (the
+//           bit was stale), it wakes the other side, whose bit stays set.
+//           After the compare-and-swap an unlock only makes futex wakes,
+//           which touch no memory: a caller may destroy and free the lock
+//           as soon as it is free (POSIX allows it), even while another
+//           caller's unlock is still returning. (Rust's futex RwLock, whose
+//           state word this follows, bumps a writers' counter after the
+//           release; a Rust borrow keeps the lock alive, a pthread lock has
+//           no such guarantee.)
+// Timeouts: a waiter told it was woken always tries again before its
+// deadline counts. The waiting bits hold nobody back (readers look at the
+// count of waiting writers, writers at the holders), so one left behind by
+// a waiter that gave up costs only an empty wake. A writer that gives up
+// leaves the count of waiting writers, and the last one to leave wakes the
+// readers it held back, so a writer that has left never keeps readers out
+// (glibc does the same when its writer times out).
 //
 // Waits are futex_wait's (runtime/park/futex_wait.h): a fiber parks and
 // resumes on the carrier it parked on unless runtime_options::
@@ -37,7 +51,8 @@
 //
 // Nothing here is glibc's code; the state word follows Rust's futex-based
 // std RwLock (library/std/src/sys/sync/rwlock/futex.rs), with timeouts,
-// glibc's reader preference and its EDEADLK and EAGAIN answers added.
+// glibc's preferences and its EDEADLK and EAGAIN answers added, and the
+// writers' counter dropped (see unlock above).
 #include "runtime/sync/os_rwlock.h"
 
 #include <algorithm>
@@ -67,25 +82,40 @@ constexpr uint32_t kWaiting = kReadersWaiting | kWritersWaiting;
 // Loads of the state before a waiter gives up spinning and waits.
 constexpr int kSpins = 40;
 
+// Futex bitsets of the two kinds of waiter.
+constexpr uint32_t kReaderWake = 1;
+constexpr uint32_t kWriterWake = 2;
+
 inline std::atomic<uint32_t>* state_word(pthread_rwlock_t* l) {
   static_assert(sizeof(l->__data.__readers) == sizeof(std::atomic<uint32_t>));
   return reinterpret_cast<std::atomic<uint32_t>*>(&l->__data.__readers);
 }
-inline std::atomic<uint32_t>* writer_wakes(pthread_rwlock_t* l) {
-  return reinterpret_cast<std::atomic<uint32_t>*>(&l->__data.__writers_futex);
-}
 inline int writer(const pthread_rwlock_t* l) { return __atomic_load_n(&l->__data.__cur_writer, __ATOMIC_RELAXED); }
 inline void set_writer(pthread_rwlock_t* l, int id) { __atomic_store_n(&l->__data.__cur_writer, id, __ATOMIC_RELAXED); }
 
-// glibc's one writer-preferring kind (os_rwlock.h). Written once, by init.
-inline bool prefers_writers(const pthread_rwlock_t* l) {
-  return __atomic_load_n(&l->__data.__flags, __ATOMIC_RELAXED) == PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP;
-}
+// glibc's kinds (os_rwlock.h), in __flags, written once by init. As in
+// glibc, a released lock goes to a waiting writer first for both
+// writer-preferring kinds, and only PREFER_WRITER_NONRECURSIVE holds new
+// readers back while a writer waits.
+inline unsigned kind(const pthread_rwlock_t* l) { return __atomic_load_n(&l->__data.__flags, __ATOMIC_RELAXED); }
+inline bool wakes_writers_first(unsigned k) { return k != PTHREAD_RWLOCK_PREFER_READER_NP; }
+inline bool readers_wait_for_writers(unsigned k) { return k == PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP; }
 
 inline uint32_t count(uint32_t s) { return s & kCountMask; }
 
-inline bool read_lockable(uint32_t s, bool writers_first) {
-  return count(s) < kMaxReaders && (!writers_first || (s & kWaiting) == 0);
+// Writers in their slow path, waiting or about to (glibc's __writers,
+// which bobbin's layout leaves free). What holds new readers back in a
+// PREFER_WRITER_NONRECURSIVE lock: unlike the "writers wait" bit, which an
+// unlock clears when it wakes a writer, it stays up until that writer has
+// the lock, so a reader cannot slip in between the wake and the writer's
+// turn (a reader that unlocks and at once locks again would otherwise keep
+// every writer out for ever).
+inline std::atomic<uint32_t>* waiting_writers(pthread_rwlock_t* l) {
+  return reinterpret_cast<std::atomic<uint32_t>*>(&l->__data.__writers);
+}
+
+inline bool read_lockable(uint32_t s, uint32_t writers_waiting, bool behind_writers) {
+  return count(s) < kMaxReaders && (!behind_writers || writers_waiting == 0);
 }
 
 // ThreadSanitizer cannot see these locks (bobbin's interposers stand before
@@ -119,11 +149,11 @@ constexpr unsigned kTsanTry = 0;
 // blocks its carrier, as in glibc. Called after a possible earlier wait: it
 // re-reads the carrier.
 __attribute__((noinline)) futex_wait_result wait_on(const std::atomic<uint32_t>* word, uint32_t expected,
-                                                    std::chrono::microseconds* nap, deadline d) {
+                                                    uint32_t bitset, std::chrono::microseconds* nap, deadline d) {
   carrier* c = current_fiber_carrier();  // null off a fiber, and for a pinned one
   if (c != nullptr) {
     if (!c->rt()->options().intercept_blocking_calls) {
-      return futex_wait_blocking(word, expected, d, futex_scope::process_private);
+      return futex_wait_blocking(word, expected, d, futex_scope::process_private, bitset);
     }
     if (c->futex_ring_for_waits() == nullptr) {
       if (word->load(std::memory_order_acquire) != expected) return futex_wait_result::value_changed;
@@ -136,70 +166,63 @@ __attribute__((noinline)) futex_wait_result wait_on(const std::atomic<uint32_t>*
   const futex_resume resume = c != nullptr && c->rt()->options().os_lock_waiters_migrate
                                   ? futex_resume::any_carrier
                                   : futex_resume::parking_carrier;
-  return futex_wait(word, expected, d, futex_scope::process_private, wait_reason::os_lock, resume);
+  return futex_wait(word, expected, d, futex_scope::process_private, wait_reason::os_lock, resume, bitset);
 }
 
-// Called by whoever saw the lock free with a waiting bit set in `s` (see
-// above): wakes the side the lock prefers, or the other when nobody waited
-// on the first. Stops as soon as someone holds the lock again: its unlock
-// wakes the rest.
-void wake_waiters(pthread_rwlock_t* l, uint32_t s) {
-  std::atomic<uint32_t>* state = state_word(l);
-  const bool writers_first = prefers_writers(l);
-  for (;;) {
-    if (count(s) != 0 || (s & kWaiting) == 0) return;
-    uint32_t side;
-    if (writers_first) {
-      side = (s & kWritersWaiting) != 0 ? kWritersWaiting : kReadersWaiting;
-    } else {
-      side = (s & kReadersWaiting) != 0 ? kReadersWaiting : kWritersWaiting;
-    }
-    if (!state->compare_exchange_weak(s, s & ~side, std::memory_order_relaxed, std::memory_order_relaxed)) continue;
-    s &= ~side;
-    if (side == kWritersWaiting) {
-      writer_wakes(l)->fetch_add(1, std::memory_order_release);
-      if (futex_wake(writer_wakes(l), 1, futex_scope::process_private) > 0) return;
-    } else {
-      if (futex_wake(state, INT_MAX, futex_scope::process_private) > 0) return;
-    }
-  }
+// The side an unlock that leaves the lock free in state `s` (some waiting
+// bit set) wakes first (see above).
+uint32_t side_to_wake(uint32_t s, unsigned k) {
+  const uint32_t first = wakes_writers_first(k) ? kWritersWaiting : kReadersWaiting;
+  return (s & first) != 0 ? first : s & kWaiting;  // else the other bit, the one set
 }
 
-// A waiter that gives up (its deadline passed) with the lock free and a
-// waiting bit set does the wake an unlocker would (see above).
-void leave_after_timeout(pthread_rwlock_t* l) {
-  const uint32_t s = state_word(l)->load(std::memory_order_relaxed);
-  if (count(s) == 0 && (s & kWaiting) != 0) wake_waiters(l, s);
+int wake(const std::atomic<uint32_t>* state, uint32_t side) {
+  return side == kReadersWaiting ? futex_wake(state, INT_MAX, futex_scope::process_private, kReaderWake)
+                                 : futex_wake(state, 1, futex_scope::process_private, kWriterWake);
+}
+
+// After an unlock's compare-and-swap cleared `side` from the state, leaving
+// `left` (see above). Touches no memory of the lock.
+void wake_after_unlock(const std::atomic<uint32_t>* state, uint32_t side, uint32_t left) {
+  if (wake(state, side) > 0) return;
+  const uint32_t other = side == kReadersWaiting ? kWritersWaiting : kReadersWaiting;
+  if ((left & other) != 0) wake(state, other);
 }
 
 // One compare-and-swap taking a read lock from state `s` (read_lockable).
-// A reader-preferring lock's readers that were waiting come in too.
-bool take_read(pthread_rwlock_t* l, uint32_t& s, bool writers_first) {
-  const uint32_t next = writers_first ? s + 1 : (s + 1) & ~kReadersWaiting;
+// Readers that were waiting come in too (see above).
+bool take_read(pthread_rwlock_t* l, uint32_t& s) {
+  const uint32_t next = (s + 1) & ~kReadersWaiting;
   if (!state_word(l)->compare_exchange_weak(s, next, std::memory_order_acquire, std::memory_order_relaxed)) {
     return false;
   }
-  if (!writers_first && (s & kReadersWaiting) != 0) {
-    futex_wake(state_word(l), INT_MAX, futex_scope::process_private);
-  }
+  if ((s & kReadersWaiting) != 0) futex_wake(state_word(l), INT_MAX, futex_scope::process_private, kReaderWake);
   return true;
 }
 
 int read_lock_slow(pthread_rwlock_t* l, deadline d) {
   std::atomic<uint32_t>* state = state_word(l);
-  const bool writers_first = prefers_writers(l);
+  std::atomic<uint32_t>* writers = waiting_writers(l);
+  const bool behind_writers = readers_wait_for_writers(kind(l));
   std::chrono::microseconds nap = kLockNapFirst;
   int spins = kSpins;
   for (;;) {
-    uint32_t s = state->load(std::memory_order_relaxed);
-    if (read_lockable(s, writers_first)) {
-      if (take_read(l, s, writers_first)) return 0;
+    uint32_t s = state->load(std::memory_order_seq_cst);
+    const uint32_t w = behind_writers ? writers->load(std::memory_order_seq_cst) : 0;
+    if (read_lockable(s, w, behind_writers)) {
+      if (take_read(l, s)) return 0;
       continue;
     }
     if (count(s) == kMaxReaders) return EAGAIN;
-    if (spins > 0 && (s & kWaiting) == 0) {
+    if (spins > 0 && (s & kWaiting) == 0 && w == 0) {
       spins--;
       __builtin_ia32_pause();
+      continue;
+    }
+    if (w != 0 && count(s) != kWriteLocked) {
+      // Held back only by waiting writers: wait until none is left (each
+      // drop to none wakes the readers waiting here).
+      if (wait_on(writers, w, ~0u, &nap, d) == futex_wait_result::timed_out) return ETIMEDOUT;
       continue;
     }
     if ((s & kReadersWaiting) == 0) {
@@ -209,24 +232,31 @@ int read_lock_slow(pthread_rwlock_t* l, deadline d) {
       }
       s |= kReadersWaiting;
     }
-    if (wait_on(state, s, &nap, d) == futex_wait_result::timed_out) {
-      leave_after_timeout(l);
-      return ETIMEDOUT;
-    }
+    if (wait_on(state, s, kReaderWake, &nap, d) == futex_wait_result::timed_out) return ETIMEDOUT;
+  }
+}
+
+// A writer leaves the slow path, holding the lock or giving up. The last to
+// leave lets the readers its waiting held back in (see waiting_writers).
+void writer_stops_waiting(pthread_rwlock_t* l) {
+  std::atomic<uint32_t>* writers = waiting_writers(l);
+  if (writers->fetch_sub(1, std::memory_order_seq_cst) == 1 && readers_wait_for_writers(kind(l))) {
+    futex_wake(writers, INT_MAX, futex_scope::process_private);
   }
 }
 
 int write_lock_slow(pthread_rwlock_t* l, deadline d) {
   std::atomic<uint32_t>* state = state_word(l);
-  std::atomic<uint32_t>* wakes = writer_wakes(l);
   std::chrono::microseconds nap = kLockNapFirst;
   uint32_t others_may_wait = 0;  // kWritersWaiting once this writer has waited
+  bool counted = false;          // in waiting_writers
   int spins = kSpins;
   for (;;) {
     uint32_t s = state->load(std::memory_order_relaxed);
     if (count(s) == 0) {
       if (state->compare_exchange_weak(s, s | kWriteLocked | others_may_wait, std::memory_order_acquire,
                                        std::memory_order_relaxed)) {
+        if (counted) writer_stops_waiting(l);
         return 0;
       }
       continue;
@@ -236,21 +266,21 @@ int write_lock_slow(pthread_rwlock_t* l, deadline d) {
       __builtin_ia32_pause();
       continue;
     }
+    if (!counted) {
+      counted = true;
+      waiting_writers(l)->fetch_add(1, std::memory_order_seq_cst);
+      continue;  // the state again: new readers are held back from here on
+    }
     if ((s & kWritersWaiting) == 0) {
       if (!state->compare_exchange_weak(s, s | kWritersWaiting, std::memory_order_relaxed,
                                         std::memory_order_relaxed)) {
         continue;
       }
+      s |= kWritersWaiting;
     }
     others_may_wait = kWritersWaiting;
-    // The counter first, then the state again: a wake between the two
-    // cleared the bit (seen here), and one after bumped the counter (seen
-    // by the kernel, which then does not sleep).
-    const uint32_t seen = wakes->load(std::memory_order_acquire);
-    s = state->load(std::memory_order_relaxed);
-    if (count(s) == 0 || (s & kWritersWaiting) == 0) continue;
-    if (wait_on(wakes, seen, &nap, d) == futex_wait_result::timed_out) {
-      leave_after_timeout(l);
+    if (wait_on(state, s, kWriterWake, &nap, d) == futex_wait_result::timed_out) {
+      writer_stops_waiting(l);
       return ETIMEDOUT;
     }
   }
@@ -291,23 +321,25 @@ int destroy([[maybe_unused]] pthread_rwlock_t* l) noexcept {
 
 int read_lock(pthread_rwlock_t* l, int self, deadline d) noexcept {
   if (writer(l) == self) return EDEADLK;
-  const bool writers_first = prefers_writers(l);
+  const bool behind_writers = readers_wait_for_writers(kind(l));
   uint32_t s = state_word(l)->load(std::memory_order_relaxed);
+  const uint32_t w = behind_writers ? waiting_writers(l)->load(std::memory_order_seq_cst) : 0;
   int r = 0;
-  if (!read_lockable(s, writers_first) || !take_read(l, s, writers_first)) r = read_lock_slow(l, d);
+  if (!read_lockable(s, w, behind_writers) || !take_read(l, s)) r = read_lock_slow(l, d);
   if (r == 0) tsan_locked(l, kTsanRead);
   return r;
 }
 
 int try_read_lock(pthread_rwlock_t* l, int self) noexcept {
-  const bool writers_first = prefers_writers(l);
+  const bool behind_writers = readers_wait_for_writers(kind(l));
   uint32_t s = state_word(l)->load(std::memory_order_relaxed);
   for (;;) {
-    if (!read_lockable(s, writers_first) || writer(l) == self) {
+    const uint32_t w = behind_writers ? waiting_writers(l)->load(std::memory_order_seq_cst) : 0;
+    if (!read_lockable(s, w, behind_writers) || writer(l) == self) {
       tsan_try_failed(l, kTsanRead);
       return count(s) == kMaxReaders ? EAGAIN : EBUSY;
     }
-    if (take_read(l, s, writers_first)) break;
+    if (take_read(l, s)) break;
   }
   tsan_locked(l, kTsanRead | kTsanTry);
   return 0;
@@ -344,22 +376,35 @@ int try_write_lock(pthread_rwlock_t* l, int self) noexcept {
 
 int unlock(pthread_rwlock_t* l, int self) noexcept {
   std::atomic<uint32_t>* state = state_word(l);
-  const uint32_t held = count(state->load(std::memory_order_relaxed));
-  uint32_t s;
-  if (held == kWriteLocked) {
+  uint32_t s = state->load(std::memory_order_relaxed);
+  uint32_t share;
+  unsigned tsan_flags;
+  if (count(s) == kWriteLocked) {
     if (writer(l) != self) return EPERM;
-    tsan_pre_unlock(l, 0);
-    set_writer(l, 0);
-    s = state->fetch_sub(kWriteLocked, std::memory_order_release) - kWriteLocked;
-    tsan_post_unlock(l, 0);
-  } else if (held == 0) {
+    share = kWriteLocked;
+    tsan_flags = 0;
+  } else if (count(s) == 0) {
     return EPERM;
   } else {
-    tsan_pre_unlock(l, kTsanRead);
-    s = state->fetch_sub(1, std::memory_order_release) - 1;
-    tsan_post_unlock(l, kTsanRead);
+    share = 1;
+    tsan_flags = kTsanRead;
   }
-  if (count(s) == 0 && (s & kWaiting) != 0) wake_waiters(l, s);
+  const unsigned k = kind(l);  // read before the release: the lock may be freed after it
+  // TSan is told before the release, as its own interceptor does: after
+  // it, another caller may destroy the lock.
+  tsan_pre_unlock(l, tsan_flags);
+  if (share == kWriteLocked) set_writer(l, 0);
+  tsan_post_unlock(l, tsan_flags);
+  uint32_t next, side;
+  do {
+    next = s - share;
+    side = 0;
+    if (count(next) == 0 && (next & kWaiting) != 0) {
+      side = side_to_wake(next, k);
+      next &= ~side;
+    }
+  } while (!state->compare_exchange_weak(s, next, std::memory_order_release, std::memory_order_relaxed));
+  if (side != 0) wake_after_unlock(state, side, next);
   return 0;
 }
 

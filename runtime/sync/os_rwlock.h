@@ -17,11 +17,13 @@
 // algorithm) is left to glibc whole, recognised by the __shared word glibc's
 // pthread_rwlock_init sets.
 //
-// glibc's attributes are kept where they are: __flags holds the kind
-// (PTHREAD_RWLOCK_PREFER_READER_NP, the default, and PREFER_WRITER_NP, which
-// glibc also treats as reader-preferring; PREFER_WRITER_NONRECURSIVE_NP, the
-// only writer-preferring one) and the all-zero static initializer is a
-// private, reader-preferring lock, as in glibc.
+// glibc's attributes are kept where they are, with glibc's meaning: __flags
+// holds the kind -- PTHREAD_RWLOCK_PREFER_READER_NP (the default): new
+// readers come in while a writer waits, and a released lock goes to the
+// waiting readers first; PREFER_WRITER_NP: new readers still come in, but a
+// released lock goes to a waiting writer first; PREFER_WRITER_NONRECURSIVE_NP:
+// both, and new readers wait behind a waiting writer -- and the all-zero
+// static initializer is a private, reader-preferring lock.
 #ifndef BOBBIN_RUNTIME_SYNC_OS_RWLOCK_H_
 #define BOBBIN_RUNTIME_SYNC_OS_RWLOCK_H_
 

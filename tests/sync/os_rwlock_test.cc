@@ -67,13 +67,10 @@ class OsRwlockTest : public ::testing::TestWithParam<unsigned> {
   }
 };
 
-TEST_P(OsRwlockTest, SharedMutexReadHeldAcrossASleepWithWritersAllFinish) {
-  // The case: 200 fibers take a std::shared_mutex shared across a
-  // 1 ms bobbin sleep, every 50th call exclusive. Before: glibc's rwlock
-  // blocked the carrier of a second writer (or of a reader behind a
-  // writer) in futex(2) while the holder, parked on it, could never run:
-  // a hang.
-  auto rt = start();
+// 200 fibers take a std::shared_mutex shared across a 1 ms bobbin sleep,
+// every 50th call exclusive: all finish, and nothing overlapped.
+void shared_across_sleeps(bobbin::runtime& rt_ref) {
+  auto* rt = &rt_ref;
   std::shared_mutex mu;
   rw_probe probe;
   long writes = 0;  // under the exclusive lock only
@@ -104,6 +101,16 @@ TEST_P(OsRwlockTest, SharedMutexReadHeldAcrossASleepWithWritersAllFinish) {
   EXPECT_EQ(reads.load(), kFibers * kEach - kFibers * kEach / 50);
   EXPECT_EQ(probe.violations.load(), 0);
   EXPECT_GT(probe.max_readers.load(), 1) << "readers never held it together";
+}
+
+TEST_P(OsRwlockTest, SharedMutexReadHeldAcrossASleepWithWritersAllFinish) {
+  // The case: 200 fibers take a std::shared_mutex shared across a
+  // 1 ms bobbin sleep, every 50th call exclusive. Before: glibc's rwlock
+  // blocked the carrier of a second writer (or of a reader behind a
+  // writer) in futex(2) while the holder, parked on it, could never run:
+  // a hang.
+  auto rt = start();
+  shared_across_sleeps(*rt);
   EXPECT_GE(rt->stats().futex_parks, 1u) << "no waiter parked: the test did not contend";
 }
 
@@ -360,6 +367,166 @@ TEST_P(OsRwlockTest, ManyTimedWaitersGivingUpNeverStrandTheRest) {
   mu.unlock();
 }
 
+TEST_P(OsRwlockTest, WaitersThatMayResumeOnAnyCarrierAllFinish) {
+  // runtime_options::os_lock_waiters_migrate: a woken fiber runs on the
+  // first free carrier instead of the one it parked on.
+  auto o = bobbin::testing::carriers(GetParam());
+  o.os_lock_waiters_migrate = true;
+  auto rt = bobbin::runtime::start(o).value();
+  shared_across_sleeps(*rt);
+}
+
+TEST_P(OsRwlockTest, WithoutAFutexRingFibersPollInsteadOfBlockingTheirCarrier) {
+  // BOBBIN_FUTEX_RING=off: what a kernel before 6.7 gets. Blocking the
+  // carrier would hang whenever the holder is parked on it.
+  ::setenv("BOBBIN_FUTEX_RING", "off", 1);
+  auto rt = start();
+  ::unsetenv("BOBBIN_FUTEX_RING");
+  shared_across_sleeps(*rt);
+  EXPECT_EQ(rt->stats().futex_parks, 0u);
+}
+
+TEST_P(OsRwlockTest, WithInterceptionOffAFiberBlocksItsCarrierAsGlibcWould) {
+  // runtime_options::intercept_blocking_calls = false: the lock is still
+  // bobbin's (one algorithm per process), but a fiber's wait blocks its
+  // carrier. A plain thread holds it for 30 ms; the fiber gets it after.
+  auto o = bobbin::testing::carriers(GetParam());
+  o.intercept_blocking_calls = false;
+  auto rt = bobbin::runtime::start(o).value();
+  std::shared_mutex mu;
+  mu.lock();
+  auto f = rt->spawn([&] {
+    const auto t0 = clock_type::now();
+    std::shared_lock l(mu);
+    return ms_since(t0);
+  });
+  std::this_thread::sleep_for(30ms);
+  mu.unlock();
+  EXPECT_GE(f.join(), 25.0);
+  EXPECT_EQ(rt->stats().futex_parks, 0u);
+}
+
+TEST_P(OsRwlockTest, AWritePreferringLockGoesToTheWaitingWriterFirst) {
+  // glibc's PREFER_WRITER_NP (kind 1): new readers still come in while a
+  // writer waits, but a released write lock goes to a waiting writer
+  // before waiting readers; the default (kind 0) wakes the readers first.
+  auto rt = start();
+  for (int kind : {PTHREAD_RWLOCK_PREFER_READER_NP, PTHREAD_RWLOCK_PREFER_WRITER_NP}) {
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+    pthread_rwlockattr_setkind_np(&attr, kind);
+    pthread_rwlock_t l;
+    ASSERT_EQ(pthread_rwlock_init(&l, &attr), 0);
+    pthread_rwlockattr_destroy(&attr);
+    std::atomic<int> order{0};
+    std::atomic<int> reader_turn{0}, writer_turn{0};
+    std::atomic<bool> held{false};
+    auto holder = rt->spawn([&] {
+      pthread_rwlock_wrlock(&l);
+      held = true;
+      bobbin::this_fiber::sleep_for(60ms);  // both others wait by then
+      pthread_rwlock_unlock(&l);
+    });
+    while (!held.load()) std::this_thread::sleep_for(1ms);
+    std::thread reader([&] {
+      pthread_rwlock_rdlock(&l);
+      reader_turn = ++order;
+      std::this_thread::sleep_for(5ms);
+      pthread_rwlock_unlock(&l);
+    });
+    std::this_thread::sleep_for(20ms);
+    std::thread writer([&] {
+      pthread_rwlock_wrlock(&l);
+      writer_turn = ++order;
+      std::this_thread::sleep_for(5ms);
+      pthread_rwlock_unlock(&l);
+    });
+    holder.join();
+    reader.join();
+    writer.join();
+    if (kind == PTHREAD_RWLOCK_PREFER_READER_NP) {
+      EXPECT_EQ(reader_turn.load(), 1) << "kind " << kind;
+    } else {
+      EXPECT_EQ(writer_turn.load(), 1) << "kind " << kind;
+    }
+    EXPECT_EQ(pthread_rwlock_destroy(&l), 0);
+  }
+}
+
+TEST_P(OsRwlockTest, AWriterThatGaveUpNeverKeepsReadersOutOfAWriterFirstLock) {
+  // PREFER_WRITER_NONRECURSIVE (here its static initializer): while a
+  // writer waits, new readers wait behind it. Once that writer times out,
+  // the reader holding the lock may take it again, and others come in.
+  auto rt = start();
+  pthread_rwlock_t l = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
+  auto r = rt->spawn([&] {
+           std::vector<int> out;
+           out.push_back(pthread_rwlock_rdlock(&l));  // 0
+           auto w = bobbin::spawn([&] {
+             const timespec soon = monotonic_in(10ms);
+             return pthread_rwlock_clockwrlock(&l, CLOCK_MONOTONIC, &soon);
+           });
+           bobbin::this_fiber::sleep_for(3ms);
+           out.push_back(pthread_rwlock_tryrdlock(&l));  // EBUSY: a writer waits
+           out.push_back(w.join());                      // ETIMEDOUT
+           out.push_back(pthread_rwlock_tryrdlock(&l));  // 0: it left
+           out.push_back(pthread_rwlock_rdlock(&l));     // 0
+           auto other = bobbin::spawn([&] {
+             const int a = pthread_rwlock_rdlock(&l);
+             return a + pthread_rwlock_unlock(&l);
+           });
+           out.push_back(other.join());  // 0
+           for (int i = 0; i < 3; i++) out.push_back(pthread_rwlock_unlock(&l));
+           return out;
+         }).join();
+  EXPECT_EQ(r, (std::vector<int>{0, EBUSY, ETIMEDOUT, 0, 0, 0, 0, 0, 0}));
+  EXPECT_EQ(pthread_rwlock_wrlock(&l), 0);
+  EXPECT_EQ(pthread_rwlock_unlock(&l), 0);
+}
+
+TEST_P(OsRwlockTest, ManyTimedWaitersGivingUpNeverStrandTheRestOfAWriterFirstLock) {
+  // As ManyTimedWaitersGivingUpNeverStrandTheRest, on the kind whose
+  // waiting writers hold readers back.
+  auto rt = start();
+  pthread_rwlock_t l = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
+  rw_probe probe;
+  std::atomic<long> taken{0}, timed_out{0};
+  auto body = [&](bool fiber, unsigned seed) {
+    std::minstd_rand rng(seed);
+    for (int j = 0; j < 100; j++) {
+      const timespec until = monotonic_in(std::chrono::microseconds(rng() % 300));
+      const bool write = rng() % 3 == 0;
+      const int r = write ? pthread_rwlock_clockwrlock(&l, CLOCK_MONOTONIC, &until)
+                          : pthread_rwlock_clockrdlock(&l, CLOCK_MONOTONIC, &until);
+      if (r == ETIMEDOUT) {
+        timed_out++;
+        continue;
+      }
+      ASSERT_EQ(r, 0);
+      taken++;
+      write ? probe.enter_write() : probe.enter_read();
+      if (fiber) {
+        bobbin::this_fiber::sleep_for(std::chrono::microseconds(rng() % 200));
+      } else {
+        std::this_thread::sleep_for(std::chrono::microseconds(rng() % 200));
+      }
+      write ? probe.leave_write() : probe.leave_read();
+      ASSERT_EQ(pthread_rwlock_unlock(&l), 0);
+    }
+  };
+  std::vector<bobbin::fiber<>> fibers;
+  for (unsigned i = 0; i < 32; i++) fibers.push_back(rt->spawn([&, i] { body(true, i + 7); }));
+  std::vector<std::thread> threads;
+  for (unsigned i = 0; i < 3; i++) threads.emplace_back([&, i] { body(false, 2000 + i); });
+  for (auto& f : fibers) f.join();
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(taken.load() + timed_out.load(), 35 * 100);
+  EXPECT_GT(timed_out.load(), 0);
+  EXPECT_EQ(probe.violations.load(), 0);
+  EXPECT_EQ(pthread_rwlock_trywrlock(&l), 0) << "the lock was left held";
+  EXPECT_EQ(pthread_rwlock_unlock(&l), 0);
+}
+
 INSTANTIATE_TEST_SUITE_P(Carriers, OsRwlockTest, ::testing::Values(1u, 2u),
                          [](const auto& info) { return std::to_string(info.param) + "_carriers"; });
 
@@ -384,6 +551,29 @@ TEST(OsRwlockThreadTest, PlainThreadsKeepGlibcsAnswers) {
   u.join();
   EXPECT_EQ(pthread_rwlock_unlock(&l), 0);
   EXPECT_EQ(pthread_rwlock_destroy(&l), 0);
+}
+
+TEST(OsRwlockThreadTest, ALockMayBeFreedAsSoonAsItIsFreeWhileAnUnlockReturns) {
+  // POSIX lets a caller destroy and free a lock once it holds no one: an
+  // unlock that woke a waiter must not write to the lock after releasing
+  // it (AddressSanitizer reports the write to freed memory). Each round: a
+  // holder, a writer waiting behind it; the writer, once in, unlocks and
+  // frees the lock while the holder's unlock may still be returning.
+  for (int round = 0; round < 2000; round++) {
+    auto* mu = new std::shared_mutex;
+    mu->lock_shared();
+    std::atomic<bool> waiting{false};
+    std::thread writer([&] {
+      waiting = true;
+      mu->lock();
+      mu->unlock();
+      delete mu;
+    });
+    while (!waiting.load()) std::this_thread::yield();
+    if (round % 2 == 0) std::this_thread::sleep_for(std::chrono::microseconds(50));
+    mu->unlock_shared();
+    writer.join();
+  }
 }
 
 }  // namespace

@@ -1,0 +1,176 @@
+// bobbin::fiber_local's storage (bobbin/fiber_local.h).
+//
+// Each fiber has a table, made on its first fiber_local value and hung off
+// its control block; each plain thread has one in a thread_local. A table
+// is a vector indexed by the fiber_local's slot index, each entry tagged
+// with the id of the fiber_local that made it, plus the order the values
+// were made in, so that they are destroyed last-made first. Only the
+// owning fiber (or thread) touches its table: no locks. Slot indices come
+// from a process-wide allocator under a spin lock (fiber_locals are made
+// rarely, usually once, as statics).
+#include "runtime/fiber/fiber_local.h"
+
+#include <cstdint>
+#include <mutex>
+#include <vector>
+
+#include "bobbin/fiber_local.h"
+#include "bobbin/internal/spin_lock.h"
+#include "runtime/fiber/fiber_control.h"
+#include "runtime/sched/carrier.h"
+#include "runtime/util/mutex_lock.h"  // current_fiber_or_null
+
+namespace bobbin::internal {
+
+struct fiber_local_table {
+  struct slot {
+    uint64_t id = 0;  // the fiber_local's; 0: empty
+    void* value = nullptr;
+    void (*destroy)(void*) = nullptr;
+  };
+  std::vector<slot> slots;
+  std::vector<uint32_t> made;  // indices of the occupied slots, in the order their values were made
+
+  // Empties the slot, and returns what it held for the caller to destroy
+  // (after the table is consistent again: a destructor may use the table).
+  slot take(uint32_t index) noexcept {
+    slot s = slots[index];
+    slots[index] = slot{};
+    for (auto it = made.end(); it != made.begin();) {
+      --it;
+      if (*it == index) {
+        made.erase(it);
+        break;
+      }
+    }
+    return s;
+  }
+
+  // Destroys every value, last made first, including values destructors
+  // make meanwhile: up to kRounds times as many as there were (glibc gives
+  // pthread keys PTHREAD_DESTRUCTOR_ITERATIONS, 4, rounds); a destructor
+  // that keeps making values past that is left its last ones, freed with
+  // the table without their destructors.
+  static constexpr int kRounds = 4;
+  void destroy_all() noexcept {
+    size_t budget = made.size() * kRounds + kRounds;
+    while (!made.empty() && budget-- > 0) {
+      slot s = take(made.back());
+      s.destroy(s.value);
+    }
+  }
+};
+
+namespace {
+
+spin_lock keys_lock;
+std::vector<uint32_t>* free_indices = nullptr;  // under keys_lock; never freed (statics may outlive it)
+uint32_t next_index = 0;                        // under keys_lock
+uint64_t next_id = 1;                           // under keys_lock
+
+// A plain thread's table: a plain initial-exec thread-local pointer, read
+// on every get() off a fiber (a C++ thread_local with a destructor would
+// cost a call to its wrapper, and __tls_get_addr in a shared library), and
+// a holder made with the table whose destructor frees it at thread exit,
+// values first.
+__thread fiber_local_table* tls_table __attribute__((tls_model("initial-exec"))) = nullptr;
+struct thread_table_holder {
+  ~thread_table_holder() {
+    fiber_local_table* t = tls_table;
+    if (t == nullptr) return;
+    t->destroy_all();
+    tls_table = nullptr;
+    delete t;
+  }
+};
+
+// The calling fiber's table, or off a fiber the thread's (null if none).
+// Reads the carrier here, inside the call: never an address computed before
+// a park.
+inline fiber_local_table* current_table() {
+  carrier* c = tls_carrier;
+  if (c != nullptr) {
+    if (fiber_control* f = c->current()) return f->locals;
+  }
+  return tls_table;
+}
+
+fiber_local_table* make_current_table() {
+  if (fiber_control* f = current_fiber_or_null()) {
+    if (f->locals == nullptr) f->locals = new fiber_local_table;
+    return f->locals;
+  }
+  if (tls_table == nullptr) {
+    static thread_local thread_table_holder holder;
+    (void)holder;  // constructed here, on the thread's first value
+    tls_table = new fiber_local_table;
+  }
+  return tls_table;
+}
+
+}  // namespace
+
+fiber_local_key allocate_fiber_local_key() {
+  std::lock_guard l(keys_lock);
+  fiber_local_key key{};
+  if (free_indices != nullptr && !free_indices->empty()) {
+    key.index = free_indices->back();
+    free_indices->pop_back();
+  } else {
+    key.index = next_index++;
+  }
+  key.id = next_id++;
+  return key;
+}
+
+void release_fiber_local_key(fiber_local_key key) noexcept {
+  std::lock_guard l(keys_lock);
+  if (free_indices == nullptr) free_indices = new std::vector<uint32_t>;
+  free_indices->push_back(key.index);
+}
+
+void* find_fiber_local(fiber_local_key key) noexcept {
+  fiber_local_table* t = current_table();
+  if (t == nullptr || key.index >= t->slots.size()) return nullptr;
+  const fiber_local_table::slot& s = t->slots[key.index];
+  return s.id == key.id ? s.value : nullptr;
+}
+
+void* store_fiber_local(fiber_local_key key, void* value, void (*destroy)(void*)) {
+  fiber_local_table* t = make_current_table();
+  if (key.index >= t->slots.size()) t->slots.resize(key.index + 1);
+  fiber_local_table::slot& s = t->slots[key.index];
+  if (s.id == key.id) {  // the initializer called get() and stored one first
+    destroy(value);
+    return s.value;
+  }
+  if (s.id != 0) {
+    // A value of a destroyed fiber_local whose index was reused.
+    fiber_local_table::slot stale = t->take(key.index);
+    stale.destroy(stale.value);
+  }
+  t->made.push_back(key.index);  // first: if it throws, the caller still owns `value`
+  t->slots[key.index] = {key.id, value, destroy};
+  return value;
+}
+
+void erase_fiber_local(fiber_local_key key) noexcept {
+  fiber_local_table* t = current_table();
+  if (t == nullptr || key.index >= t->slots.size() || t->slots[key.index].id != key.id) return;
+  fiber_local_table::slot s = t->take(key.index);
+  s.destroy(s.value);
+}
+
+void destroy_fiber_locals(fiber_control* f) noexcept {
+  if (f->locals == nullptr) return;
+  f->locals->destroy_all();
+  delete f->locals;
+  f->locals = nullptr;
+}
+
+void free_abandoned_fiber_locals(fiber_control* f) noexcept {
+  delete f->locals;  // the values stay, as the objects on the fiber's stack
+  f->locals = nullptr;
+}
+
+}  // namespace bobbin::internal
