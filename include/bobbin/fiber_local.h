@@ -29,14 +29,26 @@
 //   - get() never returns null; the reference stays valid until the fiber
 //     ends (or the thread exits, off a fiber) or reset() is called.
 //   - The initial value is made on the calling fiber, which may park while
-//     making it; if it throws, get() throws and nothing is stored.
+//     making it; if it throws, get() throws and nothing is stored (unless
+//     the initializer itself called get() first: that value stays).
 //   - Values are destroyed on their own fiber, after its body returns and
 //     before join() returns, in the reverse order of their construction. A
 //     destructor may use other fiber_locals (a value made then is destroyed
 //     too, up to four rounds, as pthread keys).
 //   - Destroying the fiber_local itself does not reach into live fibers:
-//     each value it made stays until its fiber ends. A fiber_local must
-//     outlive every get() on it, as any object its users reference.
+//     each value it made stays until its fiber ends, or until that fiber
+//     first uses a fiber_local made later in the same slot (slots are
+//     reused), whose get() destroys the old value first. So a fiber_local
+//     declared in a plugin must not be destroyed by dlclose while fibers
+//     that used it live. A fiber_local must outlive every get() on it, as
+//     any object its users reference.
+//   - The objects a fiber's function captured are destroyed after the
+//     fiber ends, on whichever thread lets the fiber go (its joiner): a
+//     capture's destructor that uses a fiber_local reaches that thread's or
+//     fiber's value, not the ended fiber's.
+//   - A thread's values are destroyed after its C++ thread_local objects
+//     (whose destructors may still use them); the main thread's, at exit(),
+//     are not destroyed, as pthread keys' are not.
 //   - A fiber abandoned at runtime shutdown while parked never ends, and
 //     its values are not destroyed (as the objects on its stack).
 //

@@ -19,9 +19,13 @@
 // common shape of a C++ connection pool), redis, curl, and future: a
 // std::future that a pool of 4 plain threads fulfils 20 ms after the call
 // (a result from a thread pool; std::future waits on a shared futex, which
-// bobbin's syscall interposer parks the fiber on, issue 32).
+// bobbin's syscall interposer parks the fiber on, issue 32), and shared: a
+// std::shared_mutex every caller holds shared across a 1 ms sleep
+// (bobbin::this_fiber::sleep_for, which is std::this_thread::sleep_for on a
+// plain thread), every 50th call exclusive (issue 33: glibc's rwlock hung
+// fibers there; bobbin's own parks them).
 //
-//   blocking_bench --client pq|pqpool|redis|curl|future --mode intercept|pinned|offload|threads
+//   blocking_bench --client pq|pqpool|redis|curl|future|shared --mode intercept|pinned|offload|threads
 //                  [--callers 200] [--seconds 3]
 // The servers are named by BOBBIN_TEST_PG, BOBBIN_TEST_REDIS_SOCKET and
 // BOBBIN_TEST_HTTP_URL (tests/clients/servers.py starts them).
@@ -41,6 +45,7 @@
 #include <future>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -282,12 +287,38 @@ class future_caller final : public caller {
   int id_;
 };
 
+// One std::shared_mutex for every caller. A reader checks that the two
+// halves a writer updates together agree (a torn pair is a bad reply).
+class shared_caller final : public caller {
+ public:
+  bool connect() override { return true; }
+  bool call(long n) override {
+    if (n % 50 == 49) {
+      std::unique_lock l(mu);
+      const long v = a;
+      bobbin::this_fiber::sleep_for(1ms);
+      a = v + 1;
+      b = v + 1;
+      return true;
+    }
+    std::shared_lock l(mu);
+    const long x = a;
+    bobbin::this_fiber::sleep_for(1ms);
+    return b == x;
+  }
+
+ private:
+  static inline std::shared_mutex mu;
+  static inline long a = 0, b = 0;
+};
+
 std::unique_ptr<caller> make_caller(const std::string& client, int id) {
   if (client == "pq") return std::make_unique<pq_caller>(id);
   if (client == "pqpool") return std::make_unique<pq_pool_caller>(id);
   if (client == "redis") return std::make_unique<redis_caller>(id);
   if (client == "curl") return std::make_unique<curl_caller>();
   if (client == "future") return std::make_unique<future_caller>(id);
+  if (client == "shared") return std::make_unique<shared_caller>();
   std::fprintf(stderr, "blocking_bench: unknown --client %s\n", client.c_str());
   std::exit(2);
 }
@@ -348,7 +379,7 @@ int main(int argc, char** argv) {
     else if (a == "--seconds") seconds = std::atof(argv[i + 1]);
   }
   if (client.empty() || mode.empty()) {
-    std::fprintf(stderr, "usage: blocking_bench --client pq|pqpool|redis|curl|future --mode intercept|pinned|offload|threads\n");
+    std::fprintf(stderr, "usage: blocking_bench --client pq|pqpool|redis|curl|future|shared --mode intercept|pinned|offload|threads\n");
     return 2;
   }
   pq_pool::instance();

@@ -10,6 +10,8 @@
 // rarely, usually once, as statics).
 #include "runtime/fiber/fiber_local.h"
 
+#include <pthread.h>
+
 #include <cstdint>
 #include <mutex>
 #include <vector>
@@ -18,6 +20,7 @@
 #include "bobbin/internal/spin_lock.h"
 #include "runtime/fiber/fiber_control.h"
 #include "runtime/sched/carrier.h"
+#include "runtime/util/check.h"
 #include "runtime/util/mutex_lock.h"  // current_fiber_or_null
 
 namespace bobbin::internal {
@@ -48,15 +51,14 @@ struct fiber_local_table {
 
   // Destroys every value, last made first, including values destructors
   // make meanwhile: up to kRounds times as many as there were (glibc gives
-  // pthread keys PTHREAD_DESTRUCTOR_ITERATIONS, 4, rounds); a destructor
-  // that keeps making values past that is left its last ones, freed with
-  // the table without their destructors.
+  // pthread keys PTHREAD_DESTRUCTOR_ITERATIONS, 4, rounds); the values a
+  // destructor keeps making past that are leaked, not destroyed.
   static constexpr int kRounds = 4;
   void destroy_all() noexcept {
     size_t budget = made.size() * kRounds + kRounds;
     while (!made.empty() && budget-- > 0) {
       slot s = take(made.back());
-      s.destroy(s.value);
+      if (s.destroy != nullptr) s.destroy(s.value);
     }
   }
 };
@@ -70,23 +72,34 @@ uint64_t next_id = 1;                           // under keys_lock
 
 // A plain thread's table: a plain initial-exec thread-local pointer, read
 // on every get() off a fiber (a C++ thread_local with a destructor would
-// cost a call to its wrapper, and __tls_get_addr in a shared library), and
-// a holder made with the table whose destructor frees it at thread exit,
-// values first.
+// cost a call to its wrapper, and __tls_get_addr in a shared library). It
+// is freed, values first, by a pthread key's destructor, which glibc runs
+// after the thread's C++ thread_local destructors (one of which may still
+// use a fiber_local) and again while they leave values behind.
 __thread fiber_local_table* tls_table __attribute__((tls_model("initial-exec"))) = nullptr;
-struct thread_table_holder {
-  ~thread_table_holder() {
-    fiber_local_table* t = tls_table;
-    if (t == nullptr) return;
-    t->destroy_all();
-    tls_table = nullptr;
-    delete t;
-  }
-};
+
+void free_thread_table(void* table) {
+  auto* t = static_cast<fiber_local_table*>(table);
+  tls_table = t;  // a destructor that uses a fiber_local finds its table
+  t->destroy_all();
+  tls_table = nullptr;
+  delete t;
+}
+
+pthread_key_t thread_table_key() {
+  static const pthread_key_t key = [] {
+    pthread_key_t k;
+    if (pthread_key_create(&k, free_thread_table) != 0) fatal("bobbin: fiber_local: pthread_key_create failed");
+    return k;
+  }();
+  return key;
+}
 
 // The calling fiber's table, or off a fiber the thread's (null if none).
-// Reads the carrier here, inside the call: never an address computed before
-// a park.
+// Reads the carrier here, inside an out-of-line call that never parks:
+// never an address computed before a park (an initial-exec thread-local is
+// read through %fs each time; bobbin is not built with link-time
+// optimization, which could inline this into a caller's loop).
 inline fiber_local_table* current_table() {
   carrier* c = tls_carrier;
   if (c != nullptr) {
@@ -101,9 +114,9 @@ fiber_local_table* make_current_table() {
     return f->locals;
   }
   if (tls_table == nullptr) {
-    static thread_local thread_table_holder holder;
-    (void)holder;  // constructed here, on the thread's first value
-    tls_table = new fiber_local_table;
+    auto* t = new fiber_local_table;
+    pthread_setspecific(thread_table_key(), t);  // registers it to be freed at thread exit
+    tls_table = t;
   }
   return tls_table;
 }
@@ -120,13 +133,15 @@ fiber_local_key allocate_fiber_local_key() {
     key.index = next_index++;
   }
   key.id = next_id++;
+  // Room for this key's index to come back (release is noexcept).
+  if (free_indices == nullptr) free_indices = new std::vector<uint32_t>;
+  free_indices->reserve(next_index);
   return key;
 }
 
 void release_fiber_local_key(fiber_local_key key) noexcept {
   std::lock_guard l(keys_lock);
-  if (free_indices == nullptr) free_indices = new std::vector<uint32_t>;
-  free_indices->push_back(key.index);
+  free_indices->push_back(key.index);  // room reserved by allocate_fiber_local_key: no allocation here
 }
 
 void* find_fiber_local(fiber_local_key key) noexcept {
@@ -139,15 +154,18 @@ void* find_fiber_local(fiber_local_key key) noexcept {
 void* store_fiber_local(fiber_local_key key, void* value, void (*destroy)(void*)) {
   fiber_local_table* t = make_current_table();
   if (key.index >= t->slots.size()) t->slots.resize(key.index + 1);
-  fiber_local_table::slot& s = t->slots[key.index];
-  if (s.id == key.id) {  // the initializer called get() and stored one first
-    destroy(value);
-    return s.value;
-  }
-  if (s.id != 0) {
-    // A value of a destroyed fiber_local whose index was reused.
+  if (t->slots[key.index].id != 0 && t->slots[key.index].id != key.id) {
+    // A value of a destroyed fiber_local whose index was reused. Its
+    // destructor may use fiber_locals, this one included (then the slot is
+    // this key's by the time it returns, and is handled below).
     fiber_local_table::slot stale = t->take(key.index);
     stale.destroy(stale.value);
+    if (key.index >= t->slots.size()) t->slots.resize(key.index + 1);
+  }
+  if (t->slots[key.index].id == key.id) {  // the initializer (or a destructor) called get() and stored one first
+    void* stored = t->slots[key.index].value;  // read before `destroy` runs code that may grow the table
+    destroy(value);
+    return stored;
   }
   t->made.push_back(key.index);  // first: if it throws, the caller still owns `value`
   t->slots[key.index] = {key.id, value, destroy};

@@ -240,7 +240,10 @@ int read_lock_slow(pthread_rwlock_t* l, deadline d) {
 // leave lets the readers its waiting held back in (see waiting_writers).
 void writer_stops_waiting(pthread_rwlock_t* l) {
   std::atomic<uint32_t>* writers = waiting_writers(l);
-  if (writers->fetch_sub(1, std::memory_order_seq_cst) == 1 && readers_wait_for_writers(kind(l))) {
+  // The kind first: once the count is down, a reader may take, release and
+  // free the lock before this writer's call returns. After it, only a wake.
+  const bool readers_held_back = readers_wait_for_writers(kind(l));
+  if (writers->fetch_sub(1, std::memory_order_seq_cst) == 1 && readers_held_back) {
     futex_wake(writers, INT_MAX, futex_scope::process_private);
   }
 }

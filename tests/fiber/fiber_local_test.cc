@@ -136,6 +136,27 @@ TEST(FiberLocalTest, OffAFiberItIsOneValuePerThreadDestroyedAtThreadExit) {
   EXPECT_FALSE(local.has_value());
 }
 
+bobbin::fiber_local<counted> exit_local;  // used by thread_local destructors below
+
+struct uses_exit_local_at_exit {
+  ~uses_exit_local_at_exit() { exit_local->tag = 9; }
+};
+
+TEST(FiberLocalTest, AThreadLocalsDestructorMayUseAFiberLocalAtThreadExit) {
+  // A C++ thread_local made before the thread's first fiber_local value is
+  // destroyed after anything made later: its destructor still finds the
+  // thread's value, which is destroyed after it, once.
+  counted::reset_counts();
+  std::thread t([] {
+    thread_local uses_exit_local_at_exit early;
+    (void)early;
+    exit_local->tag = 1;
+  });
+  t.join();
+  EXPECT_EQ(counted::made.load(), 1) << "the destructor found no table and made another value";
+  EXPECT_EQ(counted::destroyed.load(), 1);
+}
+
 TEST(FiberLocalTest, ValuesAreDestroyedLastMadeFirstAndDestructorsMayUseOthers) {
   auto rt = bobbin::runtime::start(bobbin::testing::carriers(1)).value();
   std::vector<int> order;  // one fiber at a time touches it
