@@ -23,9 +23,11 @@
 // std::shared_mutex every caller holds shared across a 1 ms sleep
 // (bobbin::this_fiber::sleep_for, which is std::this_thread::sleep_for on a
 // plain thread), every 50th call exclusive (issue 33: glibc's rwlock hung
-// fibers there; bobbin's own parks them).
+// fibers there; bobbin's own parks them), and spdlog: one line through
+// spdlog's asynchronous logger (a bounded queue behind a std::mutex and a
+// std::condition_variable, one worker thread writing a file).
 //
-//   blocking_bench --client pq|pqpool|redis|curl|future|shared --mode intercept|pinned|offload|threads
+//   blocking_bench --client pq|pqpool|redis|curl|future|shared|spdlog --mode intercept|pinned|offload|threads
 //                  [--callers 200] [--seconds 3]
 // The servers are named by BOBBIN_TEST_PG, BOBBIN_TEST_REDIS_SOCKET and
 // BOBBIN_TEST_HTTP_URL (tests/clients/servers.py starts them).
@@ -51,6 +53,14 @@
 #include <vector>
 
 #include "bobbin/bobbin.h"
+
+#if BOBBIN_HAVE_SPDLOG
+#include <unistd.h>
+
+#include <spdlog/async.h>
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/spdlog.h>
+#endif
 
 namespace {
 
@@ -312,6 +322,30 @@ class shared_caller final : public caller {
   static inline long a = 0, b = 0;
 };
 
+#if BOBBIN_HAVE_SPDLOG
+// One asynchronous logger for every caller, made in main before any runs.
+class spdlog_caller final : public caller {
+ public:
+  explicit spdlog_caller(int id) : id_(id) {}
+  static void open() {
+    spdlog::init_thread_pool(8192, 1);  // spdlog's default queue
+    const std::string path = "/tmp/blocking_bench_spdlog_" + std::to_string(::getpid()) + ".log";
+    logger = spdlog::basic_logger_mt<spdlog::async_factory>("blocking_bench", path, /*truncate=*/true);
+    logger->set_pattern("%v");
+    std::remove(path.c_str());  // the worker keeps writing to the open file; nothing is left behind
+  }
+  bool connect() override { return true; }
+  bool call(long n) override {
+    logger->info("caller {} line {}", id_, n);
+    return true;
+  }
+  static inline std::shared_ptr<spdlog::logger> logger;
+
+ private:
+  int id_;
+};
+#endif
+
 std::unique_ptr<caller> make_caller(const std::string& client, int id) {
   if (client == "pq") return std::make_unique<pq_caller>(id);
   if (client == "pqpool") return std::make_unique<pq_pool_caller>(id);
@@ -319,6 +353,9 @@ std::unique_ptr<caller> make_caller(const std::string& client, int id) {
   if (client == "curl") return std::make_unique<curl_caller>();
   if (client == "future") return std::make_unique<future_caller>(id);
   if (client == "shared") return std::make_unique<shared_caller>();
+#if BOBBIN_HAVE_SPDLOG
+  if (client == "spdlog") return std::make_unique<spdlog_caller>(id);
+#endif
   std::fprintf(stderr, "blocking_bench: unknown --client %s\n", client.c_str());
   std::exit(2);
 }
@@ -379,11 +416,14 @@ int main(int argc, char** argv) {
     else if (a == "--seconds") seconds = std::atof(argv[i + 1]);
   }
   if (client.empty() || mode.empty()) {
-    std::fprintf(stderr, "usage: blocking_bench --client pq|pqpool|redis|curl|future|shared --mode intercept|pinned|offload|threads\n");
+    std::fprintf(stderr, "usage: blocking_bench --client pq|pqpool|redis|curl|future|shared|spdlog --mode intercept|pinned|offload|threads\n");
     return 2;
   }
   pq_pool::instance();
   if (client == "future") delayed_pool::instance();
+#if BOBBIN_HAVE_SPDLOG
+  if (client == "spdlog") spdlog_caller::open();
+#endif
   curl_global_init(CURL_GLOBAL_DEFAULT);
   tally t;
   std::atomic<bool> stop{false};

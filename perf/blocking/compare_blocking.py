@@ -48,7 +48,9 @@ CLIENTS = [("pq", "libpq: `SELECT pg_sleep(0.02)` (PostgreSQL 15)"),
            ("future", "`std::future::get()` on a promise that a pool of 4 plain threads fulfils 20 ms later "
                       "(a shared futex wait: issue 32)"),
            ("shared", "`std::shared_mutex` held shared across a 1 ms sleep, every 50th call exclusive "
-                      "(bobbin's own reader-writer lock: issue 33)")]
+                      "(bobbin's own reader-writer lock: issue 33)"),
+           ("spdlog", "spdlog 1.10 asynchronous logger: one line per call (its bounded queue behind `std::mutex` "
+                      "+ `std::condition_variable`, one worker thread writing a file: issue 33)")]
 # Ways a client cannot run at all: with interception off, a fiber waiting for
 # the std::shared_mutex blocks the carrier its holder is parked on (a hang).
 SKIPPED = {("shared", "pinned"): "hangs: a waiter blocks the carrier its holder is parked on"}

@@ -26,6 +26,7 @@ void thread_local_access(benchmark::State& state) {
     ++v;
     benchmark::DoNotOptimize(v);
   }
+  state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(thread_local_access);
 
@@ -41,11 +42,12 @@ void fiber_local_get(benchmark::State& state) {
   };
   if (state.range(0) == 0) {
     body();
-    return;
+  } else {
+    bobbin::runtime_options o;
+    o.carriers = 1;
+    bobbin::run(body, o);
   }
-  bobbin::runtime_options o;
-  o.carriers = 1;
-  bobbin::run(body, o);
+  state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(fiber_local_get)->Arg(1)->Arg(0)->ArgName("fiber")->UseRealTime();
 
@@ -59,6 +61,7 @@ void fiber_local_first_get(benchmark::State& state) {
         }
       },
       o);
+  state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(fiber_local_first_get)->UseRealTime();
 
@@ -73,6 +76,7 @@ void spawn_join_without_local(benchmark::State& state) {
         }
       },
       o);
+  state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(spawn_join_without_local)->UseRealTime();
 
