@@ -15,8 +15,10 @@
 //
 // Database connections: a pool of --pool N (default 32) PGconn, lent to one
 // request at a time; a request waits (parks, on a fiber) for a free one.
-// Built from bobbin::mutex and condition_variable on fibers, and from
-// std::mutex and std::condition_variable with --threads.
+// One code path for both modes: the pool is a std::mutex and a
+// std::condition_variable, as in any thread-based service; on a fiber
+// bobbin parks their waits (README "OS locks and waits"), so the pool needs
+// no fiber-specific type.
 //
 // Run:  build/examples/api_server --conninfo "host=/tmp/pg dbname=postgres"
 //         [--port 8080] [--carriers 2] [--pool 32] [--threads]
@@ -50,9 +52,6 @@ constexpr auto kIdleTimeout = 60s;
 constexpr auto kRequestTimeout = 15s;
 
 // A fixed set of PostgreSQL connections lent out one request at a time.
-// Mutex and CondVar are bobbin's for the fiber server and the standard
-// library's for the thread-per-connection one, each server's natural choice.
-template <class Mutex, class CondVar>
 class pg_pool {
  public:
   class lease {
@@ -105,19 +104,14 @@ class pg_pool {
     cv_.notify_one();
   }
 
-  Mutex mu_;
-  CondVar cv_;
+  std::mutex mu_;
+  std::condition_variable cv_;
   std::vector<PGconn*> free_;
   std::vector<PGconn*> all_;
 };
 
-using fiber_pool = pg_pool<bobbin::mutex, bobbin::condition_variable>;
-using thread_pool = pg_pool<std::mutex, std::condition_variable>;
-
-// One pool or the other is opened, by the mode.
 struct server {
-  fiber_pool fibers_pool;
-  thread_pool threads_pool;
+  pg_pool pool;
   bool threads = false;
   examples::connection_registry connections;
   http::request_limits limits;
@@ -127,13 +121,8 @@ struct server {
 // Runs fn(PGconn*) with a connection borrowed from this server's pool.
 template <class F>
 void with_connection(server& srv, F&& fn) {
-  if (srv.threads) {
-    auto lease = srv.threads_pool.borrow();
-    fn(lease.get());
-  } else {
-    auto lease = srv.fibers_pool.borrow();
-    fn(lease.get());
-  }
+  auto lease = srv.pool.borrow();
+  fn(lease.get());
 }
 
 void append_json_string(std::string& out, std::string_view s) {
@@ -204,7 +193,7 @@ void handle(server& srv, const http::request& req, bool keep_alive, std::string&
   }
   if (path.starts_with("/users/")) return get_user(srv, path.substr(7), keep_alive, head_only, out);
   if (path == "/health") {
-    append_json(out, 200, absl::StrCat("{\"ok\":true,\"pool\":", srv.threads ? srv.threads_pool.size() : srv.fibers_pool.size(), "}"), keep_alive, head_only);
+    append_json(out, 200, absl::StrCat("{\"ok\":true,\"pool\":", srv.pool.size(), "}"), keep_alive, head_only);
     return;
   }
   srv.not_found.fetch_add(1, std::memory_order_relaxed);
@@ -286,7 +275,7 @@ int main(int argc, char** argv) {
   server srv;
   srv.threads = threads;
   std::string error;
-  bool opened = threads ? srv.threads_pool.open(conninfo, pool_size, error) : srv.fibers_pool.open(conninfo, pool_size, error);
+  bool opened = srv.pool.open(conninfo, pool_size, error);
   if (opened) with_connection(srv, [&](PGconn* c) { opened = create_table(c, error); });
   if (!opened) {
     std::fprintf(stderr, "api_server: PostgreSQL: %s", error.c_str());
