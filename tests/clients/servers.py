@@ -6,6 +6,9 @@ benchmarks talk to, each under a temporary directory and stopped at the end:
   redis-server persistence off, a unix socket in the directory, no TCP port
   http_server  bobbin's example HTTP server on 127.0.0.1, whose /sleep?ms=N
                answers after N ms
+  tls_server   an HTTPS server on 127.0.0.1 (Python's http.server behind its
+               ssl module, OpenSSL 3) with a fresh self-signed certificate;
+               GET /<anything> answers the path back
 
 PostgreSQL refuses to run as root; as root the cluster runs as the
 `postgres` user (created by Debian's postgresql package)."""
@@ -16,6 +19,7 @@ import pwd
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -98,12 +102,62 @@ def http_server(exe, carriers=1):
         _stop(proc)
 
 
+_TLS_SERVER = r'''
+import http.server, ssl, sys
+class Echo(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.0"
+    def do_GET(self):
+        body = self.path.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+class Server(http.server.ThreadingHTTPServer):
+    request_queue_size = 1024
+    daemon_threads = True
+srv = Server(("127.0.0.1", 0), Echo)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+# The handshake happens on the handler's thread, at its first read, not in
+# the accepting thread.
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
+'''
+
+
+@contextlib.contextmanager
+def tls_server():
+    """Yields (base URL, CA file) of a private HTTPS server."""
+    d = tempfile.mkdtemp(prefix="bobbin-tls-")
+    cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+    proc = None
+    try:
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
+                        "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+        proc = subprocess.Popen([sys.executable, "-c", _TLS_SERVER, cert, key], stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True)
+        port = proc.stdout.readline().strip()
+        if not port.isdigit():
+            raise RuntimeError(f"the TLS server did not start: {port!r}")
+        yield f"https://127.0.0.1:{port}", cert
+    finally:
+        if proc is not None:
+            _stop(proc)
+        shutil.rmtree(d, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def all_servers(http_exe):
-    """Starts the three and yields the environment that names them."""
-    with postgres() as pg, redis() as rs, http_server(http_exe) as url:
+    """Starts them all and yields the environment that names them."""
+    with postgres() as pg, redis() as rs, http_server(http_exe) as url, tls_server() as (https_url, ca):
         env = dict(os.environ)
         env["BOBBIN_TEST_PG"] = pg
         env["BOBBIN_TEST_REDIS_SOCKET"] = rs
         env["BOBBIN_TEST_HTTP_URL"] = url
+        env["BOBBIN_TEST_HTTPS_URL"] = https_url
+        env["BOBBIN_TEST_HTTPS_CA"] = ca
         yield env
