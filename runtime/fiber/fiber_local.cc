@@ -19,49 +19,12 @@
 #include "bobbin/fiber_local.h"
 #include "bobbin/internal/spin_lock.h"
 #include "runtime/fiber/fiber_control.h"
+#include "runtime/fiber/fiber_keys.h"
 #include "runtime/sched/carrier.h"
 #include "runtime/util/check.h"
 #include "runtime/util/mutex_lock.h"  // current_fiber_or_null
 
 namespace bobbin::internal {
-
-struct fiber_local_table {
-  struct slot {
-    uint64_t id = 0;  // the fiber_local's; 0: empty
-    void* value = nullptr;
-    void (*destroy)(void*) = nullptr;
-  };
-  std::vector<slot> slots;
-  std::vector<uint32_t> made;  // indices of the occupied slots, in the order their values were made
-
-  // Empties the slot, and returns what it held for the caller to destroy
-  // (after the table is consistent again: a destructor may use the table).
-  slot take(uint32_t index) noexcept {
-    slot s = slots[index];
-    slots[index] = slot{};
-    for (auto it = made.end(); it != made.begin();) {
-      --it;
-      if (*it == index) {
-        made.erase(it);
-        break;
-      }
-    }
-    return s;
-  }
-
-  // Destroys every value, last made first, including values destructors
-  // make meanwhile: up to kRounds times as many as there were (glibc gives
-  // pthread keys PTHREAD_DESTRUCTOR_ITERATIONS, 4, rounds); the values a
-  // destructor keeps making past that are leaked, not destroyed.
-  static constexpr int kRounds = 4;
-  void destroy_all() noexcept {
-    size_t budget = made.size() * kRounds + kRounds;
-    while (!made.empty() && budget-- > 0) {
-      slot s = take(made.back());
-      if (s.destroy != nullptr) s.destroy(s.value);
-    }
-  }
-};
 
 namespace {
 
@@ -182,6 +145,9 @@ void erase_fiber_local(fiber_local_key key) noexcept {
 void destroy_fiber_locals(fiber_control* f) noexcept {
   if (f->locals == nullptr) return;
   f->locals->destroy_all();
+  // A key's destructor may make fiber_local values (OpenSSL's do not): one
+  // more pass destroys those.
+  if (fiber_keys::destroy_values(f->locals)) f->locals->destroy_all();
   delete f->locals;
   f->locals = nullptr;
 }
