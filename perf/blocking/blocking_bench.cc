@@ -16,7 +16,8 @@
 //
 // Clients: pq (a connection per caller), pqpool (all callers share 8
 // connections behind a std::mutex and a std::condition_variable, the most
-// common shape of a C++ connection pool), redis, curl, and future: a
+// common shape of a C++ connection pool), redis, curl, https (libcurl with
+// OpenSSL 3, a new handle and TLS handshake per call), and future: a
 // std::future that a pool of 4 plain threads fulfils 20 ms after the call
 // (a result from a thread pool; std::future waits on a shared futex, which
 // bobbin's syscall interposer parks the fiber on, issue 32), and shared: a
@@ -27,10 +28,11 @@
 // spdlog's asynchronous logger (a bounded queue behind a std::mutex and a
 // std::condition_variable, one worker thread writing a file).
 //
-//   blocking_bench --client pq|pqpool|redis|curl|future|shared|spdlog --mode intercept|pinned|offload|threads
+//   blocking_bench --client pq|pqpool|redis|curl|https|future|shared|spdlog --mode intercept|pinned|offload|threads
 //                  [--callers 200] [--seconds 3]
-// The servers are named by BOBBIN_TEST_PG, BOBBIN_TEST_REDIS_SOCKET and
-// BOBBIN_TEST_HTTP_URL (tests/clients/servers.py starts them).
+// The servers are named by BOBBIN_TEST_PG, BOBBIN_TEST_REDIS_SOCKET,
+// BOBBIN_TEST_HTTP_URL and BOBBIN_TEST_HTTPS_URL with BOBBIN_TEST_HTTPS_CA
+// (tests/clients/servers.py starts them).
 #include <curl/curl.h>
 #include <hiredis/hiredis.h>
 #include <libpq-fe.h>
@@ -237,6 +239,42 @@ class curl_caller final : public caller {
   std::string body_;
 };
 
+// One HTTPS GET per call on a new handle: a new TCP connection and a full
+// TLS 1.3 handshake (OpenSSL 3, an ECDSA P-256 certificate verified against
+// the CA file), to the private TLS server; the reply echoes the path.
+// OpenSSL takes its pthread rwlocks inside each handshake (bobbin's own:
+// issue 33) and keeps its error queue in pthread keys (per fiber).
+class https_caller final : public caller {
+ public:
+  explicit https_caller(int id) : prefix_("/bench-" + std::to_string(id) + "-") {}
+  bool connect() override {
+    base_ = need_env("BOBBIN_TEST_HTTPS_URL");
+    ca_ = need_env("BOBBIN_TEST_HTTPS_CA");
+    return true;
+  }
+  bool call(long n) override {
+    CURL* h = curl_easy_init();
+    if (h == nullptr) return false;
+    const std::string path = prefix_ + std::to_string(n), url = base_ + path;
+    std::string body;
+    curl_easy_setopt(h, CURLOPT_URL, url.c_str());
+    curl_easy_setopt(h, CURLOPT_CAINFO, ca_.c_str());
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, append_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &body);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_FORBID_REUSE, 1L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT, 60L);
+    const CURLcode rc = curl_easy_perform(h);
+    long status = 0;
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(h);
+    return rc == CURLE_OK && status == 200 && body == path;
+  }
+
+ private:
+  std::string prefix_, base_, ca_;
+};
+
 // Fulfils each promise 20 ms after it was handed over, on one of 4 plain
 // threads.
 class delayed_pool {
@@ -351,6 +389,7 @@ std::unique_ptr<caller> make_caller(const std::string& client, int id) {
   if (client == "pqpool") return std::make_unique<pq_pool_caller>(id);
   if (client == "redis") return std::make_unique<redis_caller>(id);
   if (client == "curl") return std::make_unique<curl_caller>();
+  if (client == "https") return std::make_unique<https_caller>(id);
   if (client == "future") return std::make_unique<future_caller>(id);
   if (client == "shared") return std::make_unique<shared_caller>();
 #if BOBBIN_HAVE_SPDLOG
@@ -416,7 +455,7 @@ int main(int argc, char** argv) {
     else if (a == "--seconds") seconds = std::atof(argv[i + 1]);
   }
   if (client.empty() || mode.empty()) {
-    std::fprintf(stderr, "usage: blocking_bench --client pq|pqpool|redis|curl|future|shared|spdlog --mode intercept|pinned|offload|threads\n");
+    std::fprintf(stderr, "usage: blocking_bench --client pq|pqpool|redis|curl|https|future|shared|spdlog --mode intercept|pinned|offload|threads\n");
     return 2;
   }
   pq_pool::instance();

@@ -45,6 +45,8 @@ CLIENTS = [("pq", "libpq: `SELECT pg_sleep(0.02)` (PostgreSQL 15)"),
                       "`SELECT pg_sleep(0.02)`"),
            ("redis", "hiredis: `SET` + `GET` (redis-server 7)"),
            ("curl", "libcurl easy: `GET /sleep?ms=20` (examples/http_server, 1 carrier)"),
+           ("https", "libcurl easy HTTPS with OpenSSL 3: a new handle, connection and TLS 1.3 handshake per call "
+                     "(ECDSA P-256, verified) to a private Python `ssl` server on the same 2 cores"),
            ("future", "`std::future::get()` on a promise that a pool of 4 plain threads fulfils 20 ms later "
                       "(a shared futex wait: issue 32)"),
            ("shared", "`std::shared_mutex` held shared across a 1 ms sleep, every 50th call exclusive "

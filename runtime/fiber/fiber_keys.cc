@@ -7,6 +7,7 @@
 
 #include <dlfcn.h>
 #include <limits.h>
+#include <link.h>
 
 #include <cerrno>
 #include <cstdlib>
@@ -51,13 +52,29 @@ bool named_by_environment(std::string_view file_name) {
   return false;
 }
 
+// The file name of the object `pc` lies in, or null. _dl_find_object
+// (glibc 2.35) takes no lock; dladdr takes the dynamic linker's, which
+// dlopen holds while it runs a library's constructors: a constructor that
+// waits for a thread that is making a key here (OpenSSL's run-once
+// initialization) would deadlock.
+const char* object_file_name(const void* pc) noexcept {
+#if defined(__GLIBC__) && __GLIBC_PREREQ(2, 35)
+  dl_find_object found{};
+  if (_dl_find_object(const_cast<void*>(pc), &found) != 0 || found.dlfo_link_map == nullptr) return nullptr;
+  return found.dlfo_link_map->l_name;  // "" for the executable
+#else
+  Dl_info info{};
+  return ::dladdr(pc, &info) != 0 ? info.dli_fname : nullptr;
+#endif
+}
+
 }  // namespace
 
 bool library_keys_per_fiber(const void* creator) noexcept {
-  Dl_info info{};
-  if (::dladdr(creator, &info) == 0 || info.dli_fname == nullptr) return false;
-  const char* slash = std::strrchr(info.dli_fname, '/');
-  const std::string_view base(slash != nullptr ? slash + 1 : info.dli_fname);
+  const char* name = object_file_name(creator);
+  if (name == nullptr) return false;
+  const char* slash = std::strrchr(name, '/');
+  const std::string_view base(slash != nullptr ? slash + 1 : name);
   for (std::string_view lib : kFiberKeyLibraries) {
     if (starts_with(base, lib)) return true;
   }
@@ -66,7 +83,7 @@ bool library_keys_per_fiber(const void* creator) noexcept {
 
 void created(pthread_key_t key, void (*destructor)(void*), bool per_fiber) noexcept {
   if (key >= kMaxKeys) return;
-  destructors[key].store(destructor, std::memory_order_relaxed);
+  destructors[key].store(destructor, std::memory_order_release);
   const uint64_t generation = (registry[key].load(std::memory_order_relaxed) >> 1) + 1;
   // Release: a fiber that learns the key (through whatever the creator
   // published it with) finds its destructor.
@@ -102,20 +119,18 @@ int set(fiber_control* f, pthread_key_t key, uint64_t word, const void* value) n
 
 bool destroy_values(fiber_local_table* t) noexcept {
   bool ran = false;
-  for (int round = 0; round < PTHREAD_DESTRUCTOR_ITERATIONS; round++) {
-    bool ran_this_round = false;
-    for (unsigned key = 0; key < t->key_values.size(); key++) {
-      fiber_local_table::key_value& v = t->key_values[key];  // not used past the destructor: it may grow the table
-      if (v.value == nullptr) continue;
-      void* value = v.value;
-      const bool current = v.word == registry[key].load(std::memory_order_acquire);
-      v = {};
-      void (*destructor)(void*) = destructors[key].load(std::memory_order_relaxed);
-      if (!current || destructor == nullptr) continue;  // a deleted key's value is dropped, as glibc drops it
-      destructor(value);
-      ran_this_round = true;
-    }
-    if (!ran_this_round) break;
+  for (unsigned key = 0; key < t->key_values.size(); key++) {
+    fiber_local_table::key_value& v = t->key_values[key];  // not used past the destructor: it may grow the table
+    if (v.value == nullptr) continue;
+    void* value = v.value;
+    const uint64_t stored_under = v.word;
+    v = {};
+    // The destructor first, then the word: a key deleted and made again
+    // in between does not hand this value to the new key's destructor.
+    void (*destructor)(void*) = destructors[key].load(std::memory_order_acquire);
+    const bool current = stored_under == registry[key].load(std::memory_order_acquire);
+    if (!current || destructor == nullptr) continue;  // a deleted key's value is dropped, as glibc drops it
+    destructor(value);
     ran = true;
   }
   return ran;

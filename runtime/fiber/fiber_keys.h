@@ -72,11 +72,10 @@ void* get(fiber_control* f, pthread_key_t key, uint64_t word) noexcept;
 // Stores it; ENOMEM if the fiber's table cannot grow.
 int set(fiber_control* f, pthread_key_t key, uint64_t word, const void* value) noexcept;
 
-// Runs the destructors of `t`'s per-fiber key values, as glibc does at
-// thread exit: each non-null value is set to null and its key's destructor
-// called with it, in rounds while destructors store new values, at most
-// PTHREAD_DESTRUCTOR_ITERATIONS (4); values still left are dropped. True if
-// it ran a destructor (which may have made fiber_local values).
+// One round of what glibc does at thread exit: each non-null value of `t`'s
+// per-fiber keys is set to null and its key's destructor called with it.
+// True if it ran a destructor (which may have stored values again: the
+// caller runs up to PTHREAD_DESTRUCTOR_ITERATIONS rounds, fiber_local.cc).
 bool destroy_values(fiber_local_table* t) noexcept;
 
 }  // namespace fiber_keys

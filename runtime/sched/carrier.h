@@ -268,6 +268,9 @@ class carrier {
   uint32_t clock_us_ = 0;
   uint64_t clock_ms_ = 0;
   uint32_t read_clock_us();
+  // Whether the loop should reap now although kPollInterval switches have
+  // not passed: it last did over kPollAfterUs ago (carrier.cc).
+  bool poll_overdue() const;
   // wants_help(): when it last read this thread's CPU clock, and the value.
   uint32_t overdue_check_us_ = 0;
   int64_t overdue_check_cpu_ns_ = 0;
