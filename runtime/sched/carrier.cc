@@ -37,8 +37,10 @@ constexpr uint32_t kPollInterval = 61;
 // switches of fibers that each run a while (TLS handshakes: ~0.3 ms of CPU
 // between two waits) kept a fired timer, and every completed read, waiting
 // for tens of milliseconds. The clock is read every kPollClockEvery
-// switches, which costs a vDSO clock_gettime per 8 (perf/RESULTS.md: the
-// scripts/bench --compare table of this change). Measured with 200 fibers
+// switches, and only while the fibers run long: when the last stretch
+// between two reaps averaged more than kPollAfterUs / kPollInterval (16 us)
+// per switch. Reading it every 8th switch always cost bobbin_yield 10%
+// (34.7 -> 37.5 ns, scripts/bench --compare, every round). Measured with 200 fibers
 // making HTTPS calls (perf/blocking, --client https, 4 interleaved rounds):
 // a 5 ms bystander's p99 lateness 40-71 ms before (median 58), 22-36 ms
 // after (median 25), the same calls a second (550 and 560).
@@ -647,7 +649,14 @@ void carrier::poll_io(bool wait) {
     BOBBIN_CHECK(r >= 0 || r == -EINTR || r == -EBUSY || r == -EAGAIN || r == -ETIME,
                  "bobbin: io_uring_enter failed unexpectedly");
   }
+  const uint32_t last_us = clock_us_;
   read_clock_us();  // once per loop turn, after any sleep: enough to age the run queue
+  // Whether switches since the last reap averaged over 16 us (poll_overdue).
+  // A stretch without a switch (the carrier slept) says nothing.
+  if (const uint32_t switches = tick_ - tick_at_last_poll_; switches != 0) {
+    fibers_run_long_ = static_cast<uint64_t>(clock_us_ - last_us) * kPollInterval > uint64_t{kPollAfterUs} * switches;
+    tick_at_last_poll_ = tick_;
+  }
   // Fibers whose I/O completed join the run queue in completion order. If
   // fibers already wait in this carrier's backlog, the new ones go behind
   // them rather than into the run queue ahead of them; when the run queue
@@ -709,7 +718,7 @@ bool carrier::worth_stealing_from(uint32_t now_us) const {
 }
 
 bool carrier::poll_overdue() const {
-  if (tick_ % kPollClockEvery != 0) return false;
+  if (!fibers_run_long_ || tick_ % kPollClockEvery != 0) return false;
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   const auto now_us = static_cast<uint32_t>(static_cast<uint64_t>(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000);

@@ -271,6 +271,8 @@ class carrier {
   // Whether the loop should reap now although kPollInterval switches have
   // not passed: it last did over kPollAfterUs ago (carrier.cc).
   bool poll_overdue() const;
+  bool fibers_run_long_ = false;  // set by poll_io: poll_overdue reads the clock
+  uint32_t tick_at_last_poll_ = 0;
   // wants_help(): when it last read this thread's CPU clock, and the value.
   uint32_t overdue_check_us_ = 0;
   int64_t overdue_check_cpu_ns_ = 0;
