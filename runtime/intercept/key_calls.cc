@@ -76,7 +76,10 @@ __attribute__((constructor)) void note_tsan_ready() { tsan_ready = true; }
 int create_key(pthread_key_t* key, void (*destructor)(void*), const void* creator) noexcept {
   const int r = __pthread_key_create(key, destructor);
   if (r != 0) return r;
-  fiber_keys::created(*key, destructor, enabled_for_process() && fiber_keys::library_keys_per_fiber(creator));
+  // The library first: AddressSanitizer makes its key while it initializes,
+  // before getenv sees the environment, and enabled_for_process() would
+  // then remember "on" for good (BOBBIN_INTERCEPT=0 was ignored under ASan).
+  fiber_keys::created(*key, destructor, fiber_keys::library_keys_per_fiber(creator) && enabled_for_process());
   return 0;
 }
 

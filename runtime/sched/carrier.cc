@@ -387,7 +387,7 @@ void carrier::run(fiber_control* f) {
 
 void carrier::switch_away(fiber_control* from, switch_action* action, bool via_scheduler) {
   fiber_control* next = nullptr;
-  if (++tick_ % kPollInterval != 0 && !poll_overdue() && !(kSanitizerSeesOnlyTheLoop && via_scheduler)) {
+  if (++tick_ % kPollInterval != 0 && !(kSanitizerSeesOnlyTheLoop && via_scheduler) && !poll_overdue()) {
     next = pop_local(/*allow_bound=*/!kSanitizerSeesOnlyTheLoop);
   }
   const bool ending = action->what == switch_action::exit;
@@ -722,7 +722,7 @@ bool carrier::poll_overdue() const {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   const auto now_us = static_cast<uint32_t>(static_cast<uint64_t>(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000);
-  return now_us - clock_us_ > kPollAfterUs;  // clock_us_: read by the last poll_io
+  return now_us - clock_us_ > kPollAfterUs;  // clock_us_: read by the last poll_io (or at the carrier's start)
 }
 
 uint32_t carrier::read_clock_us() {

@@ -269,7 +269,8 @@ class carrier {
   uint64_t clock_ms_ = 0;
   uint32_t read_clock_us();
   // Whether the loop should reap now although kPollInterval switches have
-  // not passed: it last did over kPollAfterUs ago (carrier.cc).
+  // not passed: it last did over kPollAfterUs ago. Reads the clock only on
+  // every kPollClockEvery-th switch and while fibers_run_long_ (carrier.cc).
   bool poll_overdue() const;
   bool fibers_run_long_ = false;  // set by poll_io: poll_overdue reads the clock
   uint32_t tick_at_last_poll_ = 0;

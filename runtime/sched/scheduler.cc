@@ -27,9 +27,10 @@
 //   switches straight to the next runnable fiber (no trip through the
 //   scheduler loop), so many fibers queue SQEs before the loop submits them
 //   all in one io_uring_enter: batching is what makes a 1 µs system call
-//   affordable. When the queue runs dry, every 61st switch, or once 1 ms has
-//   passed since it last reaped (fibers that each run long between waits
-//   would otherwise leave a fired timer unreaped for 61 of them), the loop runs:
+//   affordable. When the queue runs dry, every 61st switch, or, while fibers
+//   run long between waits (over 16 us a switch on average since the last
+//   reap), at the first 8th switch after 1 ms has passed since it last
+//   reaped (a fired timer waited behind 61 TLS handshakes), the loop runs:
 //   it submits, reaps completions (each readies its fiber onto this
 //   carrier's queue), looks at the global queue, and picks the next fiber.
 //   A readied fiber may then be stolen by another carrier: remounting can
