@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "bobbin/bobbin.h"
+#include "tests/testing/delayed_pool.h"
 #include "tests/testing/runtime_fixture.h"
 
 #if BOBBIN_HAVE_SPDLOG
@@ -587,54 +588,6 @@ TEST(BlockingClientsTest, OpenSslErrorQueueIsEachFibersOwn) {
 }
 
 #if BOBBIN_HAVE_SPDLOG
-// A pool of 4 plain threads that fulfils each submitted value's promise
-// (value + 1) 5 ms later: a result from a thread pool, as a service gets
-// one from a library's own workers.
-class promise_pool {
- public:
-  promise_pool() {
-    for (int i = 0; i < 4; i++) threads_.emplace_back([this] { run(); });
-  }
-  ~promise_pool() {
-    {
-      std::lock_guard l(mu_);
-      done_ = true;
-    }
-    cv_.notify_all();
-    for (auto& t : threads_) t.join();
-  }
-  std::future<long> submit(long v) {
-    std::promise<long> p;
-    auto f = p.get_future();
-    {
-      std::lock_guard l(mu_);
-      jobs_.emplace_back(v, std::move(p));
-    }
-    cv_.notify_one();
-    return f;
-  }
-
- private:
-  void run() {
-    std::unique_lock l(mu_);
-    for (;;) {
-      cv_.wait(l, [&] { return done_ || !jobs_.empty(); });
-      if (jobs_.empty()) return;
-      auto [v, p] = std::move(jobs_.front());
-      jobs_.pop_front();
-      l.unlock();
-      std::this_thread::sleep_for(5ms);
-      p.set_value(v + 1);
-      l.lock();
-    }
-  }
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::pair<long, std::promise<long>>> jobs_;
-  bool done_ = false;
-  std::vector<std::thread> threads_;
-};
-
 TEST(BlockingClientsTest, OneServiceMixingTheFourLibrariesParksInEach) {
   // As a user's service mixes them: 100 fibers, a quarter each logging
   // through spdlog's asynchronous logger, calling an HTTPS endpoint through
@@ -652,7 +605,7 @@ TEST(BlockingClientsTest, OneServiceMixingTheFourLibrariesParksInEach) {
   const std::string path = ::testing::TempDir() + "bobbin_mix_" + std::to_string(::getpid()) + ".log";
   pg_pool pool(conninfo, 8);
   ASSERT_EQ(pool.size(), 8u);
-  promise_pool futures;
+  bobbin::testing::delayed_pool futures(4, 5ms);  // a result from a thread pool, 5 ms later
   curl_global_init(CURL_GLOBAL_DEFAULT);
   spdlog::init_thread_pool(1024, 1);
   auto logger = spdlog::basic_logger_mt<spdlog::async_factory>("bobbin_mix", path, /*truncate=*/true);
