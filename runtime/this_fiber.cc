@@ -74,10 +74,11 @@ bool sleep_until(deadline d) noexcept {
   }
   int64_t ns = d.monotonic_ns();
   __kernel_timespec ts{ns / 1000000000, ns % 1000000000};
-  // -ETIME is the timeout firing: the normal outcome.
+  // -ETIME is the timeout firing: the normal outcome. The fiber runs next
+  // once it fires, not behind the queue (carrier::ready_from_timer).
   return internal::await_sqe(
              c, [&](io_uring_sqe* sqe) { io_uring_prep_timeout(sqe, &ts, 0, IORING_TIMEOUT_ABS); },
-             wait_reason::sleep, deadline::never()) != -ECANCELED;
+             wait_reason::sleep, deadline::never(), /*stay_on_carrier=*/false, /*run_first=*/true) != -ECANCELED;
 }
 
 }  // namespace bobbin::this_fiber

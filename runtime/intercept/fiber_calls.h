@@ -62,17 +62,21 @@ inline carrier* parking_carrier() noexcept {
 // completes or `d` passes; resumes on `c`. Returns the result or -errno;
 // -ETIMEDOUT when `d` passed.
 template <class Prep>
-int park_on_ring(carrier* c, Prep&& prep, wait_reason reason, deadline d = deadline::never()) {
+int park_on_ring(carrier* c, Prep&& prep, wait_reason reason, deadline d = deadline::never(),
+                 bool run_first = false) {
   bump(c->intercepted_parks);
-  return await_sqe(c, prep, reason, d, /*stay_on_carrier=*/true);
+  return await_sqe(c, prep, reason, d, /*stay_on_carrier=*/true, run_first);
 }
 
 // Parks the calling fiber on `c` until a timeout (`ts` and IORING_TIMEOUT_*
 // `flags`, as io_uring_prep_timeout takes them) fires. False if the fiber's
-// stop was requested (it returns at once).
+// stop was requested (it returns at once). A sleep (libc_sleep) resumes at
+// the head of the carrier's bound fibers, as bobbin's own sleeps run next
+// (carrier::ready_from_timer); a polling wait (join) queues behind them.
 inline bool park_for_timeout(carrier* c, __kernel_timespec ts, unsigned flags, wait_reason reason) {
-  return park_on_ring(c, [&](io_uring_sqe* sqe) { io_uring_prep_timeout(sqe, &ts, 0, flags); }, reason) !=
-         -ECANCELED;
+  return park_on_ring(
+             c, [&](io_uring_sqe* sqe) { io_uring_prep_timeout(sqe, &ts, 0, flags); }, reason, deadline::never(),
+             /*run_first=*/reason == wait_reason::libc_sleep) != -ECANCELED;
 }
 
 // True if `fd` has O_NONBLOCK set (or fcntl fails: let the plain call

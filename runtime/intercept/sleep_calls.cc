@@ -32,10 +32,30 @@ BOBBIN_NEXT_SYMBOL(sleep)
 
 namespace {
 
+// Parks for the interval `rel` (a valid_timespec) measured on `clock`
+// (CLOCK_MONOTONIC or CLOCK_BOOTTIME; `clock_flag` is its IORING_TIMEOUT_*
+// flag), from now. Turned into an absolute time here: a relative timeout
+// starts counting only when the loop submits it, which while the carrier's
+// fibers run long is up to 500 us later (carrier.cc, kPollAfterUs): a 2 ms
+// sleep beside such fibers lasted 2.5 ms.
+bool park_for_interval(carrier* c, const timespec& rel, clockid_t clock, unsigned clock_flag) {
+  if (rel.tv_sec >= kNeverSeconds) {  // the sum below could overflow: as good as never
+    return park_for_timeout(c, __kernel_timespec{rel.tv_sec, rel.tv_nsec}, clock_flag, wait_reason::libc_sleep);
+  }
+  timespec now{};
+  clock_gettime(clock, &now);
+  __kernel_timespec at{now.tv_sec + rel.tv_sec, now.tv_nsec + rel.tv_nsec};
+  if (at.tv_nsec >= 1000000000) {
+    at.tv_sec++;
+    at.tv_nsec -= 1000000000;
+  }
+  return park_for_timeout(c, at, clock_flag | IORING_TIMEOUT_ABS, wait_reason::libc_sleep);
+}
+
 bool park_for(carrier* c, std::chrono::nanoseconds d) {
   if (d <= d.zero()) return true;
-  return park_for_timeout(c, __kernel_timespec{d.count() / 1000000000, d.count() % 1000000000}, 0,
-                          wait_reason::libc_sleep);
+  const timespec rel{static_cast<time_t>(d.count() / 1000000000), static_cast<long>(d.count() % 1000000000)};
+  return park_for_interval(c, rel, CLOCK_MONOTONIC, 0);
 }
 
 int fail_canceled() {
@@ -54,9 +74,8 @@ __attribute__((noinline)) static int nanosleep_on_carrier(const void* caller, co
   carrier* c = parking_carrier();
   if (c != nullptr && called_by_abseil(caller) && inside_abseil_synchronization()) c = nullptr;
   if (c == nullptr || req == nullptr || !valid_timespec(req)) return real::nanosleep(req, rem);
-  return park_for_timeout(c, __kernel_timespec{req->tv_sec, req->tv_nsec}, 0, bobbin::wait_reason::libc_sleep)
-             ? 0
-             : fail_canceled();
+  // Linux measures nanosleep's interval on CLOCK_MONOTONIC.
+  return park_for_interval(c, *req, CLOCK_MONOTONIC, 0) ? 0 : fail_canceled();
 }
 
 BOBBIN_INTERPOSE int nanosleep(const timespec* req, timespec* rem) {
@@ -74,11 +93,19 @@ __attribute__((noinline)) static int clock_nanosleep_on_carrier(clockid_t clock,
     default: c = nullptr;  // CPU-time clocks: the kernel's rules, on the carrier
   }
   if (c == nullptr || req == nullptr || !valid_timespec(req)) return real::clock_nanosleep(clock, flags, req, rem);
-  const unsigned abs = (flags & TIMER_ABSTIME) ? IORING_TIMEOUT_ABS : 0;
+  bool slept;
+  if (flags & TIMER_ABSTIME) {
+    slept = park_for_timeout(c, __kernel_timespec{req->tv_sec, req->tv_nsec}, clock_flag | IORING_TIMEOUT_ABS,
+                             bobbin::wait_reason::libc_sleep);
+  } else if (clock == CLOCK_BOOTTIME) {
+    slept = park_for_interval(c, *req, CLOCK_BOOTTIME, IORING_TIMEOUT_BOOTTIME);
+  } else {
+    // An interval on the wall clock is not moved by setting it: the same
+    // as on the monotonic clock.
+    slept = park_for_interval(c, *req, CLOCK_MONOTONIC, 0);
+  }
   // clock_nanosleep returns the error number itself.
-  return park_for_timeout(c, __kernel_timespec{req->tv_sec, req->tv_nsec}, clock_flag | abs, bobbin::wait_reason::libc_sleep)
-             ? 0
-             : ECANCELED;
+  return slept ? 0 : ECANCELED;
 }
 
 BOBBIN_INTERPOSE int clock_nanosleep(clockid_t clock, int flags, const timespec* req, timespec* rem) {

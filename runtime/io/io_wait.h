@@ -24,6 +24,7 @@ struct io_wait {
   completion c{&on_complete};
   fiber_control* fiber = nullptr;
   carrier* home = nullptr;  // set: resume on this carrier only (push_bound)
+  bool run_first = false;   // a sleep: resume ahead of the queue (carrier::ready_from_timer)
   int res = 0;
   uint32_t flags = 0;
 
@@ -33,7 +34,8 @@ struct io_wait {
     w->flags = flags;
     // Completions run on the ring's own carrier (`home` when set), inside
     // its poll_io(), which wakes an idle carrier once for the whole batch.
-    if (w->home != nullptr) w->home->push_bound(w->fiber);
+    if (w->home != nullptr) w->home->push_bound(w->fiber, w->run_first);
+    else if (w->run_first) current_carrier()->ready_from_timer(w->fiber);
     else current_carrier()->ready_from_completion(w->fiber);
   }
 };
@@ -44,14 +46,17 @@ struct io_wait {
 // into -ETIMEDOUT; a cancellation of the fiber (runtime/fiber/cancel.h),
 // before or during the operation, into -ECANCELED. Must be called on a
 // fiber. With `stay_on_carrier` the fiber resumes on `c` itself
-// (carrier::push_bound).
+// (carrier::push_bound). With `run_first` (a sleep) it runs ahead of the
+// fibers queued on its carrier when it completes (carrier::ready_from_timer).
 template <class Prep>
-int await_sqe(carrier* c, Prep&& prep, wait_reason reason, deadline d, bool stay_on_carrier = false) {
+int await_sqe(carrier* c, Prep&& prep, wait_reason reason, deadline d, bool stay_on_carrier = false,
+              bool run_first = false) {
   fiber_control* self = c->current();
   if (cancel_requested(self)) return -ECANCELED;
   io_wait w;
   w.fiber = self;
   if (stay_on_carrier) w.home = c;
+  w.run_first = run_first;
   __kernel_timespec ts{};
   if (!d.is_never()) {
     if (d.expired()) return -ETIMEDOUT;

@@ -36,16 +36,19 @@ constexpr uint32_t kPollInterval = 61;
 // ... or sooner, once this long has passed since the loop last reaped: 61
 // switches of fibers that each run a while (TLS handshakes: ~0.3 ms of CPU
 // between two waits) kept a fired timer, and every completed read, waiting
-// for tens of milliseconds. The clock is read every kPollClockEvery
-// switches, and only while the fibers run long: when the last stretch
-// between two reaps averaged more than kPollAfterUs / kPollInterval (16 us)
-// per switch. Reading it every 8th switch always cost bobbin_yield 10%
-// (34.7 -> 37.5 ns, scripts/bench --compare, every round). Measured with 200 fibers
-// making HTTPS calls (perf/blocking, --client https, 4 interleaved rounds):
-// a 5 ms bystander's p99 lateness 40-71 ms before (median 58), 22-36 ms
-// after (median 25), the same calls a second (550 and 560).
-constexpr uint32_t kPollAfterUs = 1000;
-constexpr uint32_t kPollClockEvery = 8;
+// for tens of milliseconds. The clock is read at every switch, but only
+// while the fibers run long: when the last stretch between two reaps
+// averaged more than kPollAfterUs / kPollInterval (8 us) per switch, where
+// a vDSO clock read (~25 ns) is lost in the noise; reading it always, even
+// every 8th switch, cost bobbin_yield 10% (34.7 -> 37.5 ns, scripts/bench
+// --compare, every round). Measured with 200 fibers making HTTPS calls
+// (perf/blocking, --client https, 3 interleaved rounds, 2026-12-06): a 5 ms
+// bystander's p99 lateness 9-11 ms with a 500 us bound read at every
+// switch, against 12-20 ms with a 1 ms bound read at every 8th (and 40-71
+// ms with no bound at all); with a fiber whose sleep ended also run ahead
+// of the queue (ready_from_timer), 6.9-8.2 ms against 15-23 ms (4 rounds).
+// The same calls a second in all.
+constexpr uint32_t kPollAfterUs = 500;
 // How many fibers in a row may come from the runnext slot. Fibers that wake
 // each other (a channel ping-pong) refill it forever, and it is looked at
 // first, so without a bound the run queue behind it never ran: a fiber
@@ -266,6 +269,13 @@ void carrier::idle_as_inactive_spare() {
   uint32_t n = 0;
   if (fiber_control* f = runnext_.exchange(nullptr, std::memory_order_relaxed)) batch[n++] = f;
   while (fiber_control* f = runq_.pop()) batch[n++] = f;
+  while (fiber_control* f = timers_.pop_front()) {
+    if (n == run_queue::kCapacity + 1) {
+      rt_->push_global_batch(batch, n);
+      n = 0;
+    }
+    batch[n++] = f;
+  }
   for (;;) {
     if (n != 0) {
       rt_->push_global_batch(batch, n);
@@ -503,9 +513,10 @@ void carrier::push_local(fiber_control* f, bool next) {
   push_backlog(&f, 1);
 }
 
-void carrier::push_bound(fiber_control* f) {
+void carrier::push_bound(fiber_control* f, bool first) {
   f->state.store(fiber_state::runnable, std::memory_order_relaxed);
-  bound_.push_back(f);
+  if (first) bound_.push_front(f);
+  else bound_.push_back(f);
 }
 
 fiber_control* carrier::pop_bound() { return bound_.pop_front(); }
@@ -532,6 +543,9 @@ fiber_control* carrier::pop_local(bool allow_bound) {
   } else {
     runnext_streak_ = 0;
   }
+  // Sleepers whose time came: only a reap adds to them, so they cannot
+  // starve the queue (each gets one turn per reap).
+  if (fiber_control* f = timers_.pop_front()) return f;
   if (!allow_bound || bound_.empty()) return pop_runq();
   // Bound fibers and the run queue take turns, so a stream of completions
   // for one kind cannot starve the other.
@@ -651,7 +665,7 @@ void carrier::poll_io(bool wait) {
   }
   const uint32_t last_us = clock_us_;
   read_clock_us();  // once per loop turn, after any sleep: enough to age the run queue
-  // Whether switches since the last reap averaged over 16 us (poll_overdue).
+  // Whether switches since the last reap averaged over 8 us (poll_overdue).
   // A stretch without a switch (the carrier slept) says nothing.
   if (const uint32_t switches = tick_ - tick_at_last_poll_; switches != 0) {
     fibers_run_long_ = static_cast<uint64_t>(clock_us_ - last_us) * kPollInterval > uint64_t{kPollAfterUs} * switches;
@@ -718,7 +732,7 @@ bool carrier::worth_stealing_from(uint32_t now_us) const {
 }
 
 bool carrier::poll_overdue() const {
-  if (!fibers_run_long_ || tick_ % kPollClockEvery != 0) return false;
+  if (!fibers_run_long_) return false;
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   const auto now_us = static_cast<uint32_t>(static_cast<uint64_t>(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000);
@@ -740,6 +754,15 @@ void carrier::ready_from_completion(fiber_control* f) {
     reaping_to_backlog_ = true;  // full: this one and the rest of the batch go behind
   }
   reaped_for_backlog_.push_back(f);
+}
+
+void carrier::ready_from_timer(fiber_control* f) {
+  f->state.store(fiber_state::runnable, std::memory_order_relaxed);
+  // Go readies a goroutine whose timer fired into runnext, but there
+  // several timers fired in one reap would each push the one before to the
+  // back of the queue (25 fibers sleeping 1 ms in a loop put a 5 ms sleeper
+  // there often): they queue, in order, ahead of the run queue instead.
+  timers_.push_back(f);
 }
 
 void carrier::push_backlog(fiber_control* const* fs, uint32_t n) {

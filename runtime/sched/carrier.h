@@ -123,11 +123,17 @@ class carrier {
   // reaps its ring (poll_io), in completion order. Keeps the run queues
   // first-in first-out across the local and global lanes (see poll_io).
   void ready_from_completion(fiber_control* f);
+  // Makes `f`, whose sleep ended, runnable ahead of the run queue (after
+  // runnext): called while this carrier reaps its ring. A fiber that slept
+  // has waited its turn already; behind a queue of fibers that run long
+  // (TLS handshakes) it would wake many milliseconds late.
+  void ready_from_timer(fiber_control* f);
   // Makes `f` runnable on this carrier only: it is never stolen, so it
   // resumes on this OS thread. For fibers parked inside an intercepted libc
   // call (runtime/intercept), whose caller may hold thread-local addresses
-  // (errno's, compiled as a const function) across the call.
-  void push_bound(fiber_control* f);
+  // (errno's, compiled as a const function) across the call. `first`: at
+  // the head of the bound list (a libc sleep that ended, as ready_from_timer).
+  void push_bound(fiber_control* f, bool first = false);
   // Lets the fibers runnable here run, then resumes `self` (the running
   // fiber) on this carrier: a yield for code that must not migrate (a wait
   // inside an intercepted call that has nothing to park on).
@@ -261,6 +267,11 @@ class carrier {
   // Fibers bound to this carrier (push_bound), FIFO through next_global;
   // only the owner touches the list (completions are reaped by the owner).
   fiber_fifo bound_;
+  // Fibers whose sleep ended (ready_from_timer), FIFO through next_global,
+  // run before the run queue; only the owner touches the list. Not stolen:
+  // it holds what one reap readied, and the carrier drains it before
+  // anything else.
+  fiber_fifo timers_;
   bool prefer_bound_ = false;  // alternates bound and stealable work
   uint32_t runnext_streak_ = 0;  // fibers taken from runnext in a row (pop_local)
   // A coarse microsecond clock, read once per loop turn (read_clock_us), that
@@ -270,7 +281,7 @@ class carrier {
   uint32_t read_clock_us();
   // Whether the loop should reap now although kPollInterval switches have
   // not passed: it last did over kPollAfterUs ago. Reads the clock only on
-  // every kPollClockEvery-th switch and while fibers_run_long_ (carrier.cc).
+  // while fibers_run_long_ (carrier.cc).
   bool poll_overdue() const;
   bool fibers_run_long_ = false;  // set by poll_io: poll_overdue reads the clock
   uint32_t tick_at_last_poll_ = 0;

@@ -28,11 +28,13 @@
 //   scheduler loop), so many fibers queue SQEs before the loop submits them
 //   all in one io_uring_enter: batching is what makes a 1 µs system call
 //   affordable. When the queue runs dry, every 61st switch, or, while fibers
-//   run long between waits (over 16 us a switch on average since the last
-//   reap), at the first 8th switch after 1 ms has passed since it last
+//   run long between waits (over 8 us a switch on average since the last
+//   reap), at the first switch after 500 us have passed since it last
 //   reaped (a fired timer waited behind 61 TLS handshakes), the loop runs:
 //   it submits, reaps completions (each readies its fiber onto this
-//   carrier's queue), looks at the global queue, and picks the next fiber.
+//   carrier's queue; a fiber whose sleep ended goes ahead of it, as Go
+//   readies one whose timer fired into runnext), looks at the global queue,
+//   and picks the next fiber.
 //   A readied fiber may then be stolen by another carrier: remounting can
 //   happen anywhere. The kernel's DEFER_TASKRUN mode keeps completion work
 //   out of the way until the loop asks for it. Since Linux 6.13 it hands
@@ -42,7 +44,8 @@
 //   thousands a second and a fired timer waited seconds behind them.
 //
 // Finding work (carrier::loop)
-//   local runnext slot, then the local run queue (a Go-style 256-slot ring)
+//   local runnext slot, then the fibers whose sleep ended (in the order
+//   their timers fired), then the local run queue (a Go-style 256-slot ring)
 //   and behind it the carrier's backlog (an unbounded FIFO for what the ring
 //   cannot hold), then the global inject queue (fibers readied or spawned
 //   off-carrier), then stealing half of another carrier's queue or backlog.
@@ -109,8 +112,11 @@
 //   the rules above once another's queue becomes worth stealing from.
 //
 // Timers
-//   sleep_for is an IORING_OP_TIMEOUT on the carrier's ring; deadlines on
-//   I/O are IORING_OP_LINK_TIMEOUT linked to the operation; timed waits on
+//   sleep_for is an IORING_OP_TIMEOUT on the carrier's ring; when it fires
+//   the fiber runs before the run queue, and a fiber in an intercepted libc
+//   sleep heads the bound list: a sleeper must not wait behind fibers that
+//   run long (figures in carrier.cc, at kPollAfterUs). Deadlines on I/O
+//   are IORING_OP_LINK_TIMEOUT linked to the operation; timed waits on
 //   sync primitives use a heap-allocated timeout record that either the
 //   timer or the notifier claims (park.cc).
 //

@@ -205,10 +205,12 @@ outcome run_clients(const std::function<std::pair<long, long>(int, const std::fu
 // Under the sanitizers everything runs several times slower: a fiber may
 // hold its carrier past the 20 ms CPU threshold on its own, so only pins by
 // blocking system calls (what interception is for) count there.
-// The bystander's 5 ms sleep ends behind whatever its carrier already has
-// queued (run queues are first in, first out), up to 200 busy clients: its
-// p99 lateness is 4-5 ms alone and reached 10.6 ms with the rest of the
-// suite running beside it; on a day the VM ran 2.5-4x slower, the libpq
+// When the bystander's 5 ms sleep ends it runs next on its carrier, ahead
+// of the busy clients queued there, once the carrier reaps the timer (at
+// most about 500 us later while they run long; before 2026-12-06 it waited
+// behind them all): its p99 lateness was 4-5 ms alone and reached 10.6 ms
+// with the rest of the suite running beside it (measured while it still
+// waited its turn); on a day the VM ran 2.5-4x slower, the libpq
 // case (PostgreSQL on the same 2 cores) measured 24.8 and 34.7 ms with no
 // pin at all. A pinned carrier makes it 3 s, so 100 ms still tells the two
 // apart. The bound is scaled in the sanitizer builds (ASan with one core
