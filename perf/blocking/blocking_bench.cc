@@ -26,9 +26,10 @@
 // plain thread), every 50th call exclusive (issue 33: glibc's rwlock hung
 // fibers there; bobbin's own parks them), and spdlog: one line through
 // spdlog's asynchronous logger (a bounded queue behind a std::mutex and a
-// std::condition_variable, one worker thread writing a file).
+// std::condition_variable, one worker thread writing a file), and mix: the
+// last four in one program (mix_caller).
 //
-//   blocking_bench --client pq|pqpool|redis|curl|https|future|shared|spdlog --mode intercept|pinned|offload|threads
+//   blocking_bench --client pq|pqpool|redis|curl|https|future|shared|spdlog|mix --mode intercept|pinned|offload|threads
 //                  [--callers 200] [--seconds 3]
 // The servers are named by BOBBIN_TEST_PG, BOBBIN_TEST_REDIS_SOCKET,
 // BOBBIN_TEST_HTTP_URL and BOBBIN_TEST_HTTPS_URL with BOBBIN_TEST_HTTPS_CA
@@ -382,6 +383,42 @@ class spdlog_caller final : public caller {
  private:
   int id_;
 };
+
+// The four in one program, as a service would mix them (the same as
+// tests/clients' OneServiceMixingTheFourLibrariesParksInEach): a quarter of
+// the callers each log a line and sleep 1 ms, make an HTTPS call and sleep
+// 5 ms (a service's outbound calls come between requests), wait on a
+// future from the pool of 4 threads, or query PostgreSQL through the pool
+// of 8; every caller logs its result. The sleeps are
+// bobbin::this_fiber::sleep_for (std::this_thread's on a thread).
+class mix_caller final : public caller {
+ public:
+  explicit mix_caller(int id) : id_(id), kind_(id % 4) {
+    if (kind_ == 1) inner_ = std::make_unique<https_caller>(id);
+    else if (kind_ == 2) inner_ = std::make_unique<future_caller>(id);
+    else if (kind_ == 3) inner_ = std::make_unique<pq_pool_caller>(id);
+  }
+  bool connect() override { return inner_ == nullptr || inner_->connect(); }
+  bool call(long n) override {
+    bool good = true;
+    if (kind_ == 0) {
+      spdlog_caller::logger->info("caller {} plain line {}", id_, n);
+      bobbin::this_fiber::sleep_for(1ms);
+    } else {
+      good = inner_->call(n);
+      if (kind_ == 1) bobbin::this_fiber::sleep_for(5ms);
+    }
+    spdlog_caller::logger->info("caller {} result {} {}", id_, n, good ? "ok" : "bad");
+    calls_by_kind[kind_].fetch_add(1, std::memory_order_relaxed);
+    return good;
+  }
+  // Calls made, per kind: log, https, future, pool (printed with the result).
+  static inline std::atomic<long> calls_by_kind[4] = {};
+
+ private:
+  int id_, kind_;
+  std::unique_ptr<caller> inner_;
+};
 #endif
 
 std::unique_ptr<caller> make_caller(const std::string& client, int id) {
@@ -394,9 +431,19 @@ std::unique_ptr<caller> make_caller(const std::string& client, int id) {
   if (client == "shared") return std::make_unique<shared_caller>();
 #if BOBBIN_HAVE_SPDLOG
   if (client == "spdlog") return std::make_unique<spdlog_caller>(id);
+  if (client == "mix") return std::make_unique<mix_caller>(id);
 #endif
   std::fprintf(stderr, "blocking_bench: unknown --client %s\n", client.c_str());
   std::exit(2);
+}
+
+// The mix client's calls of one kind (0 for the other clients).
+double by_kind(int kind) {
+#if BOBBIN_HAVE_SPDLOG
+  return static_cast<double>(mix_caller::calls_by_kind[kind].load());
+#else
+  return 0 * kind;
+#endif
 }
 
 long rss_kb() {
@@ -455,13 +502,13 @@ int main(int argc, char** argv) {
     else if (a == "--seconds") seconds = std::atof(argv[i + 1]);
   }
   if (client.empty() || mode.empty()) {
-    std::fprintf(stderr, "usage: blocking_bench --client pq|pqpool|redis|curl|https|future|shared|spdlog --mode intercept|pinned|offload|threads\n");
+    std::fprintf(stderr, "usage: blocking_bench --client pq|pqpool|redis|curl|https|future|shared|spdlog|mix --mode intercept|pinned|offload|threads\n");
     return 2;
   }
   pq_pool::instance();
-  if (client == "future") delayed_pool::instance();
+  if (client == "future" || client == "mix") delayed_pool::instance();
 #if BOBBIN_HAVE_SPDLOG
-  if (client == "spdlog") spdlog_caller::open();
+  if (client == "spdlog" || client == "mix") spdlog_caller::open();
 #endif
   curl_global_init(CURL_GLOBAL_DEFAULT);
   tally t;
@@ -523,10 +570,11 @@ int main(int argc, char** argv) {
   std::printf(
       "{\"client\": \"%s\", \"mode\": \"%s\", \"callers\": %d, \"seconds\": %.2f, \"calls_per_s\": %.1f, "
       "\"bad\": %ld, \"connect_failures\": %ld, \"bystander_p99_ms\": %.2f, \"pin_events\": %llu, "
-      "\"intercepted_parks\": %llu, \"rss_kb\": %ld}\n",
+      "\"intercepted_parks\": %llu, \"rss_kb\": %ld, \"by_kind_per_s\": [%.0f, %.0f, %.0f, %.0f]}\n",
       client.c_str(), mode.c_str(), callers, elapsed, static_cast<double>(t.ok.load()) / elapsed, t.bad.load(),
       t.connect_failures.load(), p99, static_cast<unsigned long long>(pin_events),
-      static_cast<unsigned long long>(parks), rss);
+      static_cast<unsigned long long>(parks), rss, by_kind(0) / elapsed, by_kind(1) / elapsed, by_kind(2) / elapsed,
+      by_kind(3) / elapsed);
   curl_global_cleanup();
   return t.bad.load() == 0 && t.connect_failures.load() == 0 ? 0 : 1;
 }

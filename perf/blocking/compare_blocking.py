@@ -52,7 +52,10 @@ CLIENTS = [("pq", "libpq: `SELECT pg_sleep(0.02)` (PostgreSQL 15)"),
            ("shared", "`std::shared_mutex` held shared across a 1 ms sleep, every 50th call exclusive "
                       "(bobbin's own reader-writer lock: issue 33)"),
            ("spdlog", "spdlog 1.10 asynchronous logger: one line per call (its bounded queue behind `std::mutex` "
-                      "+ `std::condition_variable`, one worker thread writing a file: issue 33)")]
+                      "+ `std::condition_variable`, one worker thread writing a file: issue 33)"),
+           ("mix", "The four in one program, as a service mixes them: a quarter of the callers each log a line "
+                   "through spdlog and sleep 1 ms, make an HTTPS call and sleep 5 ms, wait on a future from the "
+                   "pool of 4 threads, or query PostgreSQL through the pool of 8; each logs its result (issue 33)")]
 # Ways a client cannot run at all: with interception off, a fiber waiting for
 # the std::shared_mutex blocks the carrier its holder is parked on (a hang).
 SKIPPED = {("shared", "pinned"): "hangs: a waiter blocks the carrier its holder is parked on"}
