@@ -12,9 +12,25 @@
 //   spawn_join_without_local   the same fiber without the fiber_local, in the
 //                              same binary: the difference is what a first
 //                              get() costs
+//   openssl_state/alive:N      N fibers alive at once (1 carrier), each
+//                              raising and clearing an OpenSSL error, which
+//                              makes OpenSSL's per-thread state, kept per
+//                              fiber (its pthread keys are: README
+//                              "Thread-locals on fibers"), and ends; per
+//                              fiber: the state's making and its destructors
+//                              at the fiber's end. Against
+//   spawn_alive/alive:N        the same fibers without touching OpenSSL.
+//                              Whether the cost per fiber grows with N shows
+//                              whether OpenSSL's bookkeeping of live
+//                              threads scales to many fibers.
 #include <benchmark/benchmark.h>
 
+#include <vector>
+
 #include "bobbin/bobbin.h"
+#if BOBBIN_HAVE_LIBCRYPTO
+#include <openssl/err.h>
+#endif
 
 namespace {
 
@@ -79,5 +95,43 @@ void spawn_join_without_local(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(spawn_join_without_local)->UseRealTime();
+
+template <bool kTouchOpenSsl>
+void spawn_alive(benchmark::State& state) {
+  const auto n = static_cast<int>(state.range(0));
+  bobbin::runtime_options o;
+  o.carriers = 1;
+  bobbin::run(
+      [&] {
+        std::vector<bobbin::fiber<>> fs;
+        fs.reserve(n);
+        for (auto _ : state) {
+          bobbin::latch all_touched(n);
+          bobbin::latch release(1);
+          for (int i = 0; i < n; i++) {
+            fs.push_back(bobbin::spawn([&] {
+#if BOBBIN_HAVE_LIBCRYPTO
+              if constexpr (kTouchOpenSsl) {
+                ERR_raise(ERR_LIB_USER, 1);
+                ERR_clear_error();
+              }
+#endif
+              all_touched.count_down();
+              release.wait();
+            }));
+          }
+          all_touched.wait();
+          release.count_down();
+          for (auto& f : fs) f.join();
+          fs.clear();
+        }
+      },
+      o);
+  state.SetItemsProcessed(state.iterations() * n);
+}
+BENCHMARK(spawn_alive<false>)->Name("spawn_alive")->Arg(100)->Arg(1000)->Arg(10000)->ArgName("alive")->UseRealTime();
+#if BOBBIN_HAVE_LIBCRYPTO
+BENCHMARK(spawn_alive<true>)->Name("openssl_state")->Arg(100)->Arg(1000)->Arg(10000)->ArgName("alive")->UseRealTime();
+#endif
 
 }  // namespace
