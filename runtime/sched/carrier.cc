@@ -267,15 +267,21 @@ void carrier::idle_as_inactive_spare() {
   // activates it again (eventfd).
   fiber_control* batch[run_queue::kCapacity + 1];
   uint32_t n = 0;
-  if (fiber_control* f = runnext_.exchange(nullptr, std::memory_order_relaxed)) batch[n++] = f;
-  while (fiber_control* f = runq_.pop()) batch[n++] = f;
-  while (fiber_control* f = timers_.pop_front()) {
+  // Sleepers first, as they would have run here.
+  while (fiber_control* f = take_timer()) {
     if (n == run_queue::kCapacity + 1) {
       rt_->push_global_batch(batch, n);
       n = 0;
     }
     batch[n++] = f;
   }
+  if (n != 0) {
+    rt_->push_global_batch(batch, n);
+    rt_->wake_idle_carrier();
+    n = 0;
+  }
+  if (fiber_control* f = runnext_.exchange(nullptr, std::memory_order_relaxed)) batch[n++] = f;
+  while (fiber_control* f = runq_.pop()) batch[n++] = f;
   for (;;) {
     if (n != 0) {
       rt_->push_global_batch(batch, n);
@@ -294,7 +300,7 @@ void carrier::idle_as_inactive_spare() {
   // carrier sleeps (pinning_test hung so under ThreadSanitizer).
   if (!rt_->stopping() && rt_->any_work_visible(this)) rt_->wake_idle_carrier();
   if (ring_.cq_ready() || has_remote_.load(std::memory_order_acquire) || active.load(std::memory_order_acquire) ||
-      !bound_.empty() || futex_completions_waiting() || rt_->stopping()) {
+      has_bound() || futex_completions_waiting() || rt_->stopping()) {
     return;
   }
   arm_wake_read();
@@ -515,11 +521,20 @@ void carrier::push_local(fiber_control* f, bool next) {
 
 void carrier::push_bound(fiber_control* f, bool first) {
   f->state.store(fiber_state::runnable, std::memory_order_relaxed);
-  if (first) bound_.push_front(f);
+  if (first) bound_sleepers_.push_back(f);
   else bound_.push_back(f);
 }
 
-fiber_control* carrier::pop_bound() { return bound_.pop_front(); }
+fiber_control* carrier::pop_bound() {
+  if (bound_sleepers_streak_ < kMaxRunnextStreak || bound_.empty()) {
+    if (fiber_control* f = bound_sleepers_.pop_front()) {
+      bound_sleepers_streak_++;
+      return f;
+    }
+  }
+  bound_sleepers_streak_ = 0;
+  return bound_.pop_front();
+}
 
 void carrier::yield_bound(fiber_control* self) {
   // Queued by the context that arrives, once self's context is saved (it
@@ -532,7 +547,8 @@ fiber_control* carrier::pop_local(bool allow_bound) {
   if (runnext_.load(std::memory_order_relaxed) != nullptr) {
     fiber_control* f = runnext_.exchange(nullptr, std::memory_order_acq_rel);
     if (f != nullptr) {
-      if (++runnext_streak_ < kMaxRunnextStreak || (runq_.empty() && backlog_size_.load(std::memory_order_relaxed) == 0)) {
+      if (++runnext_streak_ < kMaxRunnextStreak ||
+          (!queued_work_waiting(allow_bound) && timers_size_.load(std::memory_order_relaxed) == 0)) {
         return f;
       }
       // The chain has had its turn: to the back of the queue, behind the
@@ -543,10 +559,18 @@ fiber_control* carrier::pop_local(bool allow_bound) {
   } else {
     runnext_streak_ = 0;
   }
-  // Sleepers whose time came: only a reap adds to them, so they cannot
-  // starve the queue (each gets one turn per reap).
-  if (fiber_control* f = timers_.pop_front()) return f;
-  if (!allow_bound || bound_.empty()) return pop_runq();
+  // Sleepers whose time came. Only reaps add to them, but sleepers that
+  // fire again by the next reap could keep them full: after
+  // kMaxRunnextStreak in a row, the queue behind gets a turn.
+  if (timers_size_.load(std::memory_order_relaxed) != 0 &&
+      (timers_streak_ < kMaxRunnextStreak || !queued_work_waiting(allow_bound))) {
+    if (fiber_control* f = take_timer()) {
+      timers_streak_++;
+      return f;
+    }
+  }
+  timers_streak_ = 0;
+  if (!allow_bound || !has_bound()) return pop_runq();
   // Bound fibers and the run queue take turns, so a stream of completions
   // for one kind cannot starve the other.
   prefer_bound_ = !prefer_bound_;
@@ -565,6 +589,12 @@ uint32_t carrier::steal_into(carrier& thief) {
   if (n == 0 && blocked.load(std::memory_order_relaxed)) {
     // A blocked carrier will not run its runnext fiber any time soon.
     if (fiber_control* f = runnext_.exchange(nullptr, std::memory_order_acq_rel)) batch[n++] = f;
+    // Nor its sleepers.
+    while (n < run_queue::kCapacity / 2 + 1) {
+      fiber_control* f = take_timer();
+      if (f == nullptr) break;
+      batch[n++] = f;
+    }
   }
   for (uint32_t i = 0; i < n; i++) thief.push_local(batch[i], false);
   return n;
@@ -762,7 +792,19 @@ void carrier::ready_from_timer(fiber_control* f) {
   // several timers fired in one reap would each push the one before to the
   // back of the queue (25 fibers sleeping 1 ms in a loop put a 5 ms sleeper
   // there often): they queue, in order, ahead of the run queue instead.
+  backlog_lock_.lock();
   timers_.push_back(f);
+  timers_size_.store(timers_size_.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+  backlog_lock_.unlock();
+}
+
+fiber_control* carrier::take_timer() {
+  if (timers_size_.load(std::memory_order_relaxed) == 0) return nullptr;
+  backlog_lock_.lock();
+  fiber_control* f = timers_.pop_front();
+  if (f != nullptr) timers_size_.store(timers_size_.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
+  backlog_lock_.unlock();
+  return f;
 }
 
 void carrier::push_backlog(fiber_control* const* fs, uint32_t n) {

@@ -131,8 +131,8 @@ class carrier {
   // Makes `f` runnable on this carrier only: it is never stolen, so it
   // resumes on this OS thread. For fibers parked inside an intercepted libc
   // call (runtime/intercept), whose caller may hold thread-local addresses
-  // (errno's, compiled as a const function) across the call. `first`: at
-  // the head of the bound list (a libc sleep that ended, as ready_from_timer).
+  // (errno's, compiled as a const function) across the call. `first`: ahead
+  // of the other bound fibers (a libc sleep that ended, as ready_from_timer).
   void push_bound(fiber_control* f, bool first = false);
   // Lets the fibers runnable here run, then resumes `self` (the running
   // fiber) on this carrier: a yield for code that must not migrate (a wait
@@ -142,7 +142,7 @@ class carrier {
   // bound ones, requests from other threads, or futex completions not yet
   // reaped (either may resume one).
   bool bound_work_waiting() const {
-    return !bound_.empty() || has_remote_.load(std::memory_order_relaxed) || futex_completions_waiting();
+    return has_bound() || has_remote_.load(std::memory_order_relaxed) || futex_completions_waiting();
   }
   // Completions on this carrier's futex ring not reaped yet: fibers woken
   // and about to be made runnable.
@@ -179,7 +179,7 @@ class carrier {
   // Work another carrier could take (bound fibers are not).
   bool has_local_work() const {
     return runnext_.load(std::memory_order_relaxed) != nullptr || !runq_.empty() ||
-           backlog_size_.load(std::memory_order_relaxed) != 0;
+           backlog_size_.load(std::memory_order_relaxed) != 0 || timers_size_.load(std::memory_order_relaxed) != 0;
   }
   // Whether a carrier out of work should take some of this one's: its queue
   // is long or old enough that it would ask for help (wants_help), or it is
@@ -268,10 +268,24 @@ class carrier {
   // only the owner touches the list (completions are reaped by the owner).
   fiber_fifo bound_;
   // Fibers whose sleep ended (ready_from_timer), FIFO through next_global,
-  // run before the run queue; only the owner touches the list. Not stolen:
-  // it holds what one reap readied, and the carrier drains it before
-  // anything else.
+  // run before the run queue (at most kMaxRunnextStreak in a row while
+  // other work waits). Guarded by backlog_lock_: thieves take from it when
+  // this carrier is blocked, as from runnext. timers_size_ may be read
+  // without the lock.
   fiber_fifo timers_;
+  std::atomic<uint32_t> timers_size_{0};
+  uint32_t timers_streak_ = 0;  // fibers taken from timers_ in a row (pop_local)
+  fiber_control* take_timer();  // the oldest in timers_, or null
+  // Bound fibers whose libc sleep ended (push_bound with `first`), run
+  // before the other bound fibers (at most kMaxRunnextStreak in a row);
+  // owner only, like bound_.
+  fiber_fifo bound_sleepers_;
+  uint32_t bound_sleepers_streak_ = 0;
+  bool has_bound() const { return !bound_.empty() || !bound_sleepers_.empty(); }
+  // Whether fibers other than runnext's and the sleepers' wait here.
+  bool queued_work_waiting(bool allow_bound) const {
+    return !runq_.empty() || backlog_size_.load(std::memory_order_relaxed) != 0 || (allow_bound && has_bound());
+  }
   bool prefer_bound_ = false;  // alternates bound and stealable work
   uint32_t runnext_streak_ = 0;  // fibers taken from runnext in a row (pop_local)
   // A coarse microsecond clock, read once per loop turn (read_clock_us), that
@@ -280,7 +294,7 @@ class carrier {
   uint64_t clock_ms_ = 0;
   uint32_t read_clock_us();
   // Whether the loop should reap now although kPollInterval switches have
-  // not passed: it last did over kPollAfterUs ago. Reads the clock only on
+  // not passed: it last did over kPollAfterUs ago. Reads the clock only
   // while fibers_run_long_ (carrier.cc).
   bool poll_overdue() const;
   bool fibers_run_long_ = false;  // set by poll_io: poll_overdue reads the clock

@@ -24,12 +24,6 @@ class fiber_fifo {
     tail_ = f;
   }
 
-  void push_front(fiber_control* f) noexcept {
-    f->next_global = head_;
-    head_ = f;
-    if (tail_ == nullptr) tail_ = f;
-  }
-
   fiber_control* pop_front() noexcept {
     fiber_control* f = head_;
     if (f == nullptr) return nullptr;
