@@ -45,7 +45,9 @@
 //
 // Finding work (carrier::loop)
 //   local runnext slot, then the fibers whose sleep ended (in the order
-//   their timers fired), then the local run queue (a Go-style 256-slot ring)
+//   their timers fired; at most 64 in a row while others wait, and taken
+//   by a thief when the carrier is blocked, as runnext is), then the local
+//   run queue (a Go-style 256-slot ring)
 //   and behind it the carrier's backlog (an unbounded FIFO for what the ring
 //   cannot hold), then the global inject queue (fibers readied or spawned
 //   off-carrier), then stealing half of another carrier's queue or backlog.
