@@ -39,7 +39,7 @@ constexpr uint32_t kPollInterval = 61;
 // for tens of milliseconds. The clock is read at every switch, but only
 // while the fibers run long: when the last stretch between two reaps
 // averaged more than kPollAfterUs / kPollInterval (8 us) per switch, where
-// a vDSO clock read (~25 ns) is lost in the noise; reading it always, even
+// a vDSO clock read is small beside the switch; reading it always, even
 // every 8th switch, cost bobbin_yield 10% (34.7 -> 37.5 ns, scripts/bench
 // --compare, every round). Measured with 200 fibers making HTTPS calls
 // (perf/blocking, --client https, 3 interleaved rounds, 2026-12-06): a 5 ms
@@ -790,8 +790,9 @@ void carrier::ready_from_timer(fiber_control* f) {
   f->state.store(fiber_state::runnable, std::memory_order_relaxed);
   // Go readies a goroutine whose timer fired into runnext, but there
   // several timers fired in one reap would each push the one before to the
-  // back of the queue (25 fibers sleeping 1 ms in a loop put a 5 ms sleeper
-  // there often): they queue, in order, ahead of the run queue instead.
+  // back of the queue (the mix test has 25 fibers sleeping 1 ms in a loop
+  // beside its 5 ms sleeper): they queue, in order, ahead of the run queue
+  // instead.
   backlog_lock_.lock();
   timers_.push_back(f);
   timers_size_.store(timers_size_.load(std::memory_order_relaxed) + 1, std::memory_order_release);
