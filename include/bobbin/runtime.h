@@ -69,8 +69,16 @@ struct runtime_options {
   // fibers queued behind one that holds its carrier).
   std::chrono::milliseconds pin_threshold{20};
   // Spare carriers the monitor may bring online while carriers are blocked
-  // (compensation); -1: as many as there are carriers.
+  // (compensation); -1: as many as there are carriers; 0: none.
   int max_spare_carriers = -1;
+  // Also bring a spare online for a carrier whose fiber has computed for a
+  // whole monitor interval (pin_threshold / 4) with fibers queued behind it
+  // and no carrier idle, so the kernel shares the cores between the hog and
+  // them (fibers are not preempted; Go preempts after 10 ms). Off by
+  // default: while spares run, more fibers than `carriers` run at once, so
+  // code that counts on one carrier running one fiber at a time must keep it
+  // off. README "Compensation" has what it changed in a measured mix.
+  bool spares_for_cpu_hogs = false;
   // Threads of the blocking pool behind offload() (bobbin/offload.h).
   unsigned offload_threads = 64;
   // Blocking libc calls made on this runtime's fibers (read, recv, poll,
@@ -122,7 +130,7 @@ struct runtime_stats {
   uint64_t stacks_unguarded = 0;   // stacks running without a guard page
   uint64_t pin_events = 0;         // pinning episodes detected
   uint64_t pinned_ns = 0;          // total duration of the episodes that ended
-  unsigned spare_carriers_active = 0;  // compensating for blocked carriers now
+  unsigned spare_carriers_active = 0;  // compensating for blocked (or CPU-hogged) carriers now
   uint64_t spare_activations = 0;  // times a spare carrier was brought online
   uint64_t offloaded_calls = 0;    // calls run on the blocking pool
   uint64_t intercepted_parks = 0;  // blocking libc calls that parked their fiber

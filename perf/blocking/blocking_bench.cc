@@ -8,6 +8,8 @@
 //   offload    interception off, every call wrapped in bobbin::offload (the
 //              run_in_executor workaround)
 //   threads    N plain OS threads (8 MiB default stacks), the naive code
+//   hogspares  intercept, with runtime_options::spares_for_cpu_hogs on
+// (--carriers N: carriers for the fiber ways, 2 by default.)
 // Beside the callers a bystander (a fiber, or a thread for `threads`)
 // sleeps 5 ms in a loop and records how late it wakes.
 //
@@ -401,19 +403,40 @@ class mix_caller final : public caller {
   bool connect() override { return inner_ == nullptr || inner_->connect(); }
   bool call(long n) override {
     bool good = true;
+    const auto t0 = clock_type::now();
+    auto slept = std::chrono::microseconds(0);
     if (kind_ == 0) {
       spdlog_caller::logger->info("caller {} plain line {}", id_, n);
-      bobbin::this_fiber::sleep_for(1ms);
+      slept = 1ms;
     } else {
       good = inner_->call(n);
-      if (kind_ == 1) bobbin::this_fiber::sleep_for(5ms);
+      if (kind_ == 1) slept = 5ms;
     }
+    const auto t1 = clock_type::now();
+    if (slept.count() > 0) bobbin::this_fiber::sleep_for(slept);
+    const auto t2 = clock_type::now();
     spdlog_caller::logger->info("caller {} result {} {}", id_, n, good ? "ok" : "bad");
+    const auto t3 = clock_type::now();
     calls_by_kind[kind_].fetch_add(1, std::memory_order_relaxed);
+    add_us(kind_, 0, t1 - t0);
+    add_us(kind_, 1, t2 - t1 - slept);
+    add_us(kind_, 2, t3 - t2);
     return good;
   }
   // Calls made, per kind: log, https, future, pool (printed with the result).
   static inline std::atomic<long> calls_by_kind[4] = {};
+  // Where a kind's calls spend their time, summed in microseconds: the call
+  // itself (kind 0: its log line), the sleep beyond what was asked (a
+  // woken sleeper waiting for its turn), the result's log line.
+  static inline std::atomic<long> us_by_kind_step[4][3] = {};
+
+ private:
+  static void add_us(int kind, int step, clock_type::duration d) {
+    us_by_kind_step[kind][step].fetch_add(std::chrono::duration_cast<std::chrono::microseconds>(d).count(),
+                                          std::memory_order_relaxed);
+  }
+
+ public:
 
  private:
   int id_, kind_;
@@ -443,6 +466,17 @@ double by_kind(int kind) {
   return static_cast<double>(mix_caller::calls_by_kind[kind].load());
 #else
   return 0 * kind;
+#endif
+}
+
+// The mix client's mean microseconds per call of one kind in one step
+// (mix_caller::us_by_kind_step; 0 for the other clients).
+double us_per_call(int kind, int step) {
+#if BOBBIN_HAVE_SPDLOG
+  const long calls = mix_caller::calls_by_kind[kind].load();
+  return calls == 0 ? 0 : static_cast<double>(mix_caller::us_by_kind_step[kind][step].load()) / calls;
+#else
+  return 0 * kind * step;
 #endif
 }
 
@@ -493,6 +527,7 @@ std::vector<double> bystander_loop(const std::atomic<bool>& stop, bool fiber) {
 int main(int argc, char** argv) {
   std::string client, mode;
   int callers = 200;
+  unsigned carriers = 2;
   double seconds = 3;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
@@ -500,9 +535,10 @@ int main(int argc, char** argv) {
     else if (a == "--mode") mode = argv[i + 1];
     else if (a == "--callers") callers = std::atoi(argv[i + 1]);
     else if (a == "--seconds") seconds = std::atof(argv[i + 1]);
+    else if (a == "--carriers") carriers = static_cast<unsigned>(std::atoi(argv[i + 1]));
   }
   if (client.empty() || mode.empty()) {
-    std::fprintf(stderr, "usage: blocking_bench --client pq|pqpool|redis|curl|https|future|shared|spdlog|mix --mode intercept|pinned|offload|threads\n");
+    std::fprintf(stderr, "usage: blocking_bench --client pq|pqpool|redis|curl|https|future|shared|spdlog|mix --mode intercept|pinned|offload|threads|hogspares [--carriers N]\n");
     return 2;
   }
   pq_pool::instance();
@@ -535,10 +571,11 @@ int main(int argc, char** argv) {
     elapsed = std::chrono::duration<double>(clock_type::now() - start).count();
     for (auto& th : ts) th.join();
     bystander.join();
-  } else if (mode == "intercept" || mode == "pinned" || mode == "offload") {
+  } else if (mode == "intercept" || mode == "pinned" || mode == "offload" || mode == "hogspares") {
     bobbin::runtime_options o;
-    o.carriers = 2;
-    o.intercept_blocking_calls = mode == "intercept";
+    o.carriers = carriers;
+    o.intercept_blocking_calls = mode == "intercept" || mode == "hogspares";
+    o.spares_for_cpu_hogs = mode == "hogspares";
     auto rt = bobbin::runtime::start(o).value();
     start = clock_type::now();
     auto bystander = rt->spawn([&] { return bystander_loop(stop, true); });
@@ -570,11 +607,14 @@ int main(int argc, char** argv) {
   std::printf(
       "{\"client\": \"%s\", \"mode\": \"%s\", \"callers\": %d, \"seconds\": %.2f, \"calls_per_s\": %.1f, "
       "\"bad\": %ld, \"connect_failures\": %ld, \"bystander_p99_ms\": %.2f, \"pin_events\": %llu, "
-      "\"intercepted_parks\": %llu, \"rss_kb\": %ld, \"by_kind_per_s\": [%.0f, %.0f, %.0f, %.0f]}\n",
+      "\"intercepted_parks\": %llu, \"rss_kb\": %ld, \"by_kind_per_s\": [%.0f, %.0f, %.0f, %.0f], "
+      "\"us_per_call_by_kind\": [[%.0f, %.0f, %.0f], [%.0f, %.0f, %.0f], [%.0f, %.0f, %.0f], [%.0f, %.0f, %.0f]]}\n",
       client.c_str(), mode.c_str(), callers, elapsed, static_cast<double>(t.ok.load()) / elapsed, t.bad.load(),
       t.connect_failures.load(), p99, static_cast<unsigned long long>(pin_events),
       static_cast<unsigned long long>(parks), rss, by_kind(0) / elapsed, by_kind(1) / elapsed, by_kind(2) / elapsed,
-      by_kind(3) / elapsed);
+      by_kind(3) / elapsed, us_per_call(0, 0), us_per_call(0, 1), us_per_call(0, 2), us_per_call(1, 0),
+      us_per_call(1, 1), us_per_call(1, 2), us_per_call(2, 0), us_per_call(2, 1), us_per_call(2, 2),
+      us_per_call(3, 0), us_per_call(3, 1), us_per_call(3, 2));
   curl_global_cleanup();
   return t.bad.load() == 0 && t.connect_failures.load() == 0 ? 0 : 1;
 }

@@ -60,7 +60,16 @@ CLIENTS = [("pq", "libpq: `SELECT pg_sleep(0.02)` (PostgreSQL 15)"),
 # the std::shared_mutex blocks the carrier its holder is parked on (a hang).
 SKIPPED = {("shared", "pinned"): "hangs: a waiter blocks the carrier its holder is parked on"}
 MODES = [("intercept", "bobbin, intercepted (naive code)"), ("pinned", "bobbin, interception off (pinning)"),
-         ("offload", "bobbin, every call in `offload()`"), ("threads", f"{args.callers} plain threads")]
+         ("offload", "bobbin, every call in `offload()`"), ("threads", f"{args.callers} plain threads"),
+         ("hogspares", "bobbin, intercepted, `spares_for_cpu_hogs` on")]
+# Ways measured for one client only: a spare for a carrier that computes
+# while fibers queue (runtime_options::spares_for_cpu_hogs) matters where
+# calls hold carriers for milliseconds.
+ONLY_FOR = {"hogspares": {"mix"}}
+
+
+def ways(client):
+    return [(m, label) for m, label in MODES if client in ONLY_FOR.get(m, {client})]
 
 
 def measure():
@@ -72,7 +81,8 @@ def measure():
             for client, _ in CLIENTS:
                 if args.clients and client not in args.clients.split(","):
                     continue
-                order = MODES[r % len(MODES):] + MODES[:r % len(MODES)]
+                mine = ways(client)
+                order = mine[r % len(mine):] + mine[:r % len(mine)]
                 for mode, _ in order:
                     if (client, mode) in SKIPPED:
                         continue
@@ -107,6 +117,27 @@ def med(rows, key):
     return statistics.median(vals) if vals else None
 
 
+def mix_kinds(cells):
+    """The mix client per kind: calls a second, and where a call's time went
+    (blocking_bench's us_per_call_by_kind: the call itself, the sleep beyond
+    what was asked, the result's log line), medians over the rounds."""
+    kinds = ["log line, sleep 1 ms", "HTTPS call, sleep 5 ms", "future from the pool", "query through the pool"]
+    lines = ["Per kind: calls a second; mean time of the call / of the sleep beyond what was asked / of the result's "
+             "log line (a fiber woken waits for its turn in all three).", "",
+             "| way | " + " | ".join(kinds) + " |", "|---|" + "---:|" * len(kinds)]
+    for mode, label in ways("mix"):
+        rows = [r for r in cells.get(f"mix/{mode}", []) if "us_per_call_by_kind" in r and not r.get("failed")]
+        if not rows:
+            continue
+        out = []
+        for k in range(4):
+            rate = statistics.median(r["by_kind_per_s"][k] for r in rows)
+            steps = [statistics.median(r["us_per_call_by_kind"][k][j] for r in rows) / 1000 for j in range(3)]
+            out.append(f"{rate:,.0f}/s; {steps[0]:.2f} / {steps[1]:.2f} / {steps[2]:.2f} ms")
+        lines.append(f"| {label} | " + " | ".join(out) + " |")
+    return lines + [""]
+
+
 def render(raw):
     cells, ns = raw["cells"], raw["cost"]
     lines = [f"## Blocking libraries (issue 14)", "",
@@ -122,7 +153,7 @@ def render(raw):
         lines += [f"### {title}", "", "| way | calls/s | vs threads | bystander p99 | pin events | RSS |",
                   "|---|---:|---:|---:|---:|---:|"]
         base = med(cells.get(f"{client}/threads", []), "calls_per_s")
-        for mode, label in MODES:
+        for mode, label in ways(client):
             rows = cells.get(f"{client}/{mode}", [])
             cps = med(rows, "calls_per_s")
             if (client, mode) in SKIPPED:
@@ -142,6 +173,8 @@ def render(raw):
                                 f"{results_md.verdict(cps / base, 1.0)} (target ≥ 1.0x); "
                                 f"{pins} pin events")
         lines.append("")
+        if client == "mix":
+            lines += mix_kinds(cells)
     lines += ["### Targets", ""] + verdicts + [""]
     g, i = ns.get("glibc_recv_eagain"), ns.get("intercepted_recv_eagain")
     p, b = ns.get("intercepted_recv_park"), ns.get("bobbin_read_some_park")

@@ -31,11 +31,25 @@
 // queue (its runnext slot included, see carrier::steal_into) and takes new
 // work. When the episode ends the spare is deactivated: it hands any fibers
 // it still has to the global queue and sleeps until its own in-flight I/O is
-// done. A carrier hogging the CPU gets no spare: nothing is waiting in the
-// kernel, and a spare would only compete with it for the same cores.
-// Fibers woken on it that must resume there (from an OS mutex or condition
-// variable, runtime/intercept/fiber_calls.h says why) cannot run meanwhile,
-// so their wakes are passed on to the next waiter at once.
+// done. Fibers woken on a blocked carrier that must resume there (from an
+// OS mutex or condition variable, runtime/intercept/fiber_calls.h says why)
+// cannot run meanwhile, so their wakes are passed on to the next waiter at
+// once.
+// With runtime_options::spares_for_cpu_hogs, a carrier that has run one
+// fiber on the CPU for a whole interval with fibers queued behind it gets a
+// spare too, when no idle carrier can be woken for them (backlog help,
+// below): the spare competes with it for the
+// same cores, and that is the point, since fibers are not preempted: the
+// kernel then divides the cores between the hog and the queued fibers, as
+// it does between threads. It is off by default because more fibers than
+// carriers then run at once (a runtime of one carrier is no longer
+// single-threaded; scheduler_test's FIFO test, whose spawner computes for
+// longer than an interval, saw its queue run out of order). What it changed
+// in perf/blocking's four-library mix, where each TLS handshake holds a
+// carrier for milliseconds: README "Compensation". The
+// spare steals only the run queue: runnext and the sleepers' lane stay for
+// the carrier, which is on the CPU and will run them at its next switch; a
+// hog is not blocked, so wakes are not passed on.
 //
 // Futex completions: each carrier reaps its own futex ring; one that has
 // not reaped a completion for a whole interval gets it reaped here, so a
@@ -48,8 +62,9 @@
 // fiber that hogs the CPU would keep the fibers queued behind it waiting
 // while other carriers sleep (fibers are not preempted). Every interval the
 // monitor looks for a carrier that has run the same fiber since the last
-// look with fibers queued, and wakes an idle carrier to steal them. This
-// runs even with pin detection off.
+// look with fibers queued, and wakes an idle carrier to steal them, or, with
+// none idle and spares_for_cpu_hogs on, brings a spare online (above). The
+// wake runs even with pin detection off (which leaves no spares).
 //
 // Reading a fiber's fields from another thread is safe only while the fiber
 // cannot be freed: the monitor publishes the fiber in
@@ -161,8 +176,24 @@ void pin_monitor::help_if_backlogged(carrier* c, watch& w) {
   const uint64_t switches = c->switches.load(std::memory_order_relaxed);
   const bool stuck = switches == w.help_switches && c->current_acquire() != nullptr && c->has_local_work();
   w.help_switches = switches;
+  const int64_t cpu_ns = c->cpu_time_ns();
+  const int64_t used_ns = w.help_cpu_ns >= 0 && cpu_ns >= 0 ? cpu_ns - w.help_cpu_ns : -1;
+  w.help_cpu_ns = cpu_ns;
+  if (!stuck) return;
   // A no-op when no carrier is idle or one is spinning (it will steal).
-  if (stuck && rt_->wake_idle_carrier()) backlog_wakeups_.fetch_add(1, std::memory_order_relaxed);
+  if (rt_->wake_idle_carrier()) {
+    backlog_wakeups_.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  // Every carrier is busy: a spare takes the queue, and the kernel shares
+  // the cores between the fiber holding this carrier and the fibers queued
+  // behind it, as it would between threads. Only for a fiber that computed
+  // through a quarter of the interval: a carrier the OS kept off the CPU has
+  // not switched either, and a spare would only take its queue out of order
+  // and compete for the cores it is waiting for. The spare retires when the
+  // carrier switches (sample(); with detection off there are no spares).
+  const int64_t hog_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(interval_).count() / 4;
+  if (rt_->options().spares_for_cpu_hogs && used_ns >= hog_ns && c->has_stealable_work()) activate_spare(w);
 }
 
 void pin_monitor::sample(carrier* c, watch& w, std::chrono::steady_clock::time_point now) {

@@ -181,6 +181,11 @@ class carrier {
     return runnext_.load(std::memory_order_relaxed) != nullptr || !runq_.empty() ||
            backlog_size_.load(std::memory_order_relaxed) != 0 || timers_size_.load(std::memory_order_relaxed) != 0;
   }
+  // Fibers a thief may take while this carrier runs (steal_into): its run
+  // queue or backlog. The pinning monitor's test for a spare for a hog.
+  bool has_stealable_work() const {
+    return !runq_.empty() || backlog_size_.load(std::memory_order_relaxed) != 0;
+  }
   // Whether a carrier out of work should take some of this one's: its queue
   // is long or old enough that it would ask for help (wants_help), or it is
   // blocked. A shorter queue it runs itself, and a thief would only move

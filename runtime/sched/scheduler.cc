@@ -109,7 +109,8 @@
 //   wait goes to the global queue if a carrier is idle (as Go's Gosched
 //   does), and the monitor (runtime/pinning/monitor.cc) wakes an idle
 //   carrier when one fiber has held its carrier for a whole interval with
-//   fibers queued behind it. Skipping a wake-up strands nothing: a carrier
+//   fibers queued behind it (or, with spares_for_cpu_hogs and none idle,
+//   brings a spare online). Skipping a wake-up strands nothing: a carrier
 //   never sleeps with work in its own queue, and a sleeping one is woken by
 //   the rules above once another's queue becomes worth stealing from.
 //
