@@ -47,7 +47,6 @@ class pin_monitor {
     carrier* spare = nullptr;  // brought online for this episode
     pin_event event;           // what was reported, for the end event
     uint64_t help_switches = ~uint64_t{0};  // carrier::switches at the last look
-    int64_t help_cpu_ns = -1;                // the carrier thread's CPU time then
   };
 
   void run();
