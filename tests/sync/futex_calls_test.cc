@@ -114,7 +114,9 @@ TEST(FutexCallsTest, FibersGetFuturesThatAThreadPoolFulfils) {
   // carrier allows) would take seconds.
   EXPECT_LT(took, scaled(1500ms).count());
   EXPECT_EQ(pins.detected(), 0u) << pins.first();
-  if (!bobbin::testing::kUnderSanitizer) EXPECT_LT(p99, 10.0);
+  if (!bobbin::testing::kUnderSanitizer) {
+    EXPECT_LT(p99, 10.0);
+  }
   EXPECT_GE(rt->stats().futex_parks, static_cast<uint64_t>(kCallers));
 }
 

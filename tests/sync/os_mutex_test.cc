@@ -166,7 +166,9 @@ TEST_P(OsMutexTest, ErrorCheckingMutexAnswersAsForThreads) {
   EXPECT_EQ(other.second, EBUSY);
   // (ThreadSanitizer's own interceptor reports a plain thread's wrong
   // unlock as the misuse it is, before glibc answers EPERM.)
-  if (!bobbin::testing::kUnderTsan) EXPECT_EQ(pthread_mutex_unlock(&m), EPERM);
+  if (!bobbin::testing::kUnderTsan) {
+    EXPECT_EQ(pthread_mutex_unlock(&m), EPERM);
+  }
   stage = 2;
   EXPECT_EQ(owner.join(), (std::vector<int>{0, EDEADLK, EBUSY, 0, EPERM}));
   // A thread can take it afterwards, and glibc's count of users is even.
@@ -195,7 +197,9 @@ TEST_P(OsMutexTest, RecursiveMutexHeldByAFiberIsNotAnotherFibersOrAThreads) {
   EXPECT_EQ(other.first, EBUSY);
   EXPECT_EQ(other.second, EPERM);
   EXPECT_EQ(pthread_mutex_trylock(&m), EBUSY);
-  if (!bobbin::testing::kUnderTsan) EXPECT_EQ(pthread_mutex_unlock(&m), EPERM);  // see above
+  if (!bobbin::testing::kUnderTsan) {
+    EXPECT_EQ(pthread_mutex_unlock(&m), EPERM);  // see above
+  }
   stage = 2;
   EXPECT_EQ(owner.join(), 0);
   EXPECT_EQ(pthread_mutex_destroy(&m), 0);
