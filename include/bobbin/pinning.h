@@ -38,12 +38,12 @@
 // Compensation. While a carrier is blocked (declared, or in the kernel), the
 // monitor brings a spare carrier online, which takes over the blocked
 // carrier's runnable fibers and new work; it retires when the blocking ends.
-// With runtime_options::spares_for_cpu_hogs, a carrier that runs one fiber
-// on the CPU for a whole monitor interval (threshold/4) with fibers queued
-// behind it gets one too when no carrier is idle, so the kernel shares the
-// cores between the hog and them (fibers are not preempted).
-// runtime_options::max_spare_carriers bounds them. Fibers
-// parked on the carrier's io_uring ring resume when that carrier switches.
+// With runtime_options::spares_for_cpu_hogs, a carrier that has run one
+// fiber for a whole monitor interval (threshold/4) with fibers queued behind
+// it gets one too when no carrier is idle, so the kernel shares the cores
+// between the hog and them (fibers are not preempted).
+// runtime_options::max_spare_carriers bounds them. Fibers parked on the
+// carrier's io_uring ring resume when that carrier switches.
 //
 // Fixing it: offload blocking or CPU-heavy calls (bobbin/offload.h), and use
 // bobbin's I/O and sync primitives instead of the OS's. See README "Pinning".

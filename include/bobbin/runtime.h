@@ -71,10 +71,11 @@ struct runtime_options {
   // Spare carriers the monitor may bring online while carriers are blocked
   // (compensation); -1: as many as there are carriers; 0: none.
   int max_spare_carriers = -1;
-  // Also bring a spare online for a carrier whose fiber has computed for a
-  // whole monitor interval (pin_threshold / 4) with fibers queued behind it
-  // and no carrier idle, so the kernel shares the cores between the hog and
-  // them (fibers are not preempted; Go preempts after 10 ms). Off by
+  // Also bring a spare online for a carrier that has run one fiber for a
+  // whole monitor interval (pin_threshold / 4), computing or kept off the
+  // CPU by the OS, with fibers queued behind it and no carrier idle, so the
+  // kernel shares the cores between the hog and them (fibers are not
+  // preempted; Go preempts after 10 ms). Off by
   // default: while spares run, more fibers than `carriers` run at once, so
   // code that counts on one carrier running one fiber at a time must keep it
   // off. README "Compensation" has what it changed in a measured mix.

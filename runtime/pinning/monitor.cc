@@ -36,20 +36,19 @@
 // cannot run meanwhile, so their wakes are passed on to the next waiter at
 // once.
 // With runtime_options::spares_for_cpu_hogs, a carrier that has run one
-// fiber on the CPU for a whole interval with fibers queued behind it gets a
-// spare too, when no idle carrier can be woken for them (backlog help,
-// below): the spare competes with it for the
-// same cores, and that is the point, since fibers are not preempted: the
-// kernel then divides the cores between the hog and the queued fibers, as
-// it does between threads. It is off by default because more fibers than
-// carriers then run at once (a runtime of one carrier is no longer
-// single-threaded; scheduler_test's FIFO test, whose spawner computes for
-// longer than an interval, saw its queue run out of order). What it changed
-// in perf/blocking's four-library mix, where each TLS handshake holds a
-// carrier for milliseconds: README "Compensation". The
-// spare steals only the run queue: runnext and the sleepers' lane stay for
-// the carrier, which is on the CPU and will run them at its next switch; a
-// hog is not blocked, so wakes are not passed on.
+// fiber for a whole interval with fibers queued behind it gets a spare too,
+// when no idle carrier can be woken for them (backlog help, below): the
+// spare competes with it for the same cores, and that is the point, since
+// fibers are not preempted: the kernel then divides the cores between the
+// hog and the queued fibers, as it does between threads. It is off by
+// default because more fibers than carriers then run at once (a runtime of
+// one carrier is no longer single-threaded; with it on, scheduler_test's
+// FIFO test on one carrier saw its queue run out of order under load). What
+// it changed in perf/blocking's four-library mix, where each TLS handshake
+// holds a carrier for milliseconds: README "Compensation". The spare steals
+// only the run queue: runnext and the sleepers' lane stay for the carrier,
+// which will run them at its next switch; a hog is not blocked, so wakes
+// are not passed on.
 //
 // Futex completions: each carrier reaps its own futex ring; one that has
 // not reaped a completion for a whole interval gets it reaped here, so a

@@ -200,6 +200,40 @@ TEST(SchedulerTest, RunnableFibersRunInFifoOrderBeyondTheRunQueue) {
   });
 }
 
+// Two fibers that wake each other through unbuffered channels (a
+// ping-pong), handing their carrier back and forth through runnext, until
+// stop() is called; exchanges() counts round trips (one carrier: no race).
+class ping_pong_pair {
+ public:
+  ping_pong_pair()
+      : a_(bobbin::spawn([this] {
+          int v = 0;
+          while (!stop_.load() && ping_.send(v) == bobbin::channel_status::ok &&
+                 pong_.receive(v) == bobbin::channel_status::ok) {
+            exchanges_++;
+          }
+          ping_.close();
+        })),
+        b_(bobbin::spawn([this] {
+          int v;
+          while (ping_.receive(v) == bobbin::channel_status::ok && pong_.send(v + 1) == bobbin::channel_status::ok) {
+          }
+          pong_.close();
+        })) {}
+  void stop() { stop_ = true; }
+  void join() {
+    a_.join();
+    b_.join();
+  }
+  long exchanges() const { return exchanges_; }
+
+ private:
+  std::atomic<bool> stop_{false};
+  long exchanges_ = 0;
+  bobbin::channel<int> ping_{0}, pong_{0};
+  bobbin::fiber<> a_, b_;
+};
+
 // Two fibers that wake each other (a channel ping-pong) hand the carrier
 // back and forth through the runnext slot, which is looked at first. The
 // run queue behind them must still run: a fiber that yields in a loop on
@@ -207,22 +241,8 @@ TEST(SchedulerTest, RunnableFibersRunInFifoOrderBeyondTheRunQueue) {
 // runnext streak was bounded it got none until the pair stopped.
 TEST(SchedulerTest, AFiberPairWakingEachOtherDoesNotStarveTheRunQueue) {
   bobbin::testing::run_on(1, [] {
-    std::atomic<bool> stop{false};
-    long exchanges = 0, yields = 0;  // one carrier: no data race
-    bobbin::channel<int> ping(0), pong(0);
-    auto a = bobbin::spawn([&] {
-      int v = 0;
-      while (!stop.load() && ping.send(v) == bobbin::channel_status::ok && pong.receive(v) == bobbin::channel_status::ok) {
-        exchanges++;
-      }
-      ping.close();
-    });
-    auto b = bobbin::spawn([&] {
-      int v;
-      while (ping.receive(v) == bobbin::channel_status::ok && pong.send(v + 1) == bobbin::channel_status::ok) {
-      }
-      pong.close();
-    });
+    long yields = 0;  // one carrier: no data race
+    ping_pong_pair pair;
     auto yielder = bobbin::spawn([&] {
       // Without the bound it got 1 turn in 2 s; with it, 1,000 take ~5 ms
       // (about 1 s under ThreadSanitizer on a loaded machine).
@@ -231,13 +251,12 @@ TEST(SchedulerTest, AFiberPairWakingEachOtherDoesNotStarveTheRunQueue) {
         bobbin::this_fiber::yield();
         yields++;
       }
-      stop = true;
+      pair.stop();
     });
     yielder.join();
-    a.join();
-    b.join();
+    pair.join();
     EXPECT_EQ(yields, 200) << "the yielding fiber starved behind the pair";
-    EXPECT_GT(exchanges, 200) << "the pair starved";
+    EXPECT_GT(pair.exchanges(), 200) << "the pair starved";
   });
 }
 
@@ -345,21 +364,7 @@ TEST(SchedulerTest, SleepersDoNotStarveTheRunQueueNorAPairASleeper) {
     for (auto& f : sleepers) f.join();
     EXPECT_EQ(yields, kYields) << "the yielding fiber starved behind the sleepers";
 
-    std::atomic<bool> pair_stop{false};
-    bobbin::channel<int> ping(0), pong(0);
-    auto a = bobbin::spawn([&] {
-      int v = 0;
-      while (!pair_stop.load() && ping.send(v) == bobbin::channel_status::ok &&
-             pong.receive(v) == bobbin::channel_status::ok) {
-      }
-      ping.close();
-    });
-    auto b = bobbin::spawn([&] {
-      int v;
-      while (ping.receive(v) == bobbin::channel_status::ok && pong.send(v + 1) == bobbin::channel_status::ok) {
-      }
-      pong.close();
-    });
+    ping_pong_pair pair;
     long sleeps = 0;
     auto sleeper = bobbin::spawn([&] {
       const auto give_up = std::chrono::steady_clock::now() + limit;
@@ -367,11 +372,10 @@ TEST(SchedulerTest, SleepersDoNotStarveTheRunQueueNorAPairASleeper) {
         bobbin::this_fiber::sleep_for(1ms);
         sleeps++;
       }
-      pair_stop = true;
+      pair.stop();
     });
     sleeper.join();
-    a.join();
-    b.join();
+    pair.join();
     EXPECT_EQ(sleeps, 20) << "the sleeper starved behind the pair";
   });
 }
