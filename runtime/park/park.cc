@@ -171,10 +171,12 @@ wait_state park(waiter& w, spin_lock& lock, waiter_list& list, deadline d, wait_
     wait_state s = w.state.load(std::memory_order_acquire);
     if (s == wait_state::notified || s == wait_state::timed_out) return s;
     if (s == wait_state::claimed) {
-      // A notifier is mid-hand-over: a few instructions. Spin, never park:
-      // notify() unparks a thread before it stores `notified`, so a park
-      // here could consume that permit and sleep for good.
-      __builtin_ia32_pause();
+      // A notifier is mid-hand-over. notify() stores `notified` and only
+      // then unparks, so an unpark is still to come: sleep until it, with no
+      // deadline (the wait can no longer time out). Never spin here: the
+      // notifier may have been preempted, and a spinning thread kept it off
+      // the core for a whole time slice.
+      parker->park(deadline::never());
       continue;
     }
     if (d.expired()) {

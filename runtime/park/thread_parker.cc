@@ -7,13 +7,73 @@
 
 #include <cerrno>
 
+#include "bobbin/internal/spin_lock.h"
 #include "runtime/park/futex_wait.h"
 
 namespace bobbin::internal {
 
+// The free parkers, and every parker ever made (so that LeakSanitizer sees
+// them reachable). Taken once per thread lifetime, under a spin lock: a
+// mutex here would be bobbin's own interposed one.
+class thread_parker_pool {
+ public:
+  static thread_parker* take() noexcept {
+    lock_.lock();
+    thread_parker* p = free_;
+    if (p != nullptr) free_ = p->next_free_;
+    lock_.unlock();
+    if (p != nullptr) return p;
+    auto* fresh = new thread_parker_block;
+    lock_.lock();
+    fresh->older = blocks_;
+    blocks_ = fresh;
+    lock_.unlock();
+    return &fresh->parker;
+  }
+  static void give_back(thread_parker* p) noexcept {
+    lock_.lock();
+    p->next_free_ = free_;
+    free_ = p;
+    lock_.unlock();
+  }
+
+ private:
+  // One cache line each: parkers of different threads are written by
+  // different notifiers.
+  struct alignas(64) thread_parker_block {
+    thread_parker parker;
+    thread_parker_block* older = nullptr;
+  };
+  static inline spin_lock lock_;
+  static inline thread_parker* free_ = nullptr;
+  static inline thread_parker_block* blocks_ = nullptr;
+};
+
+namespace {
+
+// initial-exec, as tls_carrier: one %fs-relative load.
+__thread thread_parker* tls_parker __attribute__((tls_model("initial-exec"))) = nullptr;
+
+// Gives the thread's parker back when the thread exits. A bobbin wait in a
+// thread-local destructor that runs after this one takes a parker again and
+// keeps it (still reachable from the pool's list of blocks).
+struct parker_return {
+  ~parker_return() {
+    if (tls_parker != nullptr) {
+      thread_parker_pool::give_back(tls_parker);
+      tls_parker = nullptr;
+    }
+  }
+};
+
+}  // namespace
+
 thread_parker* thread_parker::current() noexcept {
-  static thread_local thread_parker parker;
-  return &parker;
+  if (thread_parker* p = tls_parker) return p;
+  static thread_local parker_return at_exit;
+  (void)&at_exit;
+  tls_parker = thread_parker_pool::take();
+  return tls_parker;
 }
 
 void thread_parker::park(deadline d) noexcept {
