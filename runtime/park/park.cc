@@ -167,6 +167,9 @@ wait_state park(waiter& w, spin_lock& lock, waiter_list& list, deadline d, wait_
     }
   } counted(!d.is_never() && reason != wait_reason::os_condition_wait);
   auto* parker = static_cast<thread_parker*>(w.token.target);
+  struct end_of_wait {
+    ~end_of_wait() { thread_parker::wait_ended(); }
+  } ended;
   for (;;) {
     wait_state s = w.state.load(std::memory_order_acquire);
     if (s == wait_state::notified || s == wait_state::timed_out) return s;

@@ -166,8 +166,8 @@ void unlink_bound_wake(bound_wake_stripe& st, cond_waiter* w) {
 // order per carrier, not one for all: a carrier stuck in a pinned call
 // then delays only its own fibers, which could not run anyway. Waiters
 // that block their thread (plain threads, pinned fibers) are woken at once:
-// a thread kept waiting for its turn would be a blocked carrier's, or would
-// spin.
+// a thread kept waiting for its turn would hold its thread, for a pinned
+// fiber a carrier, the whole time.
 class turns {
  public:
   void add(waiter* w) {
