@@ -9,23 +9,22 @@
 // Protocol (every transition of waiter::state):
 //   waiting  -> claimed    by claim(), called by a notifier holding the lock.
 //                          The waiter cannot leave while claimed, so the
-//                          notifier may now hand over a payload. Only a
-//                          fiber is kept claimed for long (an OS condition
-//                          variable's broadcast, runtime/sync/os_cond.cc);
-//                          a plain thread is notified as soon as the
-//                          notifier has released the lock.
+//                          notifier may now hand over a payload. A plain
+//                          thread spins briefly while claimed, then yields
+//                          its core between looks (runtime/park/park.cc),
+//                          so a waiter is kept claimed for long only if it
+//                          is a fiber (an OS condition variable's
+//                          broadcast, runtime/sync/os_cond.cc).
 //   claimed  -> notified   by notify(), called AFTER the notifier released
 //                          the lock: a plain thread waiter may return the
 //                          moment it sees `notified` and destroy what the
 //                          lock lives in (a mutex its new owner frees, an
-//                          offload task on its stack), or exit. So the
-//                          state is stored first and then the fiber is
-//                          woken or the thread unparked, and nothing of the
-//                          primitive or the waiter is touched afterwards
-//                          (a thread's parker is never freed, so the unpark
-//                          is safe even then: runtime/park/thread_parker.h).
-//                          A plain thread that finds itself claimed sleeps
-//                          until that unpark; it never spins for it.
+//                          offload task on its stack), or exit, taking its
+//                          thread-local parker with it. So a fiber's state
+//                          is stored before its wake (it cannot run before
+//                          the wake), a thread's after its unpark (it waits
+//                          while claimed), and nothing of the primitive, the
+//                          waiter or its thread is touched afterwards.
 //   waiting  -> timed_out  by the deadline (timer completion or the thread's
 //                          timed futex wait); the waiter then unlinks itself.
 //   waiting  -> canceled   by a cancellation of the waiting fiber
@@ -150,7 +149,15 @@ inline waiter* pop_and_claim(waiter_list& list) noexcept {
 }
 
 // Finishes a claimed waiter and wakes it. Call after releasing the lock.
-inline void notify(waiter* w) noexcept { wake(w->finish()); }
+inline void notify(waiter* w) noexcept {
+  if (w->token.is_fiber) {
+    wake(w->finish());
+    return;
+  }
+  const wake_token t = w->token;
+  wake(t);
+  w->state.store(wait_state::notified, std::memory_order_release);
+}
 
 // Claims every waiter in `list` with `aux` as its outcome and appends it to
 // `out`; notify() each after releasing the lock.
