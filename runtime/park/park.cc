@@ -183,9 +183,7 @@ wait_state park(waiter& w, spin_lock& lock, waiter_list& list, deadline d, wait_
       // then give the core away between looks: the kernel may have
       // preempted the notifier (a futex wake is where it often does), and
       // a thread that only spun kept it waiting for a whole time slice
-      // (spdlog's worker so spent 23% of all CPU in perf/blocking's mix,
-      // and 200 threads logging through spdlog made 21-53 thousand lines
-      // a second instead of 146-253 thousand).
+      // (README "Condition variables" has what that cost).
       for (int i = 0; i < kClaimedSpins; i++) {
         __builtin_ia32_pause();
         if (w.state.load(std::memory_order_acquire) != wait_state::claimed) break;

@@ -96,7 +96,8 @@ TEST(ThreadParkTest, AClaimedThreadGivesItsCoreToItsNotifier) {
 }
 
 // Each of many short-lived threads waits, is notified, and exits at once:
-// every wait ends notified, none is lost.
+// every wait ends notified, none is lost (a guard for the yield above: it
+// passed before it too).
 TEST(ThreadParkTest, ShortLivedThreadsAreEachWokenOnce) {
   constexpr int kThreads = 200;
   spin_lock lock;
