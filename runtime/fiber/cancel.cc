@@ -91,10 +91,7 @@ void cancel_ring_op_here(carrier* on, fiber_control* f) noexcept {
   const uint32_t old = take_hook(f, 0);
   const cancel_hook h = f->hook.load();
   if ((old & kCancelHookSet) != 0 && h.kind == cancel_hook::ring_op && h.ring == on) {
-    on->reserve_sqes(1);
-    io_uring_sqe* sqe = on->get_sqe();
-    io_uring_prep_cancel64(sqe, reinterpret_cast<uint64_t>(h.op), IORING_ASYNC_CANCEL_ALL);
-    io_uring_sqe_set_data64(sqe, 0);
+    on->io().cancel(reinterpret_cast<uint64_t>(h.op), nullptr);
   }
   release_hook(f);
   release_ref(f);

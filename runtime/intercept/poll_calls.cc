@@ -86,7 +86,7 @@ bool wait_for_any(carrier* c, const pollfd* fds, size_t n, deadline d) {
   __kernel_timespec ts{};
   for (size_t i = 0; i < n; i++) {
     if (fds[i].fd < 0) continue;  // poll ignores negative fds
-    io_uring_sqe* sqe = c->get_sqe();
+    io_uring_sqe* sqe = c->io().get_sqe();
     io_uring_prep_poll_add(sqe, fds[i].fd, static_cast<unsigned>(static_cast<unsigned short>(fds[i].events)));
     io_uring_sqe_set_data(sqe, &g.c);
   }
@@ -94,17 +94,13 @@ bool wait_for_any(carrier* c, const pollfd* fds, size_t n, deadline d) {
     int64_t ns = d.monotonic_ns();
     ts.tv_sec = ns / 1000000000;
     ts.tv_nsec = ns % 1000000000;
-    io_uring_sqe* sqe = c->get_sqe();
-    io_uring_prep_timeout(sqe, &ts, 0, IORING_TIMEOUT_ABS);
-    io_uring_sqe_set_data(sqe, &g.c);
+    c->io().arm_timer(ts, &g.c);
   }
   // A cancellation cancels one of the group's SQEs; its completion cancels
   // the rest (poll_group::on_complete).
   const bool hooked = publish_cancel_hook(self, {cancel_hook::ring_op, nullptr, nullptr, c, &g.c});
   if (!hooked) {
-    io_uring_sqe* cancel = c->get_sqe();
-    io_uring_prep_cancel64(cancel, reinterpret_cast<uint64_t>(&g.c), IORING_ASYNC_CANCEL_ALL);
-    io_uring_sqe_set_data64(cancel, 0);
+    c->io().cancel(reinterpret_cast<uint64_t>(&g.c), nullptr);
   }
   bump(c->intercepted_parks);
   self->reason.store(wait_reason::libc_poll, std::memory_order_relaxed);

@@ -60,9 +60,9 @@ int await_sqe(carrier* c, Prep&& prep, wait_reason reason, deadline d, bool stay
   __kernel_timespec ts{};
   if (!d.is_never()) {
     if (d.expired()) return -ETIMEDOUT;
-    c->reserve_sqes(2);  // the op and its link timeout must be submitted together
+    c->io().reserve_sqes(2);  // the op and its link timeout must be submitted together
   }
-  io_uring_sqe* sqe = c->get_sqe();
+  io_uring_sqe* sqe = c->io().get_sqe();
   prep(sqe);
   io_uring_sqe_set_data(sqe, &w.c);
   if (!d.is_never()) {
@@ -70,7 +70,7 @@ int await_sqe(carrier* c, Prep&& prep, wait_reason reason, deadline d, bool stay
     int64_t ns = d.monotonic_ns();
     ts.tv_sec = ns / 1000000000;
     ts.tv_nsec = ns % 1000000000;
-    io_uring_sqe* t = c->get_sqe();
+    io_uring_sqe* t = c->io().get_sqe();
     io_uring_prep_link_timeout(t, &ts, IORING_TIMEOUT_ABS);
     io_uring_sqe_set_data64(t, 0);
   }
@@ -78,7 +78,7 @@ int await_sqe(carrier* c, Prep&& prep, wait_reason reason, deadline d, bool stay
   if (!hooked) {
     // Cancelled since the check above: nobody else will cancel the
     // operation just prepared, so cancel it here (same ring, in order).
-    io_uring_sqe* cancel = c->get_sqe();
+    io_uring_sqe* cancel = c->io().get_sqe();
     io_uring_prep_cancel64(cancel, reinterpret_cast<uint64_t>(&w.c), 0);
     io_uring_sqe_set_data64(cancel, 0);
   }

@@ -86,9 +86,7 @@ wait_state park_fiber(carrier* c, fiber_control* self, waiter& w, spin_lock& loc
     int64_t ns = d.monotonic_ns();
     timer->when.tv_sec = ns / 1000000000;
     timer->when.tv_nsec = ns % 1000000000;
-    io_uring_sqe* sqe = c->get_sqe();
-    io_uring_prep_timeout(sqe, &timer->when, 0, IORING_TIMEOUT_ABS);
-    io_uring_sqe_set_data(sqe, &timer->on_fire);
+    c->io().arm_timer(timer->when, &timer->on_fire);
   }
   self->reason.store(reason, std::memory_order_relaxed);
   self->parked_at_ms.store(c->clock_ms() | (d.is_never() ? 0 : kParkedWithDeadline), std::memory_order_relaxed);

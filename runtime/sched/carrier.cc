@@ -3,19 +3,14 @@
 #include "runtime/sched/carrier.h"
 #include "runtime/intercept/libc.h"
 
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <sys/eventfd.h>
-#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <chrono>
 #include <cstring>
 
-#include "absl/strings/str_cat.h"
 #include "runtime/fiber/cancel.h"
 #include "runtime/park/futex_wait.h"
 #include "runtime/sched/scheduler.h"
@@ -123,7 +118,6 @@ carrier::carrier(runtime_impl* rt, unsigned index) : rt_(rt), index_(index) {}
 carrier::~carrier() {
   join();
   close_futex_ring();
-  if (wake_fd_ >= 0) ::close(wake_fd_);
 }
 
 futex_ring* carrier::futex_ring_for_waits() {
@@ -148,15 +142,10 @@ bool carrier::futex_completions_waiting() const {
   return r != nullptr && r->has_completions();
 }
 
-void carrier::arm_futex_poll() {
-  futex_ring* r = futex_ring_.load(std::memory_order_relaxed);
-  if (r == nullptr || futex_poll_armed_) return;
-  // One-shot: the kernel makes a poll on an io_uring's fd one-shot anyway
-  // (a multishot one could recurse through the completion it reports).
-  io_uring_sqe* sqe = get_sqe();
-  io_uring_prep_poll_add(sqe, r->fd(), POLLIN);
-  io_uring_sqe_set_data64(sqe, kFutexPollUserData);
-  futex_poll_armed_ = true;
+void carrier::arm_wake_and_futex_poll() {
+  io_.arm_wake();
+  // A completion on the futex ring (a fiber woken) ends the sleep too.
+  if (futex_ring* r = futex_ring_.load(std::memory_order_relaxed)) io_.arm_poll(r->fd());
 }
 
 absl::Status carrier::start() {
@@ -193,11 +182,9 @@ void carrier::thread_main() {
     }
     pthread_setname_np(pthread_self(), name);
   }
-  start_status_ = ring_.init(rt_->options().ring_entries);
-  if (start_status_.ok()) {
-    wake_fd_ = ::eventfd(0, EFD_CLOEXEC);
-    if (wake_fd_ < 0) start_status_ = absl::ResourceExhaustedError(absl::StrCat("bobbin: eventfd: ", std::strerror(errno)));
-  }
+  start_status_ = io_.init(
+      rt_->options().ring_entries, [](void* self) { static_cast<carrier*>(self)->poll_io(false); }, this,
+      {rt_->options().io_workers_bounded, rt_->options().io_workers_unbounded});
   if (!start_status_.ok()) {
     started_.store(-1, std::memory_order_release);
     return;
@@ -299,12 +286,11 @@ void carrier::idle_as_inactive_spare() {
   // it passes the wakeup on; otherwise the work waits while every other
   // carrier sleeps (pinning_test hung so under ThreadSanitizer).
   if (!rt_->stopping() && rt_->any_work_visible(this)) rt_->wake_idle_carrier();
-  if (ring_.cq_ready() || has_remote_.load(std::memory_order_acquire) || active.load(std::memory_order_acquire) ||
+  if (io_.has_completions() || has_remote_.load(std::memory_order_acquire) || active.load(std::memory_order_acquire) ||
       has_bound() || futex_completions_waiting() || rt_->stopping()) {
     return;
   }
-  arm_wake_read();
-  arm_futex_poll();
+  arm_wake_and_futex_poll();
   sleeping.store(true, std::memory_order_relaxed);
   poll_io(true);
   sleeping.store(false, std::memory_order_relaxed);
@@ -362,22 +348,18 @@ void carrier::drain_at_shutdown() {
     const bool everyone_stopped = rt_->carriers_stopped.load(std::memory_order_acquire) == all;
     for (int round = 0; round < 4; round++) {
       if (has_remote_.load(std::memory_order_acquire)) handle_remote_requests();
-      if (!ring_.needs_enter() && !ring_.cq_ready()) break;
+      if (!io_.needs_enter() && !io_.has_completions()) break;
       poll_io(false);
     }
     if (everyone_stopped) break;
     std::this_thread::yield();
   }
   // Since Linux 6.13 an enter runs at most 20 deferred completions (task
-  // work) and leaves the rest without flagging them, and under a steady
-  // load of timed waits the removed timeouts' completions pile up there
+  // work) and keeps the rest (runtime/io/ring.h), and under a steady load
+  // of timed waits the removed timeouts' completions pile up there
   // (measured: ~90,000 per second of a 32-fiber channel stress). Ask for
   // them until none come, so that the records they own are freed.
-  for (;;) {
-    io_uring_get_events(ring_.raw());
-    if (!ring_.cq_ready()) break;
-    poll_io(false);
-  }
+  while (io_.collect_held_back()) poll_io(false);
 }
 
 void carrier::wait_out_pause() {
@@ -634,7 +616,7 @@ bool carrier::spin_for_work(fiber_control** out) {
   const auto until = std::chrono::steady_clock::now() + kSpinTime;
   fiber_control* f = nullptr;
   do {
-    if (ring_.cq_ready() || ring_.needs_enter() || has_remote_.load(std::memory_order_relaxed) ||
+    if (io_.has_completions() || io_.needs_enter() || has_remote_.load(std::memory_order_relaxed) ||
         futex_completions_waiting()) {
       break;
     }
@@ -653,46 +635,20 @@ bool carrier::spin_for_work(fiber_control** out) {
 
 void carrier::sleep_until_woken() {
   rt_->publish_idle(this);
-  if (rt_->any_work_visible(this) || ring_.cq_ready() || has_remote_.load(std::memory_order_acquire) ||
+  if (rt_->any_work_visible(this) || io_.has_completions() || has_remote_.load(std::memory_order_acquire) ||
       futex_completions_waiting()) {
     rt_->retract_idle(this);
     return;
   }
-  arm_wake_read();
-  arm_futex_poll();
+  arm_wake_and_futex_poll();
   sleeping.store(true, std::memory_order_relaxed);
   poll_io(true);
   sleeping.store(false, std::memory_order_relaxed);
   rt_->retract_idle(this);
 }
 
-void carrier::arm_wake_read() {
-  if (wake_armed_) return;
-  io_uring_sqe* sqe = get_sqe();
-  io_uring_prep_read(sqe, wake_fd_, &wake_buf_, sizeof wake_buf_, 0);
-  io_uring_sqe_set_data64(sqe, kWakeUserData);
-  wake_armed_ = true;
-}
-
-void carrier::wake() {
-  uint64_t one = 1;
-  // Only EAGAIN (counter saturated: a wake is pending anyway) can fail here.
-  // The raw system call: a fiber calls this from ready(), and the libc
-  // write() would be bobbin's own interceptor (runtime/intercept).
-  [[maybe_unused]] long n = bobbin::internal::libc::syscall(SYS_write, wake_fd_, &one, sizeof one);
-}
-
 void carrier::poll_io(bool wait) {
-  if (wait || ring_.needs_enter()) {
-    unsigned pending = ring_.pending_sqes();
-    int r = ring_.enter(wait);
-    bump(io_enters);
-    if (r >= 0) bump(io_submitted, pending);
-    // EINTR (a signal, e.g. a profiler's) and EBUSY (CQ overflow: reaping
-    // below makes room) are retried on the next loop iteration.
-    BOBBIN_CHECK(r >= 0 || r == -EINTR || r == -EBUSY || r == -EAGAIN || r == -ETIME,
-                 "bobbin: io_uring_enter failed unexpectedly");
-  }
+  io_.submit_and_collect(wait);
   const uint32_t last_us = clock_us_;
   read_clock_us();  // once per loop turn, after any sleep: enough to age the run queue
   // Whether switches since the last reap averaged over 8 us (poll_overdue).
@@ -711,21 +667,7 @@ void carrier::poll_io(bool wait) {
   // carrier's own, not the global queue, so that fibers stay where their
   // stacks are warm unless another carrier is idle enough to steal them.
   reaping_to_backlog_ = backlog_size_.load(std::memory_order_relaxed) != 0;
-  const unsigned reaped = ring_.drain([this](io_uring_cqe* cqe) {
-    uint64_t ud = cqe->user_data;
-    if (ud == 0) return;
-    if (ud == kWakeUserData) {
-      wake_armed_ = false;
-      return;
-    }
-    if (ud == kFutexPollUserData) {
-      futex_poll_armed_ = false;
-      return;
-    }
-    auto* c = reinterpret_cast<completion*>(ud);
-    c->fn(c, cqe->res, cqe->flags);
-  });
-  ring_.reaped(reaped);
+  io_.reap();  // each completion's fn readies its fiber (ready_from_completion, ...)
   reaping_to_backlog_ = false;
   if (!reaped_for_backlog_.empty()) {
     push_backlog(reaped_for_backlog_.data(), static_cast<uint32_t>(reaped_for_backlog_.size()));
@@ -834,35 +776,8 @@ fiber_control* carrier::pop_runq() {
   return batch[0];
 }
 
-io_uring_sqe* carrier::get_sqe() {
-  for (;;) {
-    if (io_uring_sqe* sqe = ring_.try_get_sqe()) return sqe;
-    // Full: hand the batch to the kernel now. Completions it produces are
-    // reaped by the loop later; on EBUSY (CQ overflow) reap here, which only
-    // moves fibers to this carrier's queue.
-    unsigned pending = ring_.pending_sqes();
-    int r = io_uring_submit(ring_.raw());
-    bump(io_enters);
-    if (r > 0) bump(io_submitted, pending);
-    if (r == -EBUSY || r == -EAGAIN) poll_io(false);
-  }
-}
-
-void carrier::reserve_sqes(unsigned n) {
-  while (ring_.sq_space_left() < n) {
-    int r = io_uring_submit(ring_.raw());
-    bump(io_enters);
-    if (r == -EBUSY || r == -EAGAIN) poll_io(false);
-  }
-}
-
 void carrier::cancel_here(uint64_t user_data) {
-  if (io_uring_sqe* sqe = ring_.try_get_sqe()) {
-    io_uring_prep_cancel64(sqe, user_data, IORING_ASYNC_CANCEL_ALL);
-    io_uring_sqe_set_data64(sqe, 0);
-    return;
-  }
-  post({remote_request::cancel_user_data, -1, user_data, nullptr});
+  if (!io_.try_cancel(user_data)) post({remote_request::cancel_user_data, -1, user_data, nullptr});
 }
 
 void carrier::post(const remote_request& r) {
@@ -888,16 +803,13 @@ void carrier::handle_remote_requests() {
       push_bound(reinterpret_cast<fiber_control*>(r.target_user_data));
       continue;
     }
-    reserve_sqes(1);
-    io_uring_sqe* sqe = get_sqe();
     if (r.what == remote_request::cancel_fd) {
-      io_uring_prep_cancel_fd(sqe, r.fd, IORING_ASYNC_CANCEL_ALL);
+      io_.cancel_fd(r.fd, r.done);
     } else if (r.what == remote_request::cancel_user_data) {
-      io_uring_prep_cancel64(sqe, r.target_user_data, IORING_ASYNC_CANCEL_ALL);
+      io_.cancel(r.target_user_data, r.done);
     } else {
-      io_uring_prep_timeout_remove(sqe, r.target_user_data, 0);
+      io_.remove_timeout(r.target_user_data, r.done);
     }
-    io_uring_sqe_set_data(sqe, r.done);
   }
 }
 

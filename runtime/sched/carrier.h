@@ -1,8 +1,9 @@
 // Not part of the bobbin API.
 //
-// A carrier: one OS thread that mounts fibers, with its own run queue, its
-// own io_uring ring and its own cache of warm stacks. See scheduler.cc for
-// how carriers find work, sleep and wake.
+// A carrier: one OS thread that mounts fibers, with its own run queues, its
+// own reactor (runtime/io/reactor.h: where its fibers' I/O goes and comes
+// back) and its own cache of warm stacks. See scheduler.cc for how carriers
+// find work, sleep and wake.
 #ifndef BOBBIN_RUNTIME_SCHED_CARRIER_H_
 #define BOBBIN_RUNTIME_SCHED_CARRIER_H_
 
@@ -19,10 +20,11 @@
 #include "runtime/fiber/context.h"
 #include "runtime/fiber/fiber_control.h"
 #include "runtime/fiber/stack_pool.h"
-#include "runtime/io/ring.h"
+#include "runtime/io/reactor.h"
 #include "runtime/pinning/stack_capture.h"
 #include "runtime/sched/fiber_fifo.h"
 #include "runtime/sched/run_queue.h"
+#include "runtime/util/counter.h"
 
 namespace bobbin::internal {
 
@@ -87,13 +89,6 @@ struct remote_request {
   completion* done;            // gets the request's own completion (may be null)
 };
 
-// Adds to a counter that only one thread writes (a carrier's own): a plain
-// load and store, not a locked read-modify-write, which would cost ~20
-// cycles on every switch. Readers on other threads see a recent value.
-inline void bump(std::atomic<uint64_t>& counter, uint64_t n = 1) noexcept {
-  counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
-}
-
 class carrier {
  public:
   carrier(runtime_impl* rt, unsigned index);
@@ -156,10 +151,8 @@ class carrier {
   // the caller is parking inside an intercepted libc call (see
   // kSanitizerSeesOnlyTheLoop).
   void switch_away(fiber_control* from, switch_action* action, bool via_scheduler = false);
-  // A free SQE, submitting or reaping first when the queue is full.
-  io_uring_sqe* get_sqe();
-  // Same, for `n` SQEs that must go in one submission (linked chains).
-  void reserve_sqes(unsigned n);
+  // Where this carrier's fibers prepare their kernel operations.
+  reactor& io() { return io_; }
   // Cancels every operation on this ring whose user_data is `user_data`.
   // Safe inside a completion handler (it only prepares an SQE, or posts the
   // request to the next loop turn when the submission queue is full).
@@ -175,7 +168,7 @@ class carrier {
   void close_futex_ring();  // at shutdown, after the carrier has stopped
 
   void post(const remote_request& r);   // queued; carrier woken
-  void wake();                          // eventfd write
+  void wake() { io_.wake(); }           // ends its sleep, or its next one
   // Work another carrier could take (bound fibers are not).
   bool has_local_work() const {
     return runnext_.load(std::memory_order_relaxed) != nullptr || !runq_.empty() ||
@@ -228,8 +221,6 @@ class carrier {
   // Counters (written by the carrier thread only, with bump(); read anywhere).
   std::atomic<uint64_t> switches{0};
   std::atomic<uint64_t> steals{0};
-  std::atomic<uint64_t> io_submitted{0};
-  std::atomic<uint64_t> io_enters{0};
   std::atomic<uint64_t> intercepted_parks{0};  // libc calls that parked their fiber
   std::atomic<bool> sleeping{false};
 
@@ -245,8 +236,8 @@ class carrier {
   void sleep_until_woken();
   void poll_io(bool wait);
   void handle_remote_requests();
-  void arm_wake_read();
-  void arm_futex_poll();  // before a sleep: a futex completion wakes it
+  // Before a sleep: a wake() or a completion on the futex ring ends it.
+  void arm_wake_and_futex_poll();
   void drain_at_shutdown();
   void idle_as_inactive_spare();
 
@@ -321,13 +312,9 @@ class carrier {
   // was not empty, or the run queue filled), and the ones that do.
   bool reaping_to_backlog_ = false;
   std::vector<fiber_control*> reaped_for_backlog_;
-  ring ring_;
-  int wake_fd_ = -1;
-  uint64_t wake_buf_ = 0;
-  bool wake_armed_ = false;
+  reactor io_;
   std::unique_ptr<futex_ring> futex_ring_owner_;
   std::atomic<futex_ring*> futex_ring_{nullptr};  // published for the monitor
-  bool futex_poll_armed_ = false;
   std::vector<fiber_stack> stack_cache_;
   void* alt_stack_ = nullptr;
 

@@ -22,7 +22,10 @@
 //      is a non-inlined call, re-read after every park).
 //
 // How a fiber parks on I/O and is remounted
-//   The fiber takes an SQE from its carrier's ring, points user_data at a
+//   Each carrier owns a reactor (runtime/io/reactor.h): its io_uring ring,
+//   the submit and reap, the eventfd that wakes it, and what happens when
+//   the kernel refuses a submission. The carrier decides when to use it.
+//   The fiber takes an SQE from its carrier's reactor, points user_data at a
 //   `completion` on its own stack, and calls switch_away(). The carrier
 //   switches straight to the next runnable fiber (no trip through the
 //   scheduler loop), so many fibers queue SQEs before the loop submits them
@@ -38,7 +41,7 @@
 //   A readied fiber may then be stolen by another carrier: remounting can
 //   happen anywhere. The kernel's DEFER_TASKRUN mode keeps completion work
 //   out of the way until the loop asks for it. Since Linux 6.13 it hands
-//   over at most 20 per io_uring_enter and does not flag the rest, so the
+//   over at most 20 per io_uring_enter and keeps the rest for later, so the
 //   loop asks for as many as the completion queue has room for (ring.cc):
 //   left alone, cancelled timeouts' completions piled up by tens of
 //   thousands a second and a fired timer waited seconds behind them.
@@ -524,8 +527,8 @@ runtime_stats runtime_impl::stats() const {
   for (const auto& c : carriers_) {
     s.context_switches += c->switches.load(std::memory_order_relaxed);
     s.steals += c->steals.load(std::memory_order_relaxed);
-    s.io_submitted += c->io_submitted.load(std::memory_order_relaxed);
-    s.io_enter_calls += c->io_enters.load(std::memory_order_relaxed);
+    s.io_submitted += c->io().submitted.load(std::memory_order_relaxed);
+    s.io_enter_calls += c->io().enters.load(std::memory_order_relaxed);
     s.intercepted_parks += c->intercepted_parks.load(std::memory_order_relaxed);
   }
   s.carrier_wakeups = wakeups.load(std::memory_order_relaxed);

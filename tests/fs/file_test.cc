@@ -1,11 +1,19 @@
-// Files through io_uring: write/read round trip, positions, fsync, errors.
+// Files through io_uring: write/read round trip, positions, fsync, errors,
+// and the bound on the kernel's worker threads that run fsyncs.
 #include "bobbin/fs/file.h"
 
+#include <dirent.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "bobbin/fiber.h"
@@ -16,6 +24,63 @@ namespace {
 std::string temp_path(const char* tag) {
   const char* dir = std::getenv("TMPDIR");
   return std::string(dir ? dir : "/tmp") + "/bobbin_" + tag + "_" + std::to_string(::getpid());
+}
+
+// The kernel's worker threads for one thread's rings are named
+// "iou-wrk-<that thread's id>": how many each carrier has now.
+std::map<std::string, int> kernel_workers_by_owner() {
+  std::map<std::string, int> by_owner;
+  DIR* d = ::opendir("/proc/self/task");
+  if (d == nullptr) return by_owner;
+  while (dirent* e = ::readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    std::ifstream comm(std::string("/proc/self/task/") + e->d_name + "/comm");
+    std::string name;
+    std::getline(comm, name);
+    if (name.rfind("iou-wrk-", 0) == 0) by_owner[name.substr(8)]++;
+  }
+  ::closedir(d);
+  return by_owner;
+}
+
+// 200 fibers on 2 carriers each write a file and fsync it (an fsync always
+// goes to the kernel's workers), while a plain thread samples how many
+// workers each carrier has. Returns the largest count seen for one carrier.
+int peak_kernel_workers_while_200_fibers_fsync(unsigned bounded) {
+  bobbin::runtime_options o = bobbin::testing::carriers(2);
+  o.io_workers_bounded = bounded;
+  std::atomic<bool> done{false};
+  std::atomic<int> peak{0};
+  std::thread sampler([&] {
+    while (!done.load()) {
+      for (const auto& [owner, n] : kernel_workers_by_owner()) {
+        if (n > peak.load()) peak.store(n);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  });
+  const std::string dir = temp_path("workers");
+  ::mkdir(dir.c_str(), 0700);
+  bobbin::run(
+      [&] {
+        std::vector<bobbin::fiber<void>> writers;
+        for (int i = 0; i < 200; i++) {
+          writers.push_back(bobbin::spawn([&dir, i] {
+            const std::string path = dir + "/" + std::to_string(i);
+            std::vector<std::byte> data(65536, static_cast<std::byte>(i));
+            auto f = bobbin::file::open(path, O_RDWR | O_CREAT | O_TRUNC, 0600).value();
+            ASSERT_EQ(f.write_all(data).value(), data.size());
+            ASSERT_TRUE(f.sync());
+            ::unlink(path.c_str());
+          }));
+        }
+        for (auto& w : writers) w.join();
+      },
+      o);
+  done.store(true);
+  sampler.join();
+  ::rmdir(dir.c_str());
+  return peak.load();
 }
 
 void round_trip(const std::string& path) {
@@ -91,6 +156,18 @@ void check_open_beneath() {
   EXPECT_EQ(bobbin::file::open_beneath(dir, "out").error(), std::errc::cross_device_link);
   EXPECT_EQ(bobbin::file::open_beneath(dir, "missing").error(), std::errc::no_such_file_or_directory);
   std::system(("rm -rf " + root).c_str());
+}
+
+TEST(FileTest, KernelWorkerThreadsStayWithinTheBound) {
+  // runtime_options::io_workers_bounded: the kernel otherwise starts up to
+  // 4 per CPU for each carrier (and up to RLIMIT_NPROC for unbounded work).
+  const int unlimited = peak_kernel_workers_while_200_fibers_fsync(0);
+  const int limited = peak_kernel_workers_while_200_fibers_fsync(2);
+  EXPECT_GE(limited, 1) << "the fsyncs ran on the kernel's workers";
+  EXPECT_LE(limited, 2) << "no carrier had more workers than the bound";
+  // What the bound holds back (a comparison, not a requirement: a fast disk
+  // may never need more than 2 at once).
+  std::printf("peak kernel workers per carrier: %d without a bound, %d with a bound of 2\n", unlimited, limited);
 }
 
 TEST(FileTest, OpenBeneathStaysInsideOnFiber) { bobbin::testing::run_on(1, [] { check_open_beneath(); }); }
