@@ -63,14 +63,16 @@ struct runtime_options {
   std::size_t max_fibers = 0;          // 0: no limit beyond memory; else spawn fails past it
   unsigned ring_entries = 4096;        // submission queue depth of each carrier's ring
   // The kernel's own threads (iou-wrk-*) that run a carrier's operations
-  // that cannot complete without blocking: fsync, and file I/O the file
-  // system cannot do without waiting. At most this many per carrier for
-  // regular files and block devices ("bounded": each finishes in bounded
-  // time, so more only queue at the disk), and for the rest ("unbounded":
-  // e.g. a read of a device that cannot be polled, which may never finish,
-  // so the bound must stay above how many such waits may be outstanding at
-  // once). 0 leaves the kernel's limit: min(ring_entries, 4 per CPU) and
-  // RLIMIT_NPROC. Kernels before 5.15 ignore both.
+  // that cannot complete without blocking: fsync, file I/O the file system
+  // cannot do without waiting, open and stat. At most this many per carrier
+  // for regular files, block devices and operations on paths ("bounded":
+  // each should finish in bounded time, so more would only queue at the
+  // disk; a hung network file system holds them all), and for other files
+  // ("unbounded": e.g. a read of a device that cannot be polled, which may
+  // never finish, so the bound must stay above how many such waits may be
+  // outstanding at once). 0 leaves the kernel's limit: min(ring_entries, 4
+  // per CPU) and RLIMIT_NPROC. Kernels before 5.15 ignore both; some apply
+  // them per NUMA node.
   unsigned io_workers_bounded = 4;
   unsigned io_workers_unbounded = 64;
   stack_guard_policy guard_policy = stack_guard_policy::best_effort;

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 
 #include "absl/strings/str_cat.h"
 #include "runtime/intercept/libc.h"
@@ -17,11 +18,14 @@ namespace bobbin::internal {
 
 namespace {
 
-// How many times get_sqe() and reserve_sqes() reap and submit again while
-// the kernel keeps answering EBUSY or EAGAIN before they give up. Each reap
-// empties the CQ, so one retry normally succeeds; thousands in a row mean
-// the kernel will not take the submission at all.
-constexpr int kMaxSubmitRetries = 10000;
+// How get_sqe() and reserve_sqes() retry while the kernel answers EBUSY (its
+// CQ overflowed) or EAGAIN (it could not allocate requests). Each reap
+// empties the CQ, so one retry normally succeeds. After kRetriesBeforeNaps
+// in a row they nap 1 ms between tries (a memory squeeze passes in
+// milliseconds), and after kMaxNaps naps they give up: a kernel that has not
+// taken the submission in a second will not.
+constexpr int kRetriesBeforeNaps = 100;
+constexpr int kMaxNaps = 1000;
 
 // The outcome of a submit or enter the loop cannot go on after.
 // Formats on the stack: the caller may be inside an interceptor, where
@@ -45,8 +49,9 @@ absl::Status reactor::init(unsigned entries, reap_fn reap, void* owner, io_worke
   if (absl::Status st = ring_.init(entries); !st.ok()) return st;
   if (max_workers.bounded != 0 || max_workers.unbounded != 0) {
     // The limit is the calling thread's (io-wq is per thread), so it covers
-    // this carrier's futex ring too. A zero leaves that limit as it is;
-    // before 5.15 the kernel refuses the call (EINVAL) and has no limit.
+    // this carrier's futex ring too. A zero leaves that limit as it is.
+    // Before 5.15 the kernel refuses the call (EINVAL) and keeps its own
+    // limits: min(SQ entries, 4 per CPU) bounded, RLIMIT_NPROC unbounded.
     unsigned limits[2] = {max_workers.bounded, max_workers.unbounded};
     io_uring_register_iowq_max_workers(ring_.raw(), limits);
   }
@@ -59,7 +64,7 @@ void reactor::submit_for_room() {
   // Full: hand the batch to the kernel now. Completions it produces are
   // reaped by the loop later; on EBUSY (CQ overflow) or EAGAIN the owner
   // reaps here, which only makes fibers runnable.
-  for (int attempt = 0;; attempt++) {
+  for (int refused = 0;;) {
     const unsigned pending = ring_.pending_sqes();
     int r = take_injected();
     if (r == 0) r = io_uring_submit(ring_.raw());
@@ -68,8 +73,15 @@ void reactor::submit_for_room() {
       bump(submitted, pending);
       return;
     }
-    if (r == -EINTR) continue;
-    if ((r != -EBUSY && r != -EAGAIN) || attempt == kMaxSubmitRetries) submit_failed("io_uring_submit", r);
+    if (r == -EINTR) continue;  // a signal (a profiler's): not a refusal
+    if ((r != -EBUSY && r != -EAGAIN) || refused == kRetriesBeforeNaps + kMaxNaps) {
+      submit_failed("io_uring_submit", r);
+    }
+    if (++refused > kRetriesBeforeNaps) {
+      // A raw system call: this may run on a fiber, inside an interceptor.
+      timespec nap{0, 1000000};
+      bobbin::internal::libc::syscall(SYS_nanosleep, &nap, nullptr);
+    }
     reap_(owner_);
   }
 }

@@ -20,9 +20,12 @@
 //
 // What happens when the kernel refuses:
 //   - a full submission queue: get_sqe() and reserve_sqes() submit what is
-//     prepared to make room; EBUSY or EAGAIN from that submit (the CQ is
-//     full, or the kernel is short of memory) makes them reap first, through
-//     the owner's reap function, and try again;
+//     prepared to make room; EBUSY or EAGAIN from that submit (the CQ
+//     overflowed, or the kernel is short of memory) makes them reap first,
+//     through the owner's reap function, and try again, after 100 refusals
+//     in a row with a 1 ms nap between tries, for at most about a second;
+//     then, and on any other error, the process ends with a message that
+//     names the call and the errno;
 //   - io_uring_enter failing with EINTR (a signal, e.g. a profiler's), EBUSY
 //     or EAGAIN is retried on the next loop turn; ETIME is a timed enter that
 //     ended; any other error is fatal ("bobbin: io_uring_enter failed").

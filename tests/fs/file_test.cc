@@ -46,16 +46,22 @@ std::map<std::string, int> kernel_workers_by_owner() {
 // 200 fibers on 2 carriers each write a file and fsync it (an fsync always
 // goes to the kernel's workers), while a plain thread samples how many
 // workers each carrier has. Returns the largest count seen for one carrier.
+// Workers of an earlier runtime may still be listed while they exit; their
+// owners' thread ids are not this runtime's carriers', so they are skipped.
 int peak_kernel_workers_while_200_fibers_fsync(unsigned bounded) {
   bobbin::runtime_options o = bobbin::testing::carriers(2);
   o.io_workers_bounded = bounded;
+  std::map<std::string, int> earlier = kernel_workers_by_owner();
   std::atomic<bool> done{false};
   std::atomic<int> peak{0};
+  auto sample = [&] {
+    for (const auto& [owner, n] : kernel_workers_by_owner()) {
+      if (earlier.count(owner) == 0 && n > peak.load()) peak.store(n);
+    }
+  };
   std::thread sampler([&] {
     while (!done.load()) {
-      for (const auto& [owner, n] : kernel_workers_by_owner()) {
-        if (n > peak.load()) peak.store(n);
-      }
+      sample();
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
   });
@@ -75,6 +81,7 @@ int peak_kernel_workers_while_200_fibers_fsync(unsigned bounded) {
           }));
         }
         for (auto& w : writers) w.join();
+        sample();  // idle workers stay a few seconds: the sampler may not have run
       },
       o);
   done.store(true);
@@ -163,11 +170,13 @@ TEST(FileTest, KernelWorkerThreadsStayWithinTheBound) {
   // 4 per CPU for each carrier (and up to RLIMIT_NPROC for unbounded work).
   const int unlimited = peak_kernel_workers_while_200_fibers_fsync(0);
   const int limited = peak_kernel_workers_while_200_fibers_fsync(2);
+  std::printf("peak kernel workers per carrier: %d without a bound, %d with a bound of 2\n", unlimited, limited);
   EXPECT_GE(limited, 1) << "the fsyncs ran on the kernel's workers";
   EXPECT_LE(limited, 2) << "no carrier had more workers than the bound";
-  // What the bound holds back (a comparison, not a requirement: a fast disk
-  // may never need more than 2 at once).
-  std::printf("peak kernel workers per carrier: %d without a bound, %d with a bound of 2\n", unlimited, limited);
+  // On a disk fast enough that 2 workers keep up, the bound has nothing to
+  // hold back, and this run cannot tell it from no bound.
+  if (unlimited <= 2) GTEST_SKIP() << "the kernel never needed more than 2 workers here";
+  EXPECT_GT(unlimited, limited);
 }
 
 TEST(FileTest, OpenBeneathStaysInsideOnFiber) { bobbin::testing::run_on(1, [] { check_open_beneath(); }); }

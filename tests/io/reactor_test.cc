@@ -7,6 +7,8 @@
 #include <gtest/gtest.h>
 
 #include <cerrno>
+#include <chrono>
+#include <thread>
 
 namespace {
 
@@ -124,15 +126,25 @@ TEST(ReactorDeathTest, AnyOtherEnterErrorIsFatalAndSaysWhich) {
       "bobbin: io_uring_enter failed unexpectedly: Bad file descriptor \\(errno 9\\)");
 }
 
-TEST(ReactorTest, WakeEndsAWaitingCollect) {
+TEST(ReactorTest, WakeFromAnotherThreadEndsTheSleepAndTheNextSleepArmsAgain) {
   owner o;
   ASSERT_TRUE(o.io.init(8, &owner::reap, &o).ok());
-  o.io.wake();      // before the sleep: the armed read finds the count at once
-  o.io.arm_wake();
-  o.io.submit_and_collect(/*wait=*/true);  // returns: the eventfd read completed
-  EXPECT_TRUE(o.io.has_completions());
-  o.io.reap();
-  EXPECT_FALSE(o.io.has_completions());
+  for (int sleep = 0; sleep < 2; sleep++) {
+    const uint64_t submitted = o.io.submitted.load();
+    o.io.arm_wake();
+    o.io.arm_wake();  // armed already: no second read
+    std::thread waker([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      o.io.wake();
+    });
+    const auto start = std::chrono::steady_clock::now();
+    o.io.submit_and_collect(/*wait=*/true);  // sleeps until the waker writes
+    const auto slept = std::chrono::steady_clock::now() - start;
+    waker.join();
+    EXPECT_EQ(o.io.submitted.load(), submitted + 1) << "one read of the eventfd per sleep";
+    EXPECT_GE(slept, std::chrono::milliseconds(15)) << "it slept until woken";
+    EXPECT_EQ(o.io.reap(), 1u);  // the read's completion, which disarms it
+  }
 }
 
 }  // namespace
