@@ -4,6 +4,7 @@
 
 #include "runtime/io/io_wait.h"
 #include "runtime/sched/carrier.h"
+#include "runtime/util/deadline_time.h"
 
 namespace bobbin::this_fiber {
 
@@ -72,8 +73,7 @@ bool sleep_until(deadline d) noexcept {
     yield();
     return true;
   }
-  int64_t ns = d.monotonic_ns();
-  __kernel_timespec ts{ns / 1000000000, ns % 1000000000};
+  __kernel_timespec ts = internal::monotonic_timespec(d);
   // -ETIME is the timeout firing: the normal outcome. The fiber runs next
   // once it fires, not behind the queue (carrier::ready_from_timer).
   return internal::await_sqe(

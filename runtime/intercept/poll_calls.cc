@@ -33,6 +33,7 @@
 #include "absl/container/inlined_vector.h"
 #include "runtime/intercept/fiber_calls.h"
 #include "runtime/intercept/libc.h"
+#include "runtime/util/deadline_time.h"
 
 namespace bobbin::internal::intercept {
 namespace real {
@@ -91,9 +92,7 @@ bool wait_for_any(carrier* c, const pollfd* fds, size_t n, deadline d) {
     io_uring_sqe_set_data(sqe, &g.c);
   }
   if (!d.is_never()) {
-    int64_t ns = d.monotonic_ns();
-    ts.tv_sec = ns / 1000000000;
-    ts.tv_nsec = ns % 1000000000;
+    ts = monotonic_timespec(d);
     c->io().arm_timer(ts, &g.c);
   }
   // A cancellation cancels one of the group's SQEs; its completion cancels

@@ -17,6 +17,7 @@
 #include "runtime/io/ring.h"
 #include "runtime/sched/carrier.h"
 #include "runtime/sched/scheduler.h"
+#include "runtime/util/deadline_time.h"
 
 namespace bobbin::internal {
 
@@ -67,9 +68,7 @@ int await_sqe(carrier* c, Prep&& prep, wait_reason reason, deadline d, bool stay
   io_uring_sqe_set_data(sqe, &w.c);
   if (!d.is_never()) {
     sqe->flags |= IOSQE_IO_LINK;
-    int64_t ns = d.monotonic_ns();
-    ts.tv_sec = ns / 1000000000;
-    ts.tv_nsec = ns % 1000000000;
+    ts = monotonic_timespec(d);
     io_uring_sqe* t = c->io().get_sqe();
     io_uring_prep_link_timeout(t, &ts, IORING_TIMEOUT_ABS);
     io_uring_sqe_set_data64(t, 0);

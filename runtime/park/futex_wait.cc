@@ -36,6 +36,7 @@
 #include "runtime/sched/carrier.h"
 #include "runtime/sched/scheduler.h"
 #include "runtime/util/check.h"
+#include "runtime/util/deadline_time.h"
 
 namespace bobbin::internal {
 
@@ -127,11 +128,7 @@ futex_wait_result futex_wait_blocking(const std::atomic<uint32_t>* word, uint32_
                                       futex_scope scope, uint32_t bitset) {
   int op = FUTEX_WAIT_BITSET | (scope == futex_scope::process_private ? FUTEX_PRIVATE_FLAG : 0);
   timespec abs{};
-  if (!d.is_never()) {
-    const int64_t ns = d.monotonic_ns();
-    abs.tv_sec = ns / 1000000000;
-    abs.tv_nsec = ns % 1000000000;
-  }
+  if (!d.is_never()) abs = monotonic_timespec<timespec>(d);
   long r = raw_futex(word, op, expected, d.is_never() ? nullptr : &abs, bitset);
   if (r == 0) return futex_wait_result::woken;
   if (errno == EAGAIN) return futex_wait_result::value_changed;
@@ -269,11 +266,7 @@ futex_wait_result futex_wait(const std::atomic<uint32_t>* word, uint32_t expecte
   w.scope = scope;
   w.bitset = bitset;
   const bool timed = !d.is_never();
-  if (timed) {
-    const int64_t ns = d.monotonic_ns();
-    w.when.tv_sec = ns / 1000000000;
-    w.when.tv_nsec = ns % 1000000000;
-  }
+  if (timed) w.when = monotonic_timespec(d);
   w.pending.store(timed ? 2 : 1, std::memory_order_relaxed);
   // The kernel orders the submission before its completions; tell
   // ThreadSanitizer, which cannot see that (the reaper acquires in

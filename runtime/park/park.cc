@@ -26,6 +26,7 @@
 #include "runtime/sched/carrier.h"
 #include "runtime/sched/scheduler.h"
 #include "runtime/util/check.h"
+#include "runtime/util/deadline_time.h"
 
 namespace bobbin::internal {
 
@@ -83,9 +84,7 @@ wait_state park_fiber(carrier* c, fiber_control* self, waiter& w, spin_lock& loc
     timer = new timed_wait_timer;
     timer->w = &w;
     timer->owner = c;
-    int64_t ns = d.monotonic_ns();
-    timer->when.tv_sec = ns / 1000000000;
-    timer->when.tv_nsec = ns % 1000000000;
+    timer->when = monotonic_timespec(d);
     c->io().arm_timer(timer->when, &timer->on_fire);
   }
   self->reason.store(reason, std::memory_order_relaxed);

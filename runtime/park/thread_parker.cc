@@ -8,6 +8,7 @@
 #include <cerrno>
 
 #include "runtime/park/futex_wait.h"
+#include "runtime/util/deadline_time.h"
 
 namespace bobbin::internal {
 
@@ -21,9 +22,7 @@ void thread_parker::park(deadline d) noexcept {
   timespec ts;
   const timespec* tsp = nullptr;
   if (!d.is_never()) {
-    int64_t ns = d.monotonic_ns();
-    ts.tv_sec = ns / 1000000000;
-    ts.tv_nsec = ns % 1000000000;
+    ts = monotonic_timespec<timespec>(d);
     tsp = &ts;
   }
   // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline.
