@@ -55,7 +55,8 @@ int ring::enter(bool wait) {
     // (ring.h): under a steady load of timed waits they piled up by tens of
     // thousands per second, and a fiber whose timer had fired waited seconds
     // behind them. Collecting them 20 per enter instead measured slower at
-    // 1,000 echo connections (issue 34's notes): one enter does it all.
+    // 1,000 echo connections (perf/RESULTS.md, "Collecting the completions
+    // a DEFER_TASKRUN enter keeps back"): one enter does it all.
     const unsigned room = ring_.cq.ring_entries - io_uring_cq_ready(&ring_);
     if (room == 0) return io_uring_submit(&ring_);
     __kernel_timespec zero{};
