@@ -2,8 +2,12 @@
 //
 // A point on the monotonic clock by which a blocking call must finish.
 //
-// Every blocking call in bobbin takes an optional deadline as its last
-// argument. It converts implicitly from a relative timeout (any
+// bobbin's socket calls, sleeps, channels and the sync primitives' *_until
+// waits (condition_variable, mutex::try_lock_until, latch, semaphore,
+// fiber::wait_until) take one, as their last argument; file I/O,
+// mutex::lock, fiber::join and offload() do not (a file operation is not
+// cancelled halfway; join has wait_until). It converts implicitly from a
+// relative timeout (any
 // std::chrono::duration) or from an absolute std::chrono::steady_clock
 // time_point, so both spellings read naturally:
 //

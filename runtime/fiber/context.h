@@ -3,8 +3,9 @@
 // The stack switch: Boost.Context's fcontext primitives, wrapped with the
 // annotations that let AddressSanitizer and ThreadSanitizer follow a thread
 // of execution from one stack to another. Every switch in bobbin goes through
-// switch_context(); the code that arrives on the other side must call
-// finish_switch() before anything else.
+// switch_context(), which finishes the sanitizers' side of the switch itself
+// when it returns; a new fiber, which arrives without returning from it,
+// calls finish_first_switch() before anything else.
 #ifndef BOBBIN_RUNTIME_FIBER_CONTEXT_H_
 #define BOBBIN_RUNTIME_FIBER_CONTEXT_H_
 

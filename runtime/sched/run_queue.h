@@ -4,8 +4,9 @@
 // owning carrier pushes (at the tail) and pops (at the head); other carriers
 // steal half of it at once from the head. The head moves by compare-and-swap
 // (owner pops and thieves race there); the tail is written by the owner only.
-// When the ring is full the owner moves half of it to the global queue, so
-// the queue never blocks and never allocates. This is the shape of Go's
+// When the ring is full the owner moves its oldest half to the carrier's
+// backlog (take_half; carrier.cc, push_local), so a push never blocks and
+// the ring never allocates. This is the shape of Go's
 // runq; the memory-ordering argument is the same: a thief reads slots after
 // an acquire load of the tail and validates them with its CAS on the head.
 #ifndef BOBBIN_RUNTIME_SCHED_RUN_QUEUE_H_

@@ -41,7 +41,8 @@
 
 namespace bobbin {
 
-// canceled: the calling fiber was cancelled (bobbin/cancel.h); a send that
+// canceled: the calling fiber was cancelled (fiber::request_stop in
+// bobbin/fiber.h, or its scope's cancellation in bobbin/scope.h); a send that
 // reports it did not send its value.
 enum class channel_status : uint8_t { ok, closed, timeout, full, empty, canceled };
 
