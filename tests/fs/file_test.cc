@@ -2,7 +2,6 @@
 // and the bound on the kernel's worker threads that run fsyncs.
 #include "bobbin/fs/file.h"
 
-#include <dirent.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -10,7 +9,6 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <map>
 #include <string>
 #include <thread>
@@ -18,6 +16,7 @@
 
 #include "bobbin/fiber.h"
 #include "tests/testing/runtime_fixture.h"
+#include "tests/testing/threads.h"
 
 namespace {
 
@@ -30,16 +29,9 @@ std::string temp_path(const char* tag) {
 // "iou-wrk-<that thread's id>": how many each carrier has now.
 std::map<std::string, int> kernel_workers_by_owner() {
   std::map<std::string, int> by_owner;
-  DIR* d = ::opendir("/proc/self/task");
-  if (d == nullptr) return by_owner;
-  while (dirent* e = ::readdir(d)) {
-    if (e->d_name[0] == '.') continue;
-    std::ifstream comm(std::string("/proc/self/task/") + e->d_name + "/comm");
-    std::string name;
-    std::getline(comm, name);
+  for (const auto& [tid, name] : bobbin::testing::threads_by_tid()) {
     if (name.rfind("iou-wrk-", 0) == 0) by_owner[name.substr(8)]++;
   }
-  ::closedir(d);
   return by_owner;
 }
 

@@ -4,11 +4,8 @@
 
 #include <gtest/gtest.h>
 
-#include <dirent.h>
-
 #include <atomic>
 #include <chrono>
-#include <fstream>
 #include <map>
 #include <set>
 #include <stdexcept>
@@ -19,6 +16,7 @@
 #include "bobbin/fiber.h"
 #include "bobbin/runtime.h"
 #include "bobbin/this_fiber.h"
+#include "tests/testing/threads.h"
 
 namespace {
 
@@ -38,21 +36,7 @@ TEST(OffloadTest, ReturnsResultsAndRethrows) {
   EXPECT_EQ(rt->stats().offloaded_calls, 4u);
 }
 
-// Every thread of this process: its id and its name (/proc/self/task).
-std::map<std::string, std::string> threads_by_tid() {
-  std::map<std::string, std::string> out;
-  DIR* d = ::opendir("/proc/self/task");
-  if (d == nullptr) return out;
-  while (dirent* e = ::readdir(d)) {
-    if (e->d_name[0] == '.') continue;
-    std::ifstream comm(std::string("/proc/self/task/") + e->d_name + "/comm");
-    std::string name;
-    std::getline(comm, name);
-    out[e->d_name] = name;
-  }
-  ::closedir(d);
-  return out;
-}
+using bobbin::testing::threads_by_tid;
 
 TEST(OffloadTest, EveryThreadTheRuntimeStartsIsNamedForWhatItIs) {
   // The pool's threads, started from a carrier, used to show up in top -H
