@@ -2,7 +2,7 @@
 
 #include <cstring>
 
-#include "absl/strings/str_cat.h"
+#include "runtime/io/setup_failure.h"
 
 namespace bobbin::internal {
 
@@ -34,10 +34,7 @@ absl::Status ring::init(unsigned entries) {
     }
     if (err != -EINVAL) break;
   }
-  if (err == -EPERM) {
-    return absl::UnavailableError("bobbin: io_uring is disabled on this system (kernel.io_uring_disabled)");
-  }
-  return absl::ResourceExhaustedError(absl::StrCat("bobbin: io_uring_queue_init failed: ", std::strerror(-err)));
+  return explain_setup_failure(err, observe_setup_environment());
 }
 
 bool ring::needs_enter() {
