@@ -160,9 +160,9 @@ int main(int argc, char** argv) {
   signal_thread.join();
   bobbin::runtime_stats s = (*rt)->stats();
   std::printf(
-      "final: carriers=%u accepted=%llu messages=%llu bytes=%llu errors=%llu rss_peak_kib=%ld "
+      "final: carriers=%u backend=%s accepted=%llu messages=%llu bytes=%llu errors=%llu rss_peak_kib=%ld "
       "context_switches=%llu io_enter_calls=%llu io_submitted=%llu steals=%llu\n",
-      s.carriers, static_cast<unsigned long long>(st.accepted.load()),
+      s.carriers, bobbin::to_string(s.backend), static_cast<unsigned long long>(st.accepted.load()),
       static_cast<unsigned long long>(st.messages.load()), static_cast<unsigned long long>(st.bytes.load()),
       static_cast<unsigned long long>(st.errors.load()), examples::peak_rss_kib(),
       static_cast<unsigned long long>(s.context_switches), static_cast<unsigned long long>(s.io_enter_calls),

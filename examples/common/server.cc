@@ -181,8 +181,8 @@ stats_printer::stats_printer(bobbin::runtime& rt, std::function<std::string()> e
         while (!done_.load()) {
           for (int i = 0; i < 10 && !done_.load(); i++) std::this_thread::sleep_for(std::chrono::milliseconds(100));
           const bobbin::runtime_stats s = rt.stats();
-          std::fprintf(stderr, "stats: carriers=%u fibers_alive=%llu stacks_mapped=%llu rss_peak_kib=%ld %s\n",
-                       s.carriers, static_cast<unsigned long long>(s.fibers_alive),
+          std::fprintf(stderr, "stats: carriers=%u backend=%s fibers_alive=%llu stacks_mapped=%llu rss_peak_kib=%ld %s\n",
+                       s.carriers, bobbin::to_string(s.backend), static_cast<unsigned long long>(s.fibers_alive),
                        static_cast<unsigned long long>(s.stacks_mapped), peak_rss_kib(), extra().c_str());
         }
       }) {}

@@ -164,7 +164,7 @@ class signal_thread {
 };
 
 // --stats: from construction to destruction, a plain thread prints one line
-// a second on stderr, "stats: carriers=N fibers_alive=N stacks_mapped=N
+// a second on stderr, "stats: carriers=N backend=io_uring|epoll fibers_alive=N stacks_mapped=N
 // rss_peak_kib=N " followed by what `extra()` returns (the example's own
 // counters, as key=value pairs). scripts/demo and scripts/soak read it:
 // fibers alive and stacks mapped are what a leak would move.

@@ -57,8 +57,24 @@ enum class dump_format {
   json,  // one object on one line: {"fibers": [{"id", "name", "state", "wait_reason", "carrier", "stack": [...]}, ...]}
 };
 
+// The kernel interface the carriers wait on (README "Where io_uring is
+// refused"). Chosen once, at start, for every carrier of the runtime.
+enum class io_backend {
+  automatic,  // io_uring; epoll where io_uring is refused or too old, with one line on stderr saying why
+  io_uring,   // io_uring, or start fails with the reason it is refused
+  epoll,      // epoll and non-blocking calls, file I/O on worker threads, even where io_uring works
+};
+
+// "io_uring", "epoll" or "automatic".
+inline const char* to_string(io_backend b) noexcept {
+  return b == io_backend::io_uring ? "io_uring" : b == io_backend::epoll ? "epoll" : "automatic";
+}
+
 struct runtime_options {
   unsigned carriers = 0;               // 0: one per hardware thread
+  // The environment variable BOBBIN_BACKEND=auto|io_uring|epoll, when set,
+  // overrides this (any other value fails the start).
+  io_backend backend = io_backend::automatic;
   std::size_t stack_size = 64 * 1024;  // usable bytes per fiber stack (rounded up to pages)
   std::size_t max_fibers = 0;          // 0: no limit beyond memory; else spawn fails past it
   unsigned ring_entries = 4096;        // submission queue depth of each carrier's ring
@@ -132,14 +148,15 @@ struct runtime_options {
 // Counters, read with relaxed loads: a consistent snapshot is not promised.
 struct runtime_stats {
   unsigned carriers = 0;
+  io_backend backend = io_backend::io_uring;  // the one the carriers use (never automatic)
   uint64_t fibers_spawned = 0;
   uint64_t fibers_alive = 0;
   uint64_t context_switches = 0;
   uint64_t steals = 0;             // fibers taken from another carrier's run queue
   uint64_t carrier_wakeups = 0;    // eventfd writes that woke a sleeping carrier
   uint64_t backlog_wakeups = 0;    // of those, by the monitor: fibers queued behind one that ran on
-  uint64_t io_submitted = 0;       // SQEs handed to the kernel
-  uint64_t io_enter_calls = 0;     // io_uring_enter system calls
+  uint64_t io_submitted = 0;       // operations started (SQEs handed to the kernel, on io_uring)
+  uint64_t io_enter_calls = 0;     // io_uring_enter system calls (epoll_pwait2 calls, on epoll)
   uint64_t stacks_mapped = 0;      // stacks ever mmap'd (the rest were reused)
   uint64_t stacks_unguarded = 0;   // stacks running without a guard page
   uint64_t pin_events = 0;         // pinning episodes detected

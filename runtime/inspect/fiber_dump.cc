@@ -76,7 +76,8 @@ std::string spawn_site(const std::source_location& where) {
 }
 
 std::string header(const fiber_snapshot& s, std::string_view what) {
-  return absl::StrFormat("%s: pid %d, %d carriers, %d fibers, %s\n", what, ::getpid(), s.carriers, s.fibers.size(),
+  return absl::StrFormat("%s: pid %d, %d carriers (%s), %d fibers, %s\n", what, ::getpid(), s.carriers, s.backend,
+                         s.fibers.size(),
                          absl::FormatTime("%Y-%m-%d %H:%M:%E3S UTC", absl::FromUnixMillis(s.taken_at_unix_ms),
                                           absl::UTCTimeZone()));
 }
@@ -116,6 +117,7 @@ std::string symbolize_return_address(uintptr_t pc) {
 fiber_snapshot snapshot_fibers(runtime_impl& rt, const absl::flat_hash_set<uint64_t>* only) {
   fiber_snapshot snap;
   snap.carriers = static_cast<int>(rt.options().carriers);
+  snap.backend = rt.on_epoll() ? "epoll" : "io_uring";
   snap.taken_at_unix_ms = absl::ToUnixMillis(absl::Now());
   const fiber_control* self = current_fiber_or_null();
   mutex_lock one_dump(&rt.dump_mutex());
@@ -284,8 +286,8 @@ std::string render_one(const fiber_record& r, const std::string& indent) {
 
 std::string render_json(const fiber_snapshot& s) {
   // One line: a file of several dumps is JSON Lines.
-  std::string out = absl::StrFormat(R"({"bobbin_fiber_dump":1,"pid":%d,"time_unix_ms":%d,"carriers":%d,"fibers":[)",
-                                    ::getpid(), s.taken_at_unix_ms, s.carriers);
+  std::string out = absl::StrFormat(R"({"bobbin_fiber_dump":1,"pid":%d,"time_unix_ms":%d,"carriers":%d,"backend":"%s","fibers":[)",
+                                    ::getpid(), s.taken_at_unix_ms, s.carriers, s.backend);
   bool first = true;
   for (const auto& r : s.fibers) {
     if (!first) out += ',';

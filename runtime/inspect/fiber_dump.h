@@ -46,6 +46,7 @@ struct fiber_record {
 
 struct fiber_snapshot {
   int carriers = 0;
+  const char* backend = "io_uring";  // the reactors' (runtime_stats::backend)
   int64_t taken_at_unix_ms = 0;
   std::vector<fiber_record> fibers;  // by id
 };

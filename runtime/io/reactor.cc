@@ -40,12 +40,22 @@ constexpr int kMaxNaps = 1000;
 }  // namespace
 
 reactor::~reactor() {
+  epoll_.reset();  // its workers write the eventfd until they are joined
   if (wake_fd_ >= 0) ::close(wake_fd_);
 }
 
-absl::Status reactor::init(unsigned entries, reap_fn reap, void* owner, io_worker_limits max_workers) {
+absl::Status reactor::init(unsigned entries, reap_fn reap, void* owner, io_worker_limits max_workers,
+                           bool use_epoll) {
   reap_ = reap;
   owner_ = owner;
+  if (use_epoll) {
+    // Non-blocking: the epoll backend reads it only when told it is ready,
+    // but two reads may race for one readiness.
+    wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (wake_fd_ < 0) return absl::ResourceExhaustedError(absl::StrCat("bobbin: eventfd: ", std::strerror(errno)));
+    epoll_ = std::make_unique<epoll_backend>();
+    return epoll_->init(entries, wake_fd_, max_workers.bounded != 0 ? max_workers.bounded : 4);
+  }
   if (absl::Status st = ring_.init(entries); !st.ok()) return st;
   if (max_workers.bounded != 0 || max_workers.unbounded != 0) {
     // The limit is the calling thread's (io-wq is per thread), so it covers
@@ -64,6 +74,12 @@ void reactor::submit_for_room() {
   // Full: hand the batch to the kernel now. Completions it produces are
   // reaped by the loop later; on EBUSY (CQ overflow) or EAGAIN the owner
   // reaps here, which only makes fibers runnable.
+  if (epoll_) {
+    const unsigned pending = epoll_->pending_sqes();
+    epoll_->submit();  // starts each; never refuses
+    bump(submitted, pending);
+    return;
+  }
   for (int refused = 0;;) {
     const unsigned pending = ring_.pending_sqes();
     int r = take_injected();
@@ -88,13 +104,13 @@ void reactor::submit_for_room() {
 
 io_uring_sqe* reactor::get_sqe() {
   for (;;) {
-    if (io_uring_sqe* sqe = ring_.try_get_sqe()) return sqe;
+    if (io_uring_sqe* sqe = try_get_sqe()) return sqe;
     submit_for_room();
   }
 }
 
 void reactor::reserve_sqes(unsigned n) {
-  while (ring_.sq_space_left() < n) submit_for_room();
+  while (sq_space_left() < n) submit_for_room();
 }
 
 void reactor::arm_timer(const __kernel_timespec& when, completion* fired) {
@@ -105,7 +121,7 @@ void reactor::arm_timer(const __kernel_timespec& when, completion* fired) {
 }
 
 bool reactor::try_cancel(uint64_t user_data) {
-  io_uring_sqe* sqe = ring_.try_get_sqe();
+  io_uring_sqe* sqe = try_get_sqe();
   if (sqe == nullptr) return false;
   io_uring_prep_cancel64(sqe, user_data, IORING_ASYNC_CANCEL_ALL);
   io_uring_sqe_set_data64(sqe, 0);
@@ -131,6 +147,13 @@ void reactor::remove_timeout(uint64_t user_data, completion* done) {
 }
 
 void reactor::submit_and_collect(bool wait) {
+  if (epoll_) {
+    const unsigned pending = epoll_->pending_sqes();
+    if (take_injected() != 0) return;  // the loop retries an enter that failed; so does this
+    bump(enters, epoll_->collect(wait));
+    bump(submitted, pending);
+    return;
+  }
   if (!wait && !ring_.needs_enter()) return;
   const unsigned pending = ring_.pending_sqes();
   int r = take_injected();
@@ -143,6 +166,12 @@ void reactor::submit_and_collect(bool wait) {
 }
 
 unsigned reactor::reap() {
+  if (epoll_) {
+    return epoll_->reap([](const epoll_backend::cqe& e) {
+      auto* c = reinterpret_cast<completion*>(e.user_data);
+      c->fn(c, e.res, e.flags);
+    });
+  }
   const unsigned reaped = ring_.drain([this](io_uring_cqe* cqe) {
     const uint64_t ud = cqe->user_data;
     if (ud == 0) return;
@@ -162,12 +191,13 @@ unsigned reactor::reap() {
 }
 
 bool reactor::collect_held_back() {
+  if (epoll_) return false;  // nothing is held back: completions are made here
   io_uring_get_events(ring_.raw());
   return ring_.cq_ready();
 }
 
 void reactor::arm_wake() {
-  if (wake_armed_) return;
+  if (wake_armed_ || epoll_) return;  // epoll watches the eventfd for ever
   io_uring_sqe* sqe = get_sqe();
   io_uring_prep_read(sqe, wake_fd_, &wake_buf_, sizeof wake_buf_, 0);
   io_uring_sqe_set_data64(sqe, kWakeUserData);
@@ -175,7 +205,7 @@ void reactor::arm_wake() {
 }
 
 void reactor::arm_poll(int fd) {
-  if (fd < 0 || poll_armed_) return;
+  if (fd < 0 || poll_armed_ || epoll_) return;  // no futex ring beside epoll
   // One-shot: the kernel makes a poll on an io_uring's fd one-shot anyway
   // (a multishot one could recurse through the completion it reports).
   io_uring_sqe* sqe = get_sqe();

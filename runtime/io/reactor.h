@@ -15,8 +15,12 @@
 // from another thread ends the sleep.
 //
 // The implementation is io_uring (runtime/io/ring.h holds the ring itself:
-// its set-up flags and the rules of its non-waiting enter). Operations are
-// prepared with liburing's io_uring_prep_* on the SQE get_sqe() returns.
+// its set-up flags and the rules of its non-waiting enter), or, where
+// io_uring is refused, epoll (runtime/io/epoll_backend.h), chosen for the
+// whole runtime at start-up (scheduler.cc). Operations are prepared with
+// liburing's io_uring_prep_* on the SQE get_sqe() returns, for both: the
+// epoll backend reads the same description and answers with the same
+// completions.
 //
 // What happens when the kernel refuses:
 //   - a full submission queue: get_sqe() and reserve_sqes() submit what is
@@ -37,7 +41,10 @@
 #include <atomic>
 #include <cstdint>
 
+#include <memory>
+
 #include "absl/status/status.h"
+#include "runtime/io/epoll_backend.h"
 #include "runtime/io/ring.h"
 #include "runtime/util/counter.h"
 
@@ -66,7 +73,11 @@ class reactor {
   // is single-issuer. `max_workers`: at most this many of the kernel's
   // worker threads for this thread's rings, {bounded, unbounded} (0: the
   // kernel's limit; runtime_options::io_workers_bounded).
-  absl::Status init(unsigned entries, reap_fn reap, void* owner, io_worker_limits max_workers = {});
+  // With `use_epoll`, the epoll backend instead of a ring; its worker
+  // threads for blocking jobs number max_workers.bounded (4 if 0).
+  absl::Status init(unsigned entries, reap_fn reap, void* owner, io_worker_limits max_workers = {},
+                    bool use_epoll = false);
+  bool on_epoll() const { return epoll_ != nullptr; }
 
   // --- preparing operations ---
   // A free SQE, submitting (and reaping, if the kernel asks) when the queue
@@ -91,10 +102,10 @@ class reactor {
 
   // --- collecting completions ---
   // Whether completions are ready to reap now.
-  bool has_completions() { return ring_.cq_ready(); }
+  bool has_completions() { return epoll_ ? epoll_->has_completions() : ring_.cq_ready(); }
   // Whether an enter is needed: prepared SQEs, completions the kernel holds
   // back until asked (deferred task work), or an overflowed CQ.
-  bool needs_enter() { return ring_.needs_enter(); }
+  bool needs_enter() { return epoll_ ? epoll_->needs_enter() : ring_.needs_enter(); }
   // Submits what is prepared and collects the completions the kernel holds
   // back; with `wait`, sleeps until at least one completion is there. Does
   // nothing without `wait` when nothing needs an enter.
@@ -120,7 +131,7 @@ class reactor {
   std::atomic<uint64_t> enters{0};     // io_uring_enter calls
   std::atomic<uint64_t> submitted{0};  // SQEs handed to the kernel
 
-  unsigned setup_flags() const { return ring_.setup_flags(); }
+  unsigned setup_flags() const { return epoll_ ? 0 : ring_.setup_flags(); }
 
   // Tests: the next `times` submits (get_sqe, reserve_sqes) and enters
   // (submit_and_collect) fail with -err instead of reaching the kernel.
@@ -131,6 +142,8 @@ class reactor {
 
  private:
   void submit_for_room();
+  io_uring_sqe* try_get_sqe() { return epoll_ ? epoll_->try_get_sqe() : ring_.try_get_sqe(); }
+  unsigned sq_space_left() { return epoll_ ? epoll_->sq_space_left() : ring_.sq_space_left(); }
   // The injected failure, if one is left; else 0.
   int take_injected() {
     if (__builtin_expect(injected_times_ == 0, 1)) return 0;
@@ -139,6 +152,7 @@ class reactor {
   }
 
   ring ring_;
+  std::unique_ptr<epoll_backend> epoll_;  // set: the epoll backend, and ring_ is unused
   reap_fn reap_ = nullptr;
   void* owner_ = nullptr;
   int wake_fd_ = -1;

@@ -184,7 +184,7 @@ void carrier::thread_main() {
   }
   start_status_ = io_.init(
       rt_->options().ring_entries, [](void* self) { static_cast<carrier*>(self)->poll_io(false); }, this,
-      {rt_->options().io_workers_bounded, rt_->options().io_workers_unbounded});
+      {rt_->options().io_workers_bounded, rt_->options().io_workers_unbounded}, rt_->on_epoll());
   if (!start_status_.ok()) {
     started_.store(-1, std::memory_order_release);
     return;

@@ -25,6 +25,10 @@
 //   Each carrier owns a reactor (runtime/io/reactor.h): its io_uring ring,
 //   the submit and reap, the eventfd that wakes it, and what happens when
 //   the kernel refuses a submission. The carrier decides when to use it.
+//   Where io_uring is refused the reactor runs on epoll instead, for every
+//   carrier (runtime/io/backend_choice.h): the same SQEs describe the
+//   operations and the same completions come back, so nothing below
+//   changes; only "enter" means an epoll wait there.
 //   The fiber takes an SQE from its carrier's reactor, points user_data at a
 //   `completion` on its own stack, and calls switch_away(). The carrier
 //   switches straight to the next runnable fiber (no trip through the
@@ -198,6 +202,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "runtime/io/backend_choice.h"
 #include "runtime/fiber/cancel.h"
 #include "runtime/util/check.h"
 #include "runtime/util/mutex_lock.h"
@@ -234,6 +239,9 @@ absl::Status runtime_impl::start() {
   if (options_.carriers > 1024) return absl::InvalidArgumentError("bobbin: at most 1024 carriers");
   if (options_.ring_entries < 8 || options_.ring_entries > 32768)
     return absl::InvalidArgumentError("bobbin: ring_entries must be in [8, 32768]");
+  absl::StatusOr<io_backend> backend = choose_backend(options_.backend);
+  if (!backend.ok()) return backend.status();
+  on_epoll_ = *backend == io_backend::epoll;
   const bool detect = options_.pin_threshold.count() > 0;
   const unsigned spares =
       !detect ? 0u
@@ -248,7 +256,10 @@ absl::Status runtime_impl::start() {
   // The one place the futex waits' fallback is chosen (futex_wait.h).
   const char* futex_env = std::getenv("BOBBIN_FUTEX_RING");
   const bool futex_ring_off = futex_env != nullptr && std::strcmp(futex_env, "off") == 0;
-  futex_ring_usable_.store(!futex_ring_off && futex_ring::supported_by_kernel(), std::memory_order_relaxed);
+  // Futex rings are io_uring rings: none beside epoll (OS-lock waits there
+  // take the fallback futex_wait.h describes).
+  futex_ring_usable_.store(!on_epoll_ && !futex_ring_off && futex_ring::supported_by_kernel(),
+                           std::memory_order_relaxed);
   for (auto& c : carriers_) {
     absl::Status st = c->start();
     if (!st.ok()) {
@@ -522,6 +533,7 @@ void runtime_impl::shutdown() {
 runtime_stats runtime_impl::stats() const {
   runtime_stats s;
   s.carriers = options_.carriers;
+  s.backend = on_epoll_ ? io_backend::epoll : io_backend::io_uring;
   s.fibers_spawned = spawned_.load(std::memory_order_relaxed);
   s.fibers_alive = alive_.load(std::memory_order_relaxed);
   for (const auto& c : carriers_) {

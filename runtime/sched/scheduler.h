@@ -69,6 +69,8 @@ class runtime_impl {
   void unregister(fiber_control* f);
 
   const runtime_options& options() const { return options_; }
+  // The backend every carrier's reactor uses (runtime/io/backend_choice.h).
+  bool on_epoll() const { return on_epoll_; }
   blocking_pool& offload_pool() { return *offload_pool_; }
   // Whether fibers' futex waits may park on their carriers' futex rings
   // (runtime/park/futex_wait.h): false without IORING_OP_FUTEX_WAIT, with
@@ -123,6 +125,7 @@ class runtime_impl {
   std::unique_ptr<blocking_pool> offload_pool_;
   std::unique_ptr<pin_monitor> monitor_;
   std::atomic<bool> futex_ring_usable_{false};
+  bool on_epoll_ = false;  // written by start(), before any carrier runs
   std::atomic<bool> stopping_{false};
   std::atomic<bool> stopped_{false};
   std::atomic<bool> cancel_new_fibers_{false};  // shutdown's grace period has begun

@@ -17,7 +17,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "bobbin/runtime.h"
+#include "bobbin/bobbin.h"
 
 namespace {
 
@@ -121,14 +121,74 @@ void refuse_io_uring(int err) {
   }
 }
 
-// Starts a runtime under the filter; prints what start said and exits 3 if
-// it refused (0 if it started).
+// Starts a runtime that must run on io_uring under the filter; prints what
+// start said and exits 3 if it refused (0 if it started).
 [[noreturn]] void start_under_filter(int err) {
   refuse_io_uring(err);
-  auto rt = bobbin::runtime::start({.carriers = 2});
+  bobbin::runtime_options o;
+  o.carriers = 2;
+  o.backend = bobbin::io_backend::io_uring;
+  auto rt = bobbin::runtime::start(o);
   if (rt.ok()) std::exit(0);
   std::fprintf(stderr, "%s\n", std::string(rt.status().message()).c_str());
   std::exit(3);
+}
+
+// Under the filter with the backend left to bobbin: the runtime starts on
+// epoll, and 100 fibers echo through a listener on 127.0.0.1 on it. Exits
+// 0 when every byte came back, 4 otherwise.
+[[noreturn]] void echo_under_filter(int err) {
+  refuse_io_uring(err);
+  auto rt = bobbin::runtime::start({.carriers = 2});
+  if (!rt.ok()) {
+    std::fprintf(stderr, "start: %s\n", std::string(rt.status().message()).c_str());
+    std::exit(4);
+  }
+  bool good = (*rt)->stats().backend == bobbin::io_backend::epoll;
+  auto listener = bobbin::tcp_listener::bind(bobbin::socket_address::loopback(0));
+  if (!listener.ok()) std::exit(4);
+  std::atomic<int> echoed{0};
+  (*rt)->spawn([&] {
+    bobbin::scope servers;
+    std::vector<bobbin::fiber<void>> clients;
+    for (int i = 0; i < 100; i++) {
+      clients.push_back(bobbin::spawn([&, i] {
+        auto s = bobbin::tcp_stream::connect(listener->local_address()).value();
+        const std::string msg = "hello " + std::to_string(i);
+        s.write_all(msg).value();
+        std::string back(msg.size(), '\0');
+        if (s.read_exact(std::span<char>(back)).bytes == msg.size() && back == msg) echoed++;
+      }));
+      auto conn = listener->accept().value();
+      servers.spawn([c = std::move(conn)]() mutable {
+        char buf[64];
+        for (;;) {
+          auto r = c.read_some(std::span<char>(buf));
+          if (r.bytes == 0) return;
+          c.write_all(std::string_view(buf, r.bytes)).value();
+        }
+      });
+    }
+    for (auto& c : clients) c.join();
+    servers.cancel();
+    servers.join();
+  }).join();
+  good = good && echoed.load() == 100;
+  std::fprintf(stderr, "echoed %d of 100 on %s\n", echoed.load(), bobbin::to_string((*rt)->stats().backend));
+  std::exit(good ? 0 : 4);
+}
+
+TEST(SetupFailureTest, UnderDockersFilterTheRuntimeRunsOnEpollAndSaysWhy) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(echo_under_filter(EPERM), testing::ExitedWithCode(0),
+              "bobbin: io_uring is unavailable: io_uring_setup was refused with EPERM by a seccomp filter.*"
+              "; running on epoll instead.*\n.*echoed 100 of 100 on epoll");
+}
+
+TEST(SetupFailureTest, UnderPodmansFilterTheRuntimeRunsOnEpollAndSaysWhy) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(echo_under_filter(ENOSYS), testing::ExitedWithCode(0),
+              "\\(ENOSYS\\).*; running on epoll instead.*\n.*echoed 100 of 100 on epoll");
 }
 
 TEST(SetupFailureTest, DockersSeccompRefusalIsToldFromTheSysctl) {

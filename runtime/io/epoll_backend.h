@@ -1,0 +1,199 @@
+// Not part of the bobbin API.
+//
+// The reactor's second backend (reactor.h): epoll, for where io_uring is
+// refused (a container's seccomp profile, gVisor, the sysctl; README "Where
+// io_uring is refused"). It takes the same operations, described the same
+// way -- an io_uring_sqe that liburing's io_uring_prep_* filled -- and
+// answers with the same completions (user_data, result, flags), so that the
+// code that waits (io_wait.h, park.cc, intercept/, file.cc, net/) and the
+// cancellation protocol (fiber/cancel.h) are one for both backends. The SQE
+// is only the description of an operation here: nothing reaches io_uring.
+// What becomes of each operation:
+//   - on sockets, pipes and other files epoll can watch (recv, send,
+//     recvmsg, sendmsg, accept, connect, read, write, readv, writev,
+//     poll_add): tried at once without blocking (MSG_DONTWAIT, or O_NONBLOCK
+//     set for the attempt on a blocking fd); on EAGAIN (EINPROGRESS for a
+//     connect) it waits for readiness through an EPOLLONESHOT registration
+//     of its fd on this carrier's epoll instance, and is tried again when
+//     the fd is ready (Go's netpoller and the JDK's do the same);
+//   - on regular files and block devices (read, write, readv, writev,
+//     fsync), openat and openat2, and on any fd epoll refuses: a blocking
+//     system call on one of this backend's worker threads (what io_uring's
+//     io-wq, Go and the JDK do with files), whose result comes back through
+//     the owner's wake-up eventfd;
+//   - timeouts, link timeouts (an operation's deadline) and their removal:
+//     a map ordered by CLOCK_MONOTONIC time, whose first entry bounds the
+//     epoll_pwait2 sleep (a REALTIME or BOOTTIME deadline is converted when
+//     it is armed);
+//   - cancellation, by user_data or of every operation on an fd: an
+//     operation waiting for readiness, a timer or a queued job completes
+//     with -ECANCELED at once; a job already running on a worker cannot be
+//     interrupted (-EALREADY), as io_uring cannot interrupt a regular-file
+//     read either;
+//   - anything else completes with -EINVAL.
+// The system calls are raw (bobbin's own interceptors must not see them).
+// Used by its owner's thread only, except that workers hand results back
+// under jobs_mu_.
+#ifndef BOBBIN_RUNTIME_IO_EPOLL_BACKEND_H_
+#define BOBBIN_RUNTIME_IO_EPOLL_BACKEND_H_
+
+#include <liburing.h>
+#include <sys/epoll.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+
+namespace bobbin::internal {
+
+class epoll_backend {
+ public:
+  struct cqe {
+    uint64_t user_data;
+    int32_t res;
+    uint32_t flags;
+  };
+
+  epoll_backend() = default;
+  epoll_backend(const epoll_backend&) = delete;
+  epoll_backend& operator=(const epoll_backend&) = delete;
+  // Waits for jobs running on workers to return (their results are
+  // dropped: at shutdown their fibers are abandoned).
+  ~epoll_backend();
+
+  // `wake_fd`: the owner's eventfd (non-blocking), watched for ever; a
+  // write to it ends a sleeping collect(). At most `max_workers` threads
+  // for blocking jobs, started when first needed.
+  absl::Status init(unsigned entries, int wake_fd, unsigned max_workers);
+
+  // A free SQE slot, or null when every slot holds a prepared operation
+  // (submit() empties them all).
+  io_uring_sqe* try_get_sqe() {
+    if (sq_used_ == sq_.size()) return nullptr;
+    io_uring_sqe* sqe = &sq_[sq_used_++];
+    return sqe;
+  }
+  unsigned sq_space_left() const { return static_cast<unsigned>(sq_.size()) - sq_used_; }
+  unsigned pending_sqes() const { return sq_used_; }
+
+  // Starts every prepared operation, in order. Never refuses.
+  void submit();
+  // submit(), then gathers what is done: ready fds (one epoll_pwait2),
+  // fired timers, finished jobs. With `wait`, sleeps until something is
+  // done (or the eventfd is written) when nothing is yet. Returns how many
+  // epoll waits it made (0 or 1).
+  unsigned collect(bool wait);
+  // Completions ready to reap, or jobs whose results wait to be taken.
+  bool has_completions() const {
+    return !cq_.empty() || jobs_finished_.load(std::memory_order_acquire);
+  }
+  // Whether collect(false) has anything to do without a system call.
+  bool needs_enter() const { return sq_used_ != 0 || jobs_finished_.load(std::memory_order_acquire); }
+
+  // Runs `fn(const cqe&)` for every completion, in order; returns how many.
+  template <class Fn>
+  unsigned reap(Fn&& fn) {
+    take_finished_jobs();
+    unsigned n = 0;
+    // fn may submit (a completion's fn readies a fiber, never prepares an
+    // operation itself), but take the batch first to keep the order.
+    while (reaped_upto_ < cq_.size()) {
+      const cqe c = cq_[reaped_upto_++];
+      fn(c);
+      n++;
+    }
+    cq_.clear();
+    reaped_upto_ = 0;
+    return n;
+  }
+
+  // For tests and stats.
+  size_t operations_waiting() const { return ops_by_user_data_.size(); }
+
+ private:
+  struct timer;
+  enum class place : uint8_t { fd_wait, job_queued, job_running, timer_only };
+  enum class fd_kind : uint8_t { socket, other_pollable, blocking_file };
+  struct op {
+    io_uring_sqe sqe;  // a copy: the slot is reused at once
+    uint64_t user_data = 0;
+    int fd = -1;
+    uint32_t events = 0;  // what it waits for while in fd_wait
+    place at = place::fd_wait;
+    fd_kind kind = fd_kind::socket;
+    bool connecting = false;         // a connect that answered EINPROGRESS
+    timer* deadline = nullptr;       // its link timeout, if any
+    uint64_t link_user_data = 0;     // the link timeout's user_data
+  };
+  struct timer {
+    int64_t when_ns = 0;
+    uint64_t user_data = 0;  // a TIMEOUT's; unused for a link timeout
+    op* linked = nullptr;    // a link timeout: the operation it bounds
+    std::multimap<int64_t, timer*>::iterator at;
+  };
+  struct fd_entry {
+    std::vector<op*> waiting;
+    uint32_t armed = 0;       // events armed and not yet reported (EPOLLONESHOT)
+    bool registered = false;  // on the epoll set as far as this side knows
+  };
+
+  void start(const io_uring_sqe& sqe, const io_uring_sqe* link);
+  op* new_op(const io_uring_sqe& sqe);
+  // Tries `o` without blocking: its result, or -EAGAIN to wait.
+  int attempt(op* o);
+  void wait_for_fd(op* o);
+  void arm_fd(int fd, fd_entry& e);
+  void fd_ready(int fd, uint32_t events);
+  void run_on_worker(op* o);
+  void worker_main();
+  void take_finished_jobs();
+  // Completes `o` with `res` (and its link timeout with `link_res`), from
+  // wherever it waits, and frees it.
+  void finish(op* o, int res, int link_res = -ECANCELED);
+  void detach(op* o);
+  void add_timer(timer* t);
+  void fire_due_timers();
+  int cancel_matching(uint64_t user_data, int fd, bool by_fd, bool all);
+  int remove_timeout(uint64_t user_data);
+  void post(uint64_t user_data, int res) {
+    if (user_data != 0) cq_.push_back({user_data, res, 0});
+  }
+
+  std::vector<io_uring_sqe> sq_;
+  unsigned sq_used_ = 0;
+  std::vector<cqe> cq_;
+  size_t reaped_upto_ = 0;
+  int epfd_ = -1;
+  int wake_fd_ = -1;
+  bool pwait2_ = true;  // epoll_pwait2 works here (else epoll_pwait, ms)
+  std::vector<epoll_event> events_;
+  absl::flat_hash_map<int, fd_entry> fds_;
+  size_t fd_waits_ = 0;  // operations in fd_wait
+  std::unordered_multimap<uint64_t, op*> ops_by_user_data_;
+  std::multimap<int64_t, timer*> timers_;
+  std::unordered_multimap<uint64_t, timer*> timeouts_by_user_data_;
+
+  // Blocking jobs.
+  unsigned max_workers_ = 4;
+  std::mutex jobs_mu_;
+  std::condition_variable jobs_cv_;
+  std::deque<op*> jobs_;
+  std::vector<std::pair<op*, int>> finished_;  // under jobs_mu_
+  std::atomic<bool> jobs_finished_{false};
+  unsigned idle_workers_ = 0;                  // under jobs_mu_
+  bool stopping_ = false;                      // under jobs_mu_
+  std::vector<std::thread> workers_;
+};
+
+}  // namespace bobbin::internal
+
+#endif  // BOBBIN_RUNTIME_IO_EPOLL_BACKEND_H_
