@@ -162,15 +162,20 @@ epoll_backend::~epoll_backend() {
   for (op* o : jobs_) delete o;
   for (auto& [o, res] : finished_) delete o;
   for (auto& [ud, o] : ops_by_user_data_) {
-    if (o->at != place::job_queued && o->at != place::job_running) delete o;
+    const place at = o->at.load(std::memory_order_relaxed);
+    if (at != place::job_queued && at != place::job_running) delete o;
   }
   for (auto& [when, t] : timers_) delete t;
   if (epfd_ >= 0) sys(SYS_close, epfd_);
 }
 
 absl::Status epoll_backend::init(unsigned entries, int wake_fd, unsigned max_workers) {
-  sq_.resize(entries);
-  cq_.reserve(entries * 2);
+  // A full SQ is submitted (submit() never refuses), so it only batches the
+  // operations prepared between two collects; 256 is plenty and keeps the
+  // carrier's start cheap (4096 slots were 256 KiB per carrier).
+  sq_.resize(std::min(entries, 256u));
+  batch_.reserve(sq_.size());
+  cq_.reserve(512);
   events_.resize(kMaxEvents);
   max_workers_ = std::max(1u, max_workers);
   wake_fd_ = wake_fd;
@@ -191,7 +196,8 @@ void epoll_backend::submit() {
   // take the batch first.
   const unsigned n = sq_used_;
   if (n == 0) return;
-  std::vector<io_uring_sqe> batch(sq_.begin(), sq_.begin() + n);
+  std::vector<io_uring_sqe>& batch = batch_;  // never re-entered: start() runs no completion
+  batch.assign(sq_.begin(), sq_.begin() + n);
   sq_used_ = 0;
   for (unsigned i = 0; i < n; i++) {
     const io_uring_sqe& sqe = batch[i];
@@ -348,16 +354,16 @@ int epoll_backend::attempt(op* o) {
         if (sqe.opcode == IORING_OP_READ) {
           r = sys(SYS_recvfrom, fd, addr, sqe.len, dontwait, nullptr, nullptr);
         } else if (sqe.opcode == IORING_OP_WRITE) {
-          r = sys(SYS_sendto, fd, addr, sqe.len, dontwait | MSG_NOSIGNAL, nullptr, 0);
+          r = sys(SYS_sendto, fd, addr, sqe.len, dontwait, nullptr, 0);
         } else {
           msghdr m{};
           m.msg_iov = static_cast<iovec*>(addr);
           m.msg_iovlen = sqe.len;
           r = sqe.opcode == IORING_OP_READV ? sys(SYS_recvmsg, fd, &m, dontwait)
-                                            : sys(SYS_sendmsg, fd, &m, dontwait | MSG_NOSIGNAL);
+                                            : sys(SYS_sendmsg, fd, &m, dontwait);
         }
-        // A write to a socket the peer closed: EPIPE, as write(2) without
-        // the signal (io_uring does not raise SIGPIPE either).
+        // A write to a socket the peer closed: EPIPE and SIGPIPE, as from
+        // write(2) and from io_uring's IORING_OP_WRITE.
       } else {
         r = without_blocking(fd, [&] { return run_streaming(sqe); });
       }
@@ -499,20 +505,28 @@ void epoll_backend::take_finished_jobs() {
   }
 }
 
+bool epoll_backend::take_back_job(op* o) {
+  std::lock_guard<std::mutex> l(jobs_mu_);
+  if (o->at.load(std::memory_order_relaxed) != place::job_queued) return false;
+  jobs_.erase(std::remove(jobs_.begin(), jobs_.end(), o), jobs_.end());
+  o->at.store(place::timer_only, std::memory_order_relaxed);
+  return true;
+}
+
 void epoll_backend::detach(op* o) {
-  switch (o->at) {
+  // Jobs reach finish() already off the queue (taken back, or finished).
+  switch (o->at.load(std::memory_order_relaxed)) {
     case place::fd_wait: {
       auto it = fds_.find(o->fd);
       if (it != fds_.end()) {
         auto& w = it->second.waiting;
         w.erase(std::remove(w.begin(), w.end(), o), w.end());
+        // Nobody waits: forget what is armed. The fd may be closed next
+        // (which takes it off the epoll set) and its number reused, and a
+        // stale "armed" would keep the next wait from registering it.
+        if (w.empty()) it->second.armed = 0;
       }
       fd_waits_--;
-      break;
-    }
-    case place::job_queued: {
-      std::lock_guard<std::mutex> l(jobs_mu_);
-      jobs_.erase(std::remove(jobs_.begin(), jobs_.end(), o), jobs_.end());
       break;
     }
     default:
@@ -556,7 +570,8 @@ void epoll_backend::fire_due_timers() {
       // cannot be stopped; its result will stand.
       o->deadline = nullptr;
       delete t;
-      if (o->at == place::job_running) {
+      const place at = o->at.load(std::memory_order_relaxed);
+      if ((at == place::job_queued || at == place::job_running) && !take_back_job(o)) {
         post(o->link_user_data, -ETIME);
         o->link_user_data = 0;
         continue;
@@ -604,7 +619,8 @@ int epoll_backend::cancel_matching(uint64_t user_data, int fd, bool by_fd, bool 
   int cancelled = 0;
   for (op* o : victims) {
     if (!all && cancelled == 1) break;
-    if (o->at == place::job_running) {
+    const place at = o->at.load(std::memory_order_relaxed);
+    if ((at == place::job_queued || at == place::job_running) && !take_back_job(o)) {
       running = true;
       continue;
     }

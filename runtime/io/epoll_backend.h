@@ -128,7 +128,9 @@ class epoll_backend {
     uint64_t user_data = 0;
     int fd = -1;
     uint32_t events = 0;  // what it waits for while in fd_wait
-    place at = place::fd_wait;
+    // Written by a worker (queued -> running) under jobs_mu_; whether a job
+    // can still be taken back is decided under it too (take_back_job).
+    std::atomic<place> at{place::fd_wait};
     fd_kind kind = fd_kind::socket;
     bool connecting = false;         // a connect that answered EINPROGRESS
     timer* deadline = nullptr;       // its link timeout, if any
@@ -160,6 +162,9 @@ class epoll_backend {
   // wherever it waits, and frees it.
   void finish(op* o, int res, int link_res = -ECANCELED);
   void detach(op* o);
+  // A queued job off the queue, so that it never runs: false if a worker
+  // has taken it (it runs to the end; its result comes through finished_).
+  bool take_back_job(op* o);
   void add_timer(timer* t);
   void fire_due_timers();
   int cancel_matching(uint64_t user_data, int fd, bool by_fd, bool all);
@@ -169,6 +174,7 @@ class epoll_backend {
   }
 
   std::vector<io_uring_sqe> sq_;
+  std::vector<io_uring_sqe> batch_;  // submit()'s copy of the prepared slots
   unsigned sq_used_ = 0;
   std::vector<cqe> cq_;
   size_t reaped_upto_ = 0;

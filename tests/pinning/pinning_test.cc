@@ -128,11 +128,16 @@ TEST(PinningTest, PlainBlockingReadIsReportedAsSyscallWhenNotIntercepted) {
   recorder rec;
   int fds[2];
   ASSERT_EQ(::pipe(fds), 0);
-  std::thread writer([&] {
-    std::this_thread::sleep_for(80ms);
-    ASSERT_EQ(::write(fds[1], "x", 1), 1);
+  std::thread writer;
+  // The writer's 80 ms start on the fiber, so that the read blocks that long
+  // however long the runtime took to start (ThreadSanitizer: 80 ms).
+  auto events = run_and_record(rec, 2, [&] {
+    writer = std::thread([&] {
+      std::this_thread::sleep_for(80ms);
+      ASSERT_EQ(::write(fds[1], "x", 1), 1);
+    });
+    EXPECT_EQ(blocking_pipe_read(fds[0]), 1);
   });
-  auto events = run_and_record(rec, 2, [&] { EXPECT_EQ(blocking_pipe_read(fds[0]), 1); });
   writer.join();
   ::close(fds[0]);
   ::close(fds[1]);

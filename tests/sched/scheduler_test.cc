@@ -312,7 +312,13 @@ void expect_sleeper_runs_before_the_queue(Sleep sleep) {
     std::string all;
     for (size_t t : late_turns) all += std::to_string(t) + " ";
     std::sort(settled.begin(), settled.end());
-    EXPECT_LE(settled[settled.size() / 2], 4u) << "median busy turns after the timer fired; all: " << all;
+    // Under the sanitizers every switch goes through the loop and costs tens
+    // of microseconds more, so the 500 us before the loop reaps holds more
+    // turns: ThreadSanitizer measured medians of 5 in 3 runs of 4 on the
+    // 2-core VM (2026-12-07, turns 0-6), at this commit and at the one
+    // before. Still far from the 20 of a sleeper queued at the back.
+    const size_t median_bound = bobbin::testing::kUnderSanitizer ? 6 : 4;
+    EXPECT_LE(settled[settled.size() / 2], median_bound) << "median busy turns after the timer fired; all: " << all;
     EXPECT_LE(settled.back(), 8u) << "most busy turns after the timer fired (a round is " << kBusy << "); all: " << all;
   });
 }
