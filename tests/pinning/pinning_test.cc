@@ -128,14 +128,19 @@ TEST(PinningTest, PlainBlockingReadIsReportedAsSyscallWhenNotIntercepted) {
   recorder rec;
   int fds[2];
   ASSERT_EQ(::pipe(fds), 0);
-  std::thread writer;
-  // The writer's 80 ms start on the fiber, so that the read blocks that long
-  // however long the runtime took to start (ThreadSanitizer: 80 ms).
+  // The writer's 80 ms start when the fiber says so, so that the read
+  // blocks that long however long the runtime took to start
+  // (ThreadSanitizer: 80 ms). Only a store on the fiber: a deeper call there
+  // (starting the thread) left frames the pinning report's stack walk then
+  // followed from the read's interceptor under ASan.
+  std::atomic<bool> reading{false};
+  std::thread writer([&] {
+    while (!reading.load()) std::this_thread::sleep_for(1ms);
+    std::this_thread::sleep_for(80ms);
+    ASSERT_EQ(::write(fds[1], "x", 1), 1);
+  });
   auto events = run_and_record(rec, 2, [&] {
-    writer = std::thread([&] {
-      std::this_thread::sleep_for(80ms);
-      ASSERT_EQ(::write(fds[1], "x", 1), 1);
-    });
+    reading.store(true);
     EXPECT_EQ(blocking_pipe_read(fds[0]), 1);
   });
   writer.join();
