@@ -273,12 +273,7 @@ void epoll_backend::start(const io_uring_sqe& sqe, const io_uring_sqe* link) {
   }
   ops_by_user_data_.emplace(o->user_data, o);
   if (o->kind == fd_kind::blocking_file) {
-    if (link != nullptr) {
-      o->deadline = new timer;
-      o->deadline->when_ns = expiry_ns(*link);
-      o->deadline->linked = o;
-      add_timer(o->deadline);
-    }
+    arm_deadline(o, link);
     run_on_worker(o);
     return;
   }
@@ -287,13 +282,16 @@ void epoll_backend::start(const io_uring_sqe& sqe, const io_uring_sqe* link) {
     finish(o, res);
     return;
   }
-  if (link != nullptr) {
-    o->deadline = new timer;
-    o->deadline->when_ns = expiry_ns(*link);
-    o->deadline->linked = o;
-    add_timer(o->deadline);
-  }
+  arm_deadline(o, link);
   wait_for_fd(o);
+}
+
+void epoll_backend::arm_deadline(op* o, const io_uring_sqe* link) {
+  if (link == nullptr) return;
+  o->deadline = new timer;
+  o->deadline->when_ns = expiry_ns(*link);
+  o->deadline->linked = o;
+  add_timer(o->deadline);
 }
 
 int epoll_backend::attempt(op* o) {

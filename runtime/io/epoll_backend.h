@@ -153,6 +153,8 @@ class epoll_backend {
   // Tries `o` without blocking: its result, or -EAGAIN to wait.
   int attempt(op* o);
   void wait_for_fd(op* o);
+  // The operation's deadline, from the LINK_TIMEOUT that followed it (none: null).
+  void arm_deadline(op* o, const io_uring_sqe* link);
   void arm_fd(int fd, fd_entry& e);
   void fd_ready(int fd, uint32_t events);
   void run_on_worker(op* o);

@@ -32,6 +32,7 @@
 #include "bobbin/runtime.h"
 #include "bobbin/sync/latch.h"
 #include "bobbin/this_fiber.h"
+#include "tests/testing/unix_socket_pair.h"
 
 namespace {
 
@@ -53,19 +54,7 @@ double ms_since(clock_type::time_point t) {
   return std::chrono::duration<double, std::milli>(clock_type::now() - t).count();
 }
 
-struct socket_pair {
-  int a = -1, b = -1;
-  socket_pair() {
-    int sv[2];
-    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    a = sv[0];
-    b = sv[1];
-  }
-  ~socket_pair() {
-    ::close(a);
-    ::close(b);
-  }
-};
+using socket_pair = bobbin::testing::unix_socket_pair;
 
 bool env_turns_it_off() {
   const char* v = std::getenv("BOBBIN_INTERCEPT");

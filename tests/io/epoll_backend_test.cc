@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "tests/testing/unix_socket_pair.h"
 #include "tests/testing/threads.h"
 
 namespace {
@@ -60,19 +61,7 @@ struct backend_under_test {
   }
 };
 
-struct socket_pair {
-  int a = -1, b = -1;
-  socket_pair() {
-    int fds[2];
-    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
-    a = fds[0];
-    b = fds[1];
-  }
-  ~socket_pair() {
-    ::close(a);
-    ::close(b);
-  }
-};
+using socket_pair = bobbin::testing::unix_socket_pair;
 
 __kernel_timespec after_ms(int ms) { return {ms / 1000, (ms % 1000) * 1000000LL}; }
 
