@@ -165,7 +165,10 @@ struct runtime_stats {
   uint64_t spare_activations = 0;  // times a spare carrier was brought online
   uint64_t offloaded_calls = 0;    // calls run on the blocking pool
   uint64_t intercepted_parks = 0;  // blocking libc calls that parked their fiber
-  uint64_t futex_parks = 0;        // futex waits (OS locks) that parked their fiber on the futex ring
+  // Futex waits (OS locks, std::atomic::wait, std::future) that parked
+  // their fiber: on the futex ring, or (epoll backend, kernels before 6.7)
+  // in bobbin's own futex table.
+  uint64_t futex_parks = 0;
   // Of their completions, those the pinning monitor reaped because their
   // carrier had not for a tick (it was stuck or ran one fiber for long).
   uint64_t futex_completions_reaped_by_monitor = 0;

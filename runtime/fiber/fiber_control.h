@@ -152,6 +152,12 @@ struct fiber_control {
   // an abandoned fiber so that nothing wakes it later (scheduler.cc).
   std::atomic<waiter*> parked_waiter{nullptr};
 
+  // A futex wait in the table that re-checks on a timer (runtime/park/
+  // futex_table.h): the word it last waited on and its last interval, so a
+  // wait that goes on backs off. Touched by this fiber only.
+  const void* futex_recheck_word = nullptr;
+  uint32_t futex_recheck_ms = 0;
+
   // Cancellation (runtime/fiber/cancel.h): the request, sticky once made,
   // and the wait it would have to interrupt, published while the fiber is
   // parked in a cancellable wait.

@@ -26,8 +26,17 @@
 // not move it. A pinned fiber's wait blocks its carrier (futex_wait does
 // that, marked for the pinning report).
 //
+// Wakes: FUTEX_WAKE and FUTEX_WAKE_BITSET made here, by any thread, first
+// wake fibers waiting in bobbin's futex table, where the kernel cannot wait
+// for them (the epoll backend, kernels before 6.7: runtime/park/
+// futex_table.h), then the kernel's waiters for the rest of the count, and
+// answer with the sum; requeues and FUTEX_WAKE_OP wake every fiber in the
+// table on the words they name (a spurious wake, which futex(2) allows) and
+// go on to the kernel. A shared wait there also re-checks on a timer:
+// another process may wake it.
+//
 // What is left to the kernel: every other system call and futex operation
-// (wakes, requeues, PI locks), waits with an unaligned or null address (the
+// (PI locks among them), waits with an unaligned or null address (the
 // kernel's EINVAL/EFAULT), and Abseil's waits. Abseil's Mutex, CondVar,
 // Notification and its internal spin lock wait through syscall() on a
 // per-thread semaphore: two fibers of one carrier parked there would share
@@ -51,6 +60,7 @@
 #include "runtime/intercept/abs_time.h"
 #include "runtime/intercept/fiber_calls.h"
 #include "runtime/intercept/libc.h"
+#include "runtime/park/futex_table.h"
 #include "runtime/park/futex_wait.h"
 
 namespace bobbin::internal::intercept {
@@ -78,12 +88,48 @@ long futex_wait_on_fiber(const uint32_t* word, int op, uint32_t val, const times
   }
   if (bitset == 0) return to_libc_result(-EINVAL);
   const auto* w = reinterpret_cast<const std::atomic<uint32_t>*>(word);
-  switch (futex_wait(w, val, d, scope, wait_reason::futex_wait, futex_resume::parking_carrier, bitset)) {
+  const futex_wakers wakers =
+      scope == futex_scope::shared ? futex_wakers::may_bypass_bobbin : futex_wakers::seen_by_bobbin;
+  switch (futex_wait(w, val, d, scope, wait_reason::futex_wait, futex_resume::parking_carrier, bitset, wakers)) {
     case futex_wait_result::woken: return 0;
     case futex_wait_result::value_changed: return to_libc_result(-EAGAIN);
     case futex_wait_result::timed_out: return to_libc_result(-ETIMEDOUT);
   }
   return 0;
+}
+
+// Any other futex operation, from any thread: the wakes reach the futex
+// table first (see above). The kernel answers everything it can refuse
+// (a bad address, a zero bitset, an unknown operation).
+__attribute__((noinline)) long futex_call_reaching_table(long a1, long a2, long a3, long a4, long a5, long a6) {
+  const int op = static_cast<int>(a2);
+  const int cmd = op & FUTEX_CMD_MASK;
+  const void* word = reinterpret_cast<const void*>(a1);
+  const futex_scope scope = (op & FUTEX_PRIVATE_FLAG) != 0 ? futex_scope::process_private : futex_scope::shared;
+  switch (cmd) {
+    case FUTEX_WAKE:
+    case FUTEX_WAKE_BITSET: {
+      const uint32_t bitset = cmd == FUTEX_WAKE_BITSET ? static_cast<uint32_t>(a6) : FUTEX_BITSET_MATCH_ANY;
+      const int n = static_cast<int>(a3);
+      if (bitset == 0 || n <= 0) break;
+      const int woken = futex_table_wake(word, n, scope, bitset);
+      if (woken == 0) break;
+      if (woken >= n) return woken;
+      const long r = libc::syscall(SYS_futex, a1, a2, static_cast<long>(n - woken), a4, a5, a6);
+      return r < 0 ? woken : r + woken;
+    }
+    case FUTEX_WAKE_OP:
+      futex_table_wake_all(word);
+      futex_table_wake_all(reinterpret_cast<const void*>(a5));
+      break;
+    case FUTEX_REQUEUE:
+    case FUTEX_CMP_REQUEUE:
+      futex_table_wake_all(word);
+      break;
+    default:
+      break;
+  }
+  return libc::syscall(SYS_futex, a1, a2, a3, a4, a5, a6);
 }
 
 }  // namespace
@@ -100,10 +146,11 @@ __attribute__((noinline)) static long syscall_on_carrier(carrier* c, const void*
   const int op = static_cast<int>(a2);
   const int cmd = op & FUTEX_CMD_MASK;
   auto* word = reinterpret_cast<const uint32_t*>(a1);
-  if (number != SYS_futex || (cmd != FUTEX_WAIT && cmd != FUTEX_WAIT_BITSET) || word == nullptr ||
+  if (number != SYS_futex) return bobbin::internal::libc::syscall(number, a1, a2, a3, a4, a5, a6);
+  if ((cmd != FUTEX_WAIT && cmd != FUTEX_WAIT_BITSET) || word == nullptr ||
       reinterpret_cast<uintptr_t>(word) % alignof(uint32_t) != 0 || !on_intercepting_fiber(c) ||
       called_by_abseil(caller)) {
-    return bobbin::internal::libc::syscall(number, a1, a2, a3, a4, a5, a6);
+    return futex_call_reaching_table(a1, a2, a3, a4, a5, a6);
   }
   const uint32_t bitset = cmd == FUTEX_WAIT_BITSET ? static_cast<uint32_t>(a6) : FUTEX_BITSET_MATCH_ANY;
   return futex_wait_on_fiber(word, op, static_cast<uint32_t>(a3), reinterpret_cast<const timespec*>(a4), bitset);
@@ -123,6 +170,9 @@ BOBBIN_INTERPOSE __attribute__((no_sanitize("address"))) long syscall(long numbe
              a5 = va_arg(ap, long), a6 = va_arg(ap, long);
   va_end(ap);
   carrier* c = bobbin::internal::tls_carrier;
-  if (__builtin_expect(c == nullptr, 1)) return bobbin::internal::libc::syscall(number, a1, a2, a3, a4, a5, a6);
+  if (__builtin_expect(c == nullptr, 1)) {
+    if (number == SYS_futex) return futex_call_reaching_table(a1, a2, a3, a4, a5, a6);
+    return bobbin::internal::libc::syscall(number, a1, a2, a3, a4, a5, a6);
+  }
   return syscall_on_carrier(c, __builtin_return_address(0), number, a1, a2, a3, a4, a5, a6);
 }

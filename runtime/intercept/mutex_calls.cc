@@ -11,6 +11,12 @@
 // pinned fiber still owns the mutexes it locks; it waits for them as a
 // thread would.
 //
+// glibc's unlock wakes the kernel's waiters only. Where fibers wait in
+// bobbin's futex table instead (the epoll backend, kernels before 6.7:
+// runtime/park/futex_table.h), every unlock made through glibc here is
+// followed by a wake of one of them (unlock_in_glibc): a load and a branch
+// while the table has never been used.
+//
 // Condition variables are bobbin's own (cond_calls.cc): their waits unlock
 // and relock the mutex through these interposers, so a fiber keeps owning
 // what it locked.
@@ -26,6 +32,7 @@
 #include "runtime/intercept/fiber_calls.h"
 #include "runtime/intercept/libc.h"
 #include "runtime/intercept/mutex_calls.h"
+#include "runtime/park/futex_table.h"
 #include "runtime/sync/os_mutex.h"
 
 namespace bobbin::internal::intercept {
@@ -134,15 +141,27 @@ BOBBIN_INTERPOSE int pthread_mutex_clocklock(pthread_mutex_t* m, clockid_t clock
   return mutex_clocklock_on_carrier(c, m, clock, abstime);
 }
 
+// glibc's unlock, then the futex table's wake (see above). The table's
+// check after glibc's xchg on the word is ordered by that xchg, a full
+// barrier on x86-64, as futex_table.h requires of a waker.
+static int unlock_in_glibc(pthread_mutex_t* m) {
+  const int r = real::pthread_mutex_unlock(m);
+  if (__builtin_expect(bobbin::internal::futex_table_used(), 0) && r == 0) {
+    bobbin::internal::futex_table_wake(os_mutex::lock_word(m), 1, bobbin::internal::futex_scope::process_private,
+                                       ~0u);
+  }
+  return r;
+}
+
 __attribute__((noinline)) static int mutex_unlock_on_carrier(carrier* c, pthread_mutex_t* m) {
   fiber_control* f = owning_fiber(c, m);
-  if (f == nullptr) return real::pthread_mutex_unlock(m);
+  if (f == nullptr) return unlock_in_glibc(m);
   return os_mutex::unlock(m, f);
 }
 
 BOBBIN_INTERPOSE int pthread_mutex_unlock(pthread_mutex_t* m) {
   carrier* c = tls_carrier;
-  if (__builtin_expect(c == nullptr, 1)) return real::pthread_mutex_unlock(m);
+  if (__builtin_expect(c == nullptr, 1)) return unlock_in_glibc(m);
   return mutex_unlock_on_carrier(c, m);
 }
 
@@ -155,6 +174,6 @@ int bobbin::internal::intercept::mutex_lock(pthread_mutex_t* m) noexcept {
 
 int bobbin::internal::intercept::mutex_unlock(pthread_mutex_t* m) noexcept {
   carrier* c = tls_carrier;
-  if (__builtin_expect(c == nullptr, 1)) return real::pthread_mutex_unlock(m);
+  if (__builtin_expect(c == nullptr, 1)) return unlock_in_glibc(m);
   return mutex_unlock_on_carrier(c, m);
 }

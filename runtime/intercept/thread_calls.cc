@@ -115,7 +115,8 @@ __attribute__((noinline)) static int pthread_once_on_carrier(pthread_once_t* onc
     // between, waits in glibc: that caller is not parked on this carrier).
     if ((v & kOnceInProgress) == 0) return real::pthread_once(once, init);
     bobbin::internal::futex_wait(word, v, bobbin::deadline::never(), bobbin::internal::futex_scope::process_private,
-                                 bobbin::wait_reason::futex_wait, bobbin::internal::futex_resume::parking_carrier);
+                                 bobbin::wait_reason::futex_wait, bobbin::internal::futex_resume::parking_carrier,
+                                 ~0u, bobbin::internal::futex_wakers::may_bypass_bobbin);  // glibc wakes inline
   }
 }
 

@@ -33,6 +33,7 @@
 #include "runtime/fiber/fiber_control.h"
 #include "runtime/intercept/libc.h"
 #include "runtime/io/io_wait.h"
+#include "runtime/park/futex_table.h"
 #include "runtime/sched/carrier.h"
 #include "runtime/sched/scheduler.h"
 #include "runtime/util/check.h"
@@ -245,14 +246,18 @@ unsigned futex_ring::run_completions(bool wait_for_lock) {
 }
 
 futex_wait_result futex_wait(const std::atomic<uint32_t>* word, uint32_t expected, deadline d, futex_scope scope,
-                             wait_reason reason, futex_resume resume, uint32_t bitset) {
+                             wait_reason reason, futex_resume resume, uint32_t bitset, futex_wakers wakers) {
   if (word->load(std::memory_order_acquire) != expected) return futex_wait_result::value_changed;
   if (d.expired()) return futex_wait_result::timed_out;
   carrier* c = current_fiber_carrier();
   futex_ring* ring = c != nullptr ? c->futex_ring_for_waits() : nullptr;
+  if (ring == nullptr && c != nullptr) {
+    // No usable futex ring: bobbin's own table (futex_table.h).
+    return futex_table_wait(c, word, expected, d, scope, reason, resume, bitset, wakers);
+  }
   if (ring == nullptr) {
-    // A plain thread, a pinned fiber, or no usable futex ring: block the
-    // thread; on a carrier the mark names the wait in the pinning report.
+    // A plain thread or a pinned fiber: block the thread; on a carrier the
+    // mark names the wait in the pinning report.
     pinned_block_marker marker(reason);
     return futex_wait_blocking(word, expected, d, scope, bitset);
   }
@@ -349,31 +354,14 @@ long futex_syscall(const void* word, int op, uint32_t val, const void* timeout, 
                       timeout, static_cast<void*>(nullptr), static_cast<unsigned long>(val3));
 }
 
-void nap_for_lock(carrier* c, std::chrono::microseconds pause, deadline d) {
-  const deadline next(pause);
-  const int64_t ns = (d.is_never() || next.time() < d.time() ? next : d).monotonic_ns();
-  __kernel_timespec ts{};
-  ts.tv_sec = ns / 1'000'000'000;
-  ts.tv_nsec = ns % 1'000'000'000;
-  // On this carrier (the rule for OS-lock waits, futex_resume), ignoring
-  // cancellation: a cancelled fiber's timer returns at once, and it must
-  // still let the holder run.
-  const int r = await_sqe(
-      c, [&](io_uring_sqe* sqe) { io_uring_prep_timeout(sqe, &ts, 0, IORING_TIMEOUT_ABS); }, wait_reason::os_lock,
-      deadline::never(), /*stay_on_carrier=*/true);
-  if (r == -ECANCELED) c->yield_bound(c->current());
-}
-
-bool futex_wait_parks() noexcept {
-  carrier* c = current_fiber_carrier();
-  return c != nullptr && c->futex_ring_for_waits() != nullptr;
-}
-
 int futex_wake(const std::atomic<uint32_t>* word, int n, futex_scope scope, uint32_t bitset) {
+  const int from_table = futex_table_wake(word, n, scope, bitset);
+  if (from_table >= n) return from_table;
+  n -= from_table;
   int op = (bitset == ~0u ? FUTEX_WAKE : FUTEX_WAKE_BITSET) |
            (scope == futex_scope::process_private ? FUTEX_PRIVATE_FLAG : 0);
   long r = raw_futex(word, op, static_cast<uint32_t>(n), nullptr, bitset);
-  return r < 0 ? 0 : static_cast<int>(r);
+  return from_table + (r < 0 ? 0 : static_cast<int>(r));
 }
 
 }  // namespace bobbin::internal

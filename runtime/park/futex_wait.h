@@ -32,13 +32,13 @@
 // global queue, so any carrier that is not stuck runs it, or, when the
 // caller asks (futex_resume), on the carrier it parked on.
 //
-// Fallback, decided by the runtime (runtime_impl::futex_rings_usable): a
-// kernel without IORING_OP_FUTEX_WAIT (before 6.7), BOBBIN_FUTEX_RING=off in
-// the environment when the runtime starts, or a carrier that could not
-// create its ring (said once on stderr) makes a fiber's futex wait a plain
-// futex(2) wait that blocks its carrier, marked so that the pinning monitor
-// reports it and activates a spare carrier. Plain threads and fibers inside
-// a pinned_scope always wait that way.
+// Fallback, decided by the runtime (runtime_impl::futex_rings_usable): on
+// the epoll backend, a kernel without IORING_OP_FUTEX_WAIT (before 6.7),
+// BOBBIN_FUTEX_RING=off in the environment when the runtime starts, or a
+// carrier that could not create its ring (said once on stderr), a fiber's
+// futex wait parks in a table of bobbin's own that futex_wake() and the
+// interposed wakes reach (runtime/park/futex_table.h). Plain threads and
+// fibers inside a pinned_scope always wait in the kernel, blocking.
 //
 // No wake is lost to a deadline: the ring wait's timeout is linked to it, so
 // the wait's own completion says whether it consumed a wake (0) or was cut
@@ -85,6 +85,13 @@ enum class futex_resume {
   any_carrier,  // the global queue: the first carrier free runs it
 };
 
+// Whether every wake of a word can be seen by bobbin (a fiber, a thread in
+// an interposed call, futex_wake(), syscall() through the interposer), or
+// some may come from elsewhere (the kernel, glibc's inline system calls,
+// another process). Only the futex table (futex_table.h) needs to know:
+// there a wait of the second kind re-checks its word on a timer.
+enum class futex_wakers { seen_by_bobbin, may_bypass_bobbin };
+
 // Waits while *word == expected, until woken or `d` passes. On a fiber that
 // is not pinned it parks (see above); elsewhere it blocks the thread. Like
 // futex(2), it may return `woken` without a wake: callers re-check the word.
@@ -93,7 +100,7 @@ enum class futex_resume {
 // whose bitset shares a bit with it ends the wait (nonzero).
 futex_wait_result futex_wait(const std::atomic<uint32_t>* word, uint32_t expected, deadline d, futex_scope scope,
                              wait_reason reason, futex_resume resume = futex_resume::any_carrier,
-                             uint32_t bitset = ~0u);
+                             uint32_t bitset = ~0u, futex_wakers wakers = futex_wakers::seen_by_bobbin);
 
 // The same wait blocking the calling thread, whatever it runs: for a fiber
 // whose runtime has interception off (runtime_options::
@@ -101,32 +108,15 @@ futex_wait_result futex_wait(const std::atomic<uint32_t>* word, uint32_t expecte
 futex_wait_result futex_wait_blocking(const std::atomic<uint32_t>* word, uint32_t expected, deadline d,
                                       futex_scope scope, uint32_t bitset = ~0u);
 
-// Where futex_wait() would block the carrier of a fiber that may park (no
-// usable futex ring: a kernel before 6.7, BOBBIN_FUTEX_RING=off), an OS
-// lock whose holder may be a fiber parked on that very carrier must not be
-// waited for that way: the holder could never run to release it. Such a
-// waiter polls instead: nap_for_lock() parks the fiber on `c` for `pause`
-// (less if `d` comes first), and the caller re-checks its lock and doubles
-// the pause up to kLockNapMax. A lock released meanwhile is taken up to
-// that late, and barging threads may take it first.
-inline constexpr std::chrono::microseconds kLockNapFirst{20};
-inline constexpr std::chrono::microseconds kLockNapMax{1000};
-void nap_for_lock(carrier* c, std::chrono::microseconds pause, deadline d);
-
 // futex(2) itself, never through an interposer: glibc's syscall() as found
 // after bobbin's (runtime/intercept/futex_calls.cc), which would otherwise
 // turn the runtime's own thread waits into parks.
 long futex_syscall(const void* word, int op, uint32_t val, const void* timeout, uint32_t val3) noexcept;
 
-// Whether futex_wait() called here would park the calling fiber (true), or
-// block the thread: off a fiber, on a pinned one, or with no usable futex
-// ring. A lock whose holder may be a fiber parked on this very carrier must
-// not be waited for by blocking the carrier (os_mutex.cc polls instead).
-bool futex_wait_parks() noexcept;
-
 // Wakes up to `n` waiters on `word` (fibers or threads) whose wait's bitset
 // shares a bit with `bitset` (FUTEX_WAKE_BITSET; all of them by default);
-// returns how many. Touches no memory but the kernel's: a wake after the
+// returns how many: fibers waiting in the futex table first, then the
+// kernel's waiters for the rest of `n`. Call after changing the word. Touches no memory but the kernel's: a wake after the
 // word's owner may have freed it is at worst a spurious wake of whoever
 // waits there next.
 int futex_wake(const std::atomic<uint32_t>* word, int n, futex_scope scope, uint32_t bitset = ~0u);

@@ -560,13 +560,14 @@ runtime_stats runtime_impl::stats() const {
       s.futex_completions_reaped_by_monitor += r->reaped_by_monitor();
     }
   }
+  s.futex_parks += futex_table_parks.load(std::memory_order_relaxed);
   s.os_condition_parks = os_condition_parks.load(std::memory_order_relaxed);
   return s;
 }
 
 void runtime_impl::futex_ring_failed(const absl::Status& why) {
   if (futex_ring_usable_.exchange(false, std::memory_order_relaxed)) {
-    write_stderr(absl::StrCat(why.message(), "; OS lock waits will block their carrier\n"));
+    write_stderr(absl::StrCat(why.message(), "; OS lock waits park in bobbin's own futex table instead\n"));
   }
 }
 

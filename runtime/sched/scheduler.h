@@ -90,6 +90,7 @@ class runtime_impl {
   std::atomic<int> num_idle{0};
   std::atomic<uint64_t> wakeups{0};
   std::atomic<uint64_t> os_condition_parks{0};  // runtime/sync/os_cond.cc
+  std::atomic<uint64_t> futex_table_parks{0};   // runtime/park/futex_table.cc
   std::atomic<int> carriers_stopped{0};  // carriers past their loop (shutdown)
   // The fiber whose fields the pinning monitor is reading; an ending fiber
   // waits for the monitor before its control block can be freed.

@@ -25,8 +25,10 @@
 // on unless runtime_options::os_lock_waiters_migrate says any carrier (the
 // rule and its reason: README "OS locks and waits").
 //
-// Where futex waits cannot park (kernels before 6.7), a fiber polls the lock
-// on a timer instead (poll_word): never by blocking its carrier.
+// Where the kernel cannot wait for a fiber (the epoll backend, kernels
+// before 6.7), the wait is in bobbin's futex table (futex_table.h), which
+// every unlock of the interposers reaches; it re-checks on a timer too, for
+// an unlock made inside glibc (none of the interposers sees it).
 //
 // Beyond glibc: a fiber tries the lock a few times before it parks (a park
 // and wake cost microseconds; most critical sections are shorter), and a
@@ -124,19 +126,6 @@ bool try_word(std::atomic<uint32_t>* w) {
   return w->compare_exchange_strong(expected, 1, std::memory_order_acquire, std::memory_order_relaxed);
 }
 
-// The fallback when futex waits cannot park (futex_wait.h: nap_for_lock).
-int poll_word(carrier* c, std::atomic<uint32_t>* w, deadline d) {
-  std::chrono::microseconds pause = kLockNapFirst;
-  // xchg(2), as a futex waiter would: the releaser then knows a waiter may
-  // exist and wakes (no one, here; a thread waiting in glibc otherwise).
-  while (w->exchange(2, std::memory_order_acquire) != 0) {
-    if (d.expired()) return ETIMEDOUT;
-    nap_for_lock(c, pause, d);
-    pause = std::min(pause * 2, kLockNapMax);
-  }
-  return 0;
-}
-
 // Takes the lock word (glibc's lll_lock / lll_clocklock), parking between
 // tries. 0 or ETIMEDOUT.
 __attribute__((noinline)) int acquire_word(pthread_mutex_t* m, fiber_control* self, carrier* parking, deadline d) {
@@ -163,7 +152,6 @@ __attribute__((noinline)) int acquire_word(pthread_mutex_t* m, fiber_control* se
     if (w->load(std::memory_order_relaxed) == 0 && try_word(w)) return 0;
     __builtin_ia32_pause();
   }
-  if (may_park && !futex_wait_parks()) return poll_word(c, w, d);
   const futex_resume resume = may_park && c->rt()->options().os_lock_waiters_migrate
                                   ? futex_resume::any_carrier
                                   : futex_resume::parking_carrier;
@@ -186,8 +174,8 @@ __attribute__((noinline)) int acquire_word(pthread_mutex_t* m, fiber_control* se
       c->yield_bound(c->current());
       continue;
     }
-    if (futex_wait(w, 2, d, futex_scope::process_private, wait_reason::os_lock, resume) ==
-        futex_wait_result::timed_out) {
+    if (futex_wait(w, 2, d, futex_scope::process_private, wait_reason::os_lock, resume, ~0u,
+                   futex_wakers::may_bypass_bobbin) == futex_wait_result::timed_out) {
       result = ETIMEDOUT;
       break;
     }

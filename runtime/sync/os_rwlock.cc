@@ -46,8 +46,10 @@
 // Waits are futex_wait's (runtime/park/futex_wait.h): a fiber parks and
 // resumes on the carrier it parked on unless runtime_options::
 // os_lock_waiters_migrate (the rule and its reason: README "OS locks and
-// waits"); a plain thread or a pinned fiber blocks. Where futex waits cannot
-// park, a fiber polls on a timer (nap_for_lock), never blocking its carrier.
+// waits"); a plain thread or a pinned fiber blocks. Where the kernel cannot
+// wait for a fiber (the epoll backend, kernels before 6.7), the fiber parks
+// in bobbin's futex table (runtime/park/futex_table.h), which every wake
+// here reaches: all of them are futex_wake() calls.
 //
 // Nothing here is glibc's code; the state word follows Rust's futex-based
 // std RwLock (library/std/src/sys/sync/rwlock/futex.rs), with timeouts,
@@ -144,24 +146,14 @@ constexpr unsigned kTsanRead = 0;
 constexpr unsigned kTsanTry = 0;
 #endif
 
-// Waits while *word == expected (futex_wait.h). A fiber whose futex waits
-// cannot park naps instead, and one whose runtime has interception off
-// blocks its carrier, as in glibc. Called after a possible earlier wait: it
-// re-reads the carrier.
+// Waits while *word == expected (futex_wait.h). A fiber whose runtime has
+// interception off blocks its carrier, as in glibc. Called after a possible
+// earlier wait: it re-reads the carrier.
 __attribute__((noinline)) futex_wait_result wait_on(const std::atomic<uint32_t>* word, uint32_t expected,
-                                                    uint32_t bitset, std::chrono::microseconds* nap, deadline d) {
+                                                    uint32_t bitset, deadline d) {
   carrier* c = current_fiber_carrier();  // null off a fiber, and for a pinned one
-  if (c != nullptr) {
-    if (!c->rt()->options().intercept_blocking_calls) {
-      return futex_wait_blocking(word, expected, d, futex_scope::process_private, bitset);
-    }
-    if (c->futex_ring_for_waits() == nullptr) {
-      if (word->load(std::memory_order_acquire) != expected) return futex_wait_result::value_changed;
-      if (d.expired()) return futex_wait_result::timed_out;
-      nap_for_lock(c, *nap, d);
-      *nap = std::min(*nap * 2, kLockNapMax);
-      return futex_wait_result::woken;
-    }
+  if (c != nullptr && !c->rt()->options().intercept_blocking_calls) {
+    return futex_wait_blocking(word, expected, d, futex_scope::process_private, bitset);
   }
   const futex_resume resume = c != nullptr && c->rt()->options().os_lock_waiters_migrate
                                   ? futex_resume::any_carrier
@@ -204,7 +196,6 @@ int read_lock_slow(pthread_rwlock_t* l, deadline d) {
   std::atomic<uint32_t>* state = state_word(l);
   std::atomic<uint32_t>* writers = waiting_writers(l);
   const bool behind_writers = readers_wait_for_writers(kind(l));
-  std::chrono::microseconds nap = kLockNapFirst;
   int spins = kSpins;
   for (;;) {
     uint32_t s = state->load(std::memory_order_seq_cst);
@@ -222,7 +213,7 @@ int read_lock_slow(pthread_rwlock_t* l, deadline d) {
     if (w != 0 && count(s) != kWriteLocked) {
       // Held back only by waiting writers: wait until none is left (each
       // drop to none wakes the readers waiting here).
-      if (wait_on(writers, w, ~0u, &nap, d) == futex_wait_result::timed_out) return ETIMEDOUT;
+      if (wait_on(writers, w, ~0u, d) == futex_wait_result::timed_out) return ETIMEDOUT;
       continue;
     }
     if ((s & kReadersWaiting) == 0) {
@@ -232,7 +223,7 @@ int read_lock_slow(pthread_rwlock_t* l, deadline d) {
       }
       s |= kReadersWaiting;
     }
-    if (wait_on(state, s, kReaderWake, &nap, d) == futex_wait_result::timed_out) return ETIMEDOUT;
+    if (wait_on(state, s, kReaderWake, d) == futex_wait_result::timed_out) return ETIMEDOUT;
   }
 }
 
@@ -250,7 +241,6 @@ void writer_stops_waiting(pthread_rwlock_t* l) {
 
 int write_lock_slow(pthread_rwlock_t* l, deadline d) {
   std::atomic<uint32_t>* state = state_word(l);
-  std::chrono::microseconds nap = kLockNapFirst;
   uint32_t others_may_wait = 0;  // kWritersWaiting once this writer has waited
   bool counted = false;          // in waiting_writers
   int spins = kSpins;
@@ -282,7 +272,7 @@ int write_lock_slow(pthread_rwlock_t* l, deadline d) {
       s |= kWritersWaiting;
     }
     others_may_wait = kWritersWaiting;
-    if (wait_on(state, s, kWriterWake, &nap, d) == futex_wait_result::timed_out) {
+    if (wait_on(state, s, kWriterWake, d) == futex_wait_result::timed_out) {
       writer_stops_waiting(l);
       return ETIMEDOUT;
     }

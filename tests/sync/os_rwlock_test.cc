@@ -376,14 +376,15 @@ TEST_P(OsRwlockTest, WaitersThatMayResumeOnAnyCarrierAllFinish) {
   shared_across_sleeps(*rt);
 }
 
-TEST_P(OsRwlockTest, WithoutAFutexRingFibersPollInsteadOfBlockingTheirCarrier) {
-  // BOBBIN_FUTEX_RING=off: what a kernel before 6.7 gets. Blocking the
-  // carrier would hang whenever the holder is parked on it.
+TEST_P(OsRwlockTest, WithoutAFutexRingFibersParkInTheTableInsteadOfBlockingTheirCarrier) {
+  // BOBBIN_FUTEX_RING=off: what a kernel before 6.7 or the epoll backend
+  // gets. Blocking the carrier would hang whenever the holder is parked on
+  // it; the waiters park in bobbin's futex table (futex_table.h).
   ::setenv("BOBBIN_FUTEX_RING", "off", 1);
   auto rt = start();
   ::unsetenv("BOBBIN_FUTEX_RING");
   shared_across_sleeps(*rt);
-  EXPECT_EQ(rt->stats().futex_parks, 0u);
+  EXPECT_GE(rt->stats().futex_parks, 1u);
 }
 
 TEST_P(OsRwlockTest, WithInterceptionOffAFiberBlocksItsCarrierAsGlibcWould) {

@@ -1,0 +1,177 @@
+// The table of fibers' futex waits (futex_table.h says when it is used and
+// why no wake is lost). Each entry is a waiter (bobbin/internal/park.h) on
+// the waiting fiber's stack, parked with park(): its deadline, the re-check
+// timer and the wake-once protocol are the sync primitives' own.
+#include "runtime/park/futex_table.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+
+#include "bobbin/internal/park.h"
+#include "bobbin/internal/spin_lock.h"
+#include "runtime/fiber/fiber_control.h"
+#include "runtime/sched/carrier.h"
+#include "runtime/sched/scheduler.h"
+
+namespace bobbin::internal {
+
+namespace {
+
+// A bucket per hash of the word's address. 256 of them: waits on distinct
+// words rarely share one, and a scan passes over a bucket's other words'
+// entries only.
+struct alignas(64) bucket {
+  spin_lock lock;
+  waiter_list list;
+  // Entries in `list` plus fibers about to add one (raised before the
+  // word is checked): a waker that reads 0 after changing the word has
+  // nobody here to wake.
+  std::atomic<uint32_t> waiting{0};
+};
+
+constexpr unsigned kBuckets = 256;
+bucket g_buckets[kBuckets];
+
+bucket& bucket_of(const void* word) {
+  // Words are 4-byte aligned; mix the higher bits in (Fibonacci hashing).
+  const auto a = reinterpret_cast<uintptr_t>(word) >> 2;
+  return g_buckets[(a * 0x9E3779B97F4A7C15ull) >> (64 - 8)];
+}
+static_assert(kBuckets == 1u << 8);
+
+// What a waiter waits for, beyond the word (in waiter::payload): the scope
+// above the bitset, in waiter::aux.
+constexpr uintptr_t kSharedScope = uintptr_t{1} << 32;
+uintptr_t key_bits(futex_scope scope, uint32_t bitset) {
+  return uintptr_t{bitset} | (scope == futex_scope::shared ? kSharedScope : 0);
+}
+bool matches(const waiter* w, const void* word, uintptr_t key) {
+  return w->payload == word && (w->aux & kSharedScope) == (key & kSharedScope) &&
+         (static_cast<uint32_t>(w->aux) & static_cast<uint32_t>(key)) != 0;
+}
+
+// Read only of a waiter still waiting: one abandoned at a runtime's
+// shutdown (runtime_impl::shutdown marks it timed out and leaks its stack)
+// may stay linked here, its carrier gone.
+bool home_blocked(const waiter* w) {
+  if (w->state.load(std::memory_order_acquire) != wait_state::waiting) return false;
+  const auto* home = static_cast<const carrier*>(w->token.home);
+  return home != nullptr && home->blocked.load(std::memory_order_relaxed);
+}
+
+bool nobody_waits(const bucket& b) {
+  // The waker has just changed the word (futex_table.h): order that store
+  // before this load, as the waiter orders its count before its check.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  return b.waiting.load(std::memory_order_relaxed) == 0;
+}
+
+}  // namespace
+
+std::atomic<bool> g_futex_table_used{false};
+
+futex_wait_result futex_table_wait(carrier* c, const std::atomic<uint32_t>* word, uint32_t expected, deadline d,
+                                   futex_scope scope, wait_reason reason, futex_resume resume, uint32_t bitset,
+                                   futex_wakers wakers) {
+  fiber_control* self = c->current();
+  deadline until = d;
+  bool rechecking = false;
+  if (wakers == futex_wakers::may_bypass_bobbin) {
+    // The same fiber back on the same word after a re-check waits twice as
+    // long before the next (futex_table.h).
+    std::chrono::milliseconds pause = kRecheckFirst;
+    if (self->futex_recheck_word == word) {
+      pause = std::min(std::chrono::milliseconds(self->futex_recheck_ms) * 2, kRecheckMax);
+    }
+    self->futex_recheck_word = word;
+    self->futex_recheck_ms = static_cast<uint32_t>(pause.count());
+    const deadline next(pause);
+    if (d.is_never() || next.time() < d.time()) {
+      until = next;
+      rechecking = true;
+    }
+  }
+
+  waiter w;
+  w.prepare();
+  if (resume == futex_resume::parking_carrier) w.token.home = c;
+  w.payload = const_cast<std::atomic<uint32_t>*>(word);
+  w.aux = key_bits(scope, bitset);
+  if (!g_futex_table_used.load(std::memory_order_relaxed)) g_futex_table_used.store(true, std::memory_order_seq_cst);
+  bucket& b = bucket_of(word);
+  b.lock.lock();
+  b.waiting.fetch_add(1, std::memory_order_seq_cst);
+  if (word->load(std::memory_order_seq_cst) != expected) {
+    b.waiting.fetch_sub(1, std::memory_order_relaxed);
+    b.lock.unlock();
+    self->futex_recheck_word = nullptr;
+    return futex_wait_result::value_changed;
+  }
+  b.list.push_back(&w);
+  c->rt()->futex_table_parks.fetch_add(1, std::memory_order_relaxed);
+  const wait_state s = park(w, b.lock, b.list, until, reason, /*cancellable=*/false);
+  b.waiting.fetch_sub(1, std::memory_order_relaxed);
+  if (s == wait_state::notified) {
+    self->futex_recheck_word = nullptr;
+    return futex_wait_result::woken;
+  }
+  // Timed out: the caller's deadline, or a re-check before it.
+  return rechecking && !d.expired() ? futex_wait_result::woken : futex_wait_result::timed_out;
+}
+
+int futex_table_wake(const void* word, int n, futex_scope scope, uint32_t bitset) {
+  if (n <= 0) return 0;
+  bucket& b = bucket_of(word);
+  if (nobody_waits(b)) return 0;
+  const uintptr_t key = key_bits(scope, bitset);
+  // Claimed under the lock, woken after it (park.h). A few on the stack;
+  // a broadcast to more wakes them a batch at a time.
+  constexpr int kBatch = 32;
+  waiter* claimed[kBatch];
+  int woken = 0;
+  for (;;) {
+    int k = 0;
+    b.lock.lock();
+    // Two passes: fibers whose carrier can run them first.
+    for (int pass = 0; pass < 2 && k < kBatch && woken + k < n; pass++) {
+      for (waiter* w = b.list.front(); w != nullptr && k < kBatch && woken + k < n;) {
+        waiter* next = w->next;
+        if (matches(w, word, key) && (pass == 1 || !home_blocked(w))) {
+          b.list.remove(w);
+          if (w->claim()) claimed[k++] = w;  // else its deadline won: it leaves by itself
+        }
+        w = next;
+      }
+    }
+    const bool more = k == kBatch && woken + k < n;
+    b.lock.unlock();
+    for (int i = 0; i < k; i++) notify(claimed[i]);
+    woken += k;
+    if (!more) return woken;
+  }
+}
+
+void futex_table_wake_all(const void* word) {
+  bucket& b = bucket_of(word);
+  if (nobody_waits(b)) return;
+  constexpr int kBatch = 32;
+  waiter* claimed[kBatch];
+  for (;;) {
+    int k = 0;
+    b.lock.lock();
+    for (waiter* w = b.list.front(); w != nullptr && k < kBatch;) {
+      waiter* next = w->next;
+      if (w->payload == word) {
+        b.list.remove(w);
+        if (w->claim()) claimed[k++] = w;
+      }
+      w = next;
+    }
+    b.lock.unlock();
+    for (int i = 0; i < k; i++) notify(claimed[i]);
+    if (k < kBatch) return;
+  }
+}
+
+}  // namespace bobbin::internal
