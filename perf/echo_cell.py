@@ -9,11 +9,14 @@ import subprocess
 from procs import server  # perf/procs.py
 
 
-def run(exe, generator, threads, conns, port, server_cpus, client_cpus, seconds, warmup, size=64):
+def run(exe, generator, threads, conns, port, server_cpus, client_cpus, seconds, warmup, size=64, env=()):
     """The generator's JSON result (throughput_rps, p50_us, p99_us, p999_us,
     errors, connect_errors, server_cpu_us_per_msg, ...), with "failed": why
-    when the generator exited non-zero or wrote no result."""
-    with server(exe, [exe, "--port", str(port), "--threads", str(threads)], port, server_cpus) as s:
+    when the generator exited non-zero or wrote no result. `env`: NAME=VALUE
+    settings for the server (through env(1), which execs it: the pid read
+    for its CPU time is the server's)."""
+    argv = (["env", *env] if env else []) + [exe, "--port", str(port), "--threads", str(threads)]
+    with server(exe, argv, port, server_cpus) as s:
         cmd = ["taskset", "-c", client_cpus, generator, "--port", str(port), "--connections", str(conns),
                "--size", str(size), "--duration", str(seconds), "--warmup", str(warmup),
                "--server-pid", str(s.proc.pid)]

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """The echo protocol in six programming models, side by side under one load
-generator (perf/load/echo_load): bobbin fibers, C++20 coroutines on the same
+generator (perf/load/echo_load): bobbin fibers (on io_uring, and on its
+epoll backend as where io_uring is refused), C++20 coroutines on the same
 io_uring, Asio coroutines on its io_uring and its epoll backend, a raw
-io_uring callback loop and thread-per-connection.
+io_uring callback loop, thread-per-connection and Go.
 
 Every (server threads, connections) cell runs each server once per round;
 rounds are interleaved and the server order rotates between rounds, so slow
@@ -61,6 +62,7 @@ SIZE = 64
 # (key, label, executable); bobbin first, the peers in the order of the issue.
 SERVERS = [
     ("bobbin", "bobbin fibers", "bobbin_echo"),
+    ("bobbin_epoll", "bobbin fibers, epoll backend", "bobbin_echo"),
     ("uring_raw", "raw io_uring callback loop", "uring_raw_echo"),
     ("uring_coro", "C++20 coroutines on io_uring", "uring_coro_echo"),
     ("asio_uring", "Asio coroutines, io_uring backend", "asio_uring_echo"),
@@ -70,13 +72,18 @@ SERVERS = [
 ]
 # bobbin on 1 carrier against each peer, in messages per second (issue 5).
 TARGETS = {"uring_raw": 0.9, "uring_coro": 1.0, "asio_uring": 1.0, "asio_epoll": 1.5, "threads": 1.0}
+# bobbin on its epoll backend against the peers that wait on epoll too
+# (issue 36), both generators.
+EPOLL_TARGETS = {"asio_epoll": 1.0, "go": 1.0}
+# Settings a server runs with (env(1)).
+SERVER_ENV = {"bobbin_epoll": ("BOBBIN_BACKEND=epoll",)}
 CPUS = {1: ("0", "1"), 2: ("0,1", "1")}  # server CPUs, load generator CPUs
 
 
-def run_cell(exe, threads, conns, port, generator="echo_load"):
+def run_cell(key, exe, threads, conns, port, generator="echo_load"):
     server_cpus, client_cpus = CPUS[threads]
     return echo_cell.run(exe, os.path.join(args.build, "perf", generator), threads, conns, port, server_cpus,
-                         client_cpus, args.seconds, args.warmup, SIZE)
+                         client_cpus, args.seconds, args.warmup, SIZE, env=SERVER_ENV.get(key, ()))
 
 
 def build_go_peer():
@@ -105,7 +112,7 @@ def measure():
                 shift = rnd % len(available)
                 for key, _, path in available[shift:] + available[:shift]:
                     port += 1  # a fresh port: no TIME_WAIT from the last cell in the way
-                    r = run_cell(path, threads, conns, port)
+                    r = run_cell(key, path, threads, conns, port)
                     runs.setdefault(f"{key}/{threads}/{conns}", []).append(r)
                     print(f"round {rnd + 1} threads={threads} C={conns} {key}: "
                           f"{r.get('throughput_rps', 0):,.0f} msg/s p99 {r.get('p99_us', 0):,.0f} us "
@@ -120,7 +127,7 @@ def measure():
                 shift = rnd % len(available)
                 for key, _, path in available[shift:] + available[:shift]:
                     port += 1
-                    r = run_cell(path, 1, conns, port, generator="go_echoload")
+                    r = run_cell(key, path, 1, conns, port, generator="go_echoload")
                     cross.setdefault(f"{key}/1/{conns}", []).append(r)
                     print(f"cross-check round {rnd + 1} C={conns} {key}: {r.get('throughput_rps', 0):,.0f} msg/s "
                           f"cpu {r.get('server_cpu_us_per_msg', -1):.2f} us/msg"
@@ -245,6 +252,7 @@ def render(data):
                 ok = "**missed**: not ahead"  # the target is strictly ahead
             lines.append(f"| {labels[key]} | {conns:,} | {shown} | {want} | {ok} | {cpu} |")
     lines.append("")
+    lines += render_epoll_targets(data)
     lines.append("### Targets of issue 10: tail, and 2 carriers against 1\n")
     lines.append("p99.9 ratio = bobbin's p99.9 ÷ the raw loop's, 1 thread each (target at most 2x at 10,000; the "
                  "throughput targets are the raw-loop rows above, now ≥ 1.0x). Scaling = bobbin on 2 carriers ÷ bobbin "
@@ -269,6 +277,34 @@ def render(data):
     section = "\n".join(lines)
     results_md.write_section(args.results, "echo", section)
     return section
+
+
+def render_epoll_targets(data):
+    """bobbin on its epoll backend against Asio's epoll loop and Go, under
+    both generators (issue 36)."""
+    labels = dict(data["servers"])
+    if "bobbin_epoll" not in labels:
+        return []
+    lines = ["### Targets: bobbin on epoll against the peers that wait on epoll (1 thread)\n",
+             "Ratio = bobbin on its epoll backend (`BOBBIN_BACKEND=epoll`, as where io_uring is refused) ÷ the "
+             "peer, msg/s medians of the same run, under each load generator.\n",
+             "| peer | C | echo_load ratio | go_echoload ratio | target | verdict |",
+             "|---|---:|---:|---:|---:|---|"]
+    show = lambda x: f"{x:.2f}x" if x is not None else "n/a"  # noqa: E731
+    for key, target in EPOLL_TARGETS.items():
+        if key not in labels:
+            continue
+        for conns in CONNECTIONS:
+            found = []
+            for runs in ("runs", "cross"):
+                b = median_of(data, "bobbin_epoll", 1, conns, "throughput_rps", runs)
+                p = median_of(data, key, 1, conns, "throughput_rps", runs)
+                found.append(b / p if b and p else None)
+            present = [r for r in found if r is not None]
+            ok = results_md.verdict(min(present), target) if present else "n/a"
+            lines.append(f"| {labels[key]} | {conns:,} | {show(found[0])} | {show(found[1])} | ≥ {target:g}x | {ok} |")
+    lines.append("")
+    return lines
 
 
 # Above this spread between the two generators' bobbin-to-peer ratios, a row

@@ -281,8 +281,12 @@ int unlock_slow(pthread_mutex_t* m, fiber_control* self) noexcept {
   tsan_pre_unlock(m);
   store(m->__data.__owner, 0);
   store(m->__data.__nusers, load(m->__data.__nusers) - 1);
-  release_word(m);
+  // ThreadSanitizer is told before the release, as its own interceptor
+  // does (after it, another caller may destroy the mutex), and outside the
+  // window where it ignores synchronization: the wake's own (the futex
+  // table's lock and hand-over, runtime/park/futex_table.cc) must be seen.
   tsan_post_unlock(m);
+  release_word(m);
   return 0;
 }
 
