@@ -14,8 +14,9 @@
 // glibc's unlock wakes the kernel's waiters only. Where fibers wait in
 // bobbin's futex table instead (the epoll backend, kernels before 6.7:
 // runtime/park/futex_table.h), every unlock made through glibc here is
-// followed by a wake of one of them (unlock_in_glibc): a load and a branch
-// while the table has never been used.
+// followed by a wake of one of them when the word says a waiter may exist
+// (unlock_in_glibc): a load and a branch while the table has never been
+// used, two more afterwards.
 //
 // Condition variables are bobbin's own (cond_calls.cc): their waits unlock
 // and relock the mutex through these interposers, so a fiber keeps owning
@@ -141,16 +142,27 @@ BOBBIN_INTERPOSE int pthread_mutex_clocklock(pthread_mutex_t* m, clockid_t clock
   return mutex_clocklock_on_carrier(c, m, clock, abstime);
 }
 
-// glibc's unlock, then the futex table's wake (see above). The table's
-// check after glibc's xchg on the word is ordered by that xchg, a full
-// barrier on x86-64, as futex_table.h requires of a waker.
-static int unlock_in_glibc(pthread_mutex_t* m) {
+// glibc's unlock, then the futex table's wake (see above), for a word
+// marked as waited for (2): a fiber marks it so before it parks in the
+// table, as glibc's own waiters do before futex(2). One that marks it
+// between the load here and glibc's release is not woken here; its re-check
+// finds the lock free (futex_table.h). The table's load after glibc's xchg
+// on the word needs no fence: that xchg is a full barrier on x86-64.
+__attribute__((noinline)) static int unlock_in_glibc_waking_table(pthread_mutex_t* m) {
   const int r = real::pthread_mutex_unlock(m);
-  if (__builtin_expect(bobbin::internal::futex_table_used(), 0) && r == 0) {
-    bobbin::internal::futex_table_wake(os_mutex::lock_word(m), 1, bobbin::internal::futex_scope::process_private,
-                                       ~0u);
+  if (r == 0) {
+    bobbin::internal::futex_table_wake_after_locked_rmw(os_mutex::lock_word(m), 1,
+                                                        bobbin::internal::futex_scope::process_private, ~0u);
   }
   return r;
+}
+
+static inline int unlock_in_glibc(pthread_mutex_t* m) {
+  if (__builtin_expect(!bobbin::internal::futex_table_used(), 1) ||
+      os_mutex::lock_word(m)->load(std::memory_order_relaxed) <= 1) {
+    return real::pthread_mutex_unlock(m);
+  }
+  return unlock_in_glibc_waking_table(m);
 }
 
 __attribute__((noinline)) static int mutex_unlock_on_carrier(carrier* c, pthread_mutex_t* m) {

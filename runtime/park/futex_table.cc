@@ -67,9 +67,11 @@ bool nobody_waits(const bucket& b) {
   return b.waiting.load(std::memory_order_relaxed) == 0;
 }
 
+int wake_in(bucket& b, const void* word, int n, futex_scope scope, uint32_t bitset);
+
 }  // namespace
 
-std::atomic<bool> g_futex_table_used{false};
+__attribute__((visibility("hidden"))) std::atomic<bool> g_futex_table_used{false};
 
 futex_wait_result futex_table_wait(carrier* c, const std::atomic<uint32_t>* word, uint32_t expected, deadline d,
                                    futex_scope scope, wait_reason reason, futex_resume resume, uint32_t bitset,
@@ -124,6 +126,21 @@ int futex_table_wake(const void* word, int n, futex_scope scope, uint32_t bitset
   if (n <= 0) return 0;
   bucket& b = bucket_of(word);
   if (nobody_waits(b)) return 0;
+  return wake_in(b, word, n, scope, bitset);
+}
+
+int futex_table_wake_after_locked_rmw(const void* word, int n, futex_scope scope, uint32_t bitset) {
+  if (n <= 0) return 0;
+  bucket& b = bucket_of(word);
+  // No fence: the caller's locked instruction on the word already ordered
+  // its change before this load (futex_table.h).
+  if (b.waiting.load(std::memory_order_relaxed) == 0) return 0;
+  return wake_in(b, word, n, scope, bitset);
+}
+
+namespace {
+
+int wake_in(bucket& b, const void* word, int n, futex_scope scope, uint32_t bitset) {
   const uintptr_t key = key_bits(scope, bitset);
   // Claimed under the lock, woken after it (park.h). A few on the stack;
   // a broadcast to more wakes them a batch at a time.
@@ -151,6 +168,8 @@ int futex_table_wake(const void* word, int n, futex_scope scope, uint32_t bitset
     if (!more) return woken;
   }
 }
+
+}  // namespace
 
 void futex_table_wake_all(const void* word) {
   bucket& b = bucket_of(word);
