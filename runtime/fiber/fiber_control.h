@@ -157,6 +157,7 @@ struct fiber_control {
   // wait that goes on backs off. Touched by this fiber only.
   const void* futex_recheck_word = nullptr;
   uint32_t futex_recheck_ms = 0;
+  uint64_t futex_recheck_ended_ms = 0;  // carrier::clock_ms() when the last re-check returned
 
   // Cancellation (runtime/fiber/cancel.h): the request, sticky once made,
   // and the wait it would have to interrupt, published while the fiber is

@@ -31,8 +31,9 @@
 // for them (the epoll backend, kernels before 6.7: runtime/park/
 // futex_table.h), then the kernel's waiters for the rest of the count, and
 // answer with the sum; requeues and FUTEX_WAKE_OP wake every fiber in the
-// table on the words they name (a spurious wake, which futex(2) allows) and
-// go on to the kernel. A shared wait there also re-checks on a timer:
+// table on the words they name (a spurious wake, which futex(2) allows;
+// WAKE_OP's second word after the kernel has changed it) and go on to the
+// kernel. A shared wait there also re-checks on a timer:
 // another process may wake it.
 //
 // What is left to the kernel: every other system call and futex operation
@@ -51,6 +52,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -110,18 +112,24 @@ __attribute__((noinline)) long futex_call_reaching_table(long a1, long a2, long 
     case FUTEX_WAKE:
     case FUTEX_WAKE_BITSET: {
       const uint32_t bitset = cmd == FUTEX_WAKE_BITSET ? static_cast<uint32_t>(a6) : FUTEX_BITSET_MATCH_ANY;
-      const int n = static_cast<int>(a3);
-      if (bitset == 0 || n <= 0) break;
+      // The kernel's count: at least one (it wakes one for 0, and for a
+      // value past INT_MAX, which it reads as negative).
+      const int n = std::max(static_cast<int>(a3), 1);
+      if (bitset == 0 || (op & FUTEX_CLOCK_REALTIME) != 0) break;  // the kernel's EINVAL, ENOSYS
       const int woken = futex_table_wake(word, n, scope, bitset);
       if (woken == 0) break;
       if (woken >= n) return woken;
       const long r = libc::syscall(SYS_futex, a1, a2, static_cast<long>(n - woken), a4, a5, a6);
       return r < 0 ? woken : r + woken;
     }
-    case FUTEX_WAKE_OP:
+    case FUTEX_WAKE_OP: {
+      // uaddr2's waiters are woken after the kernel has changed it: woken
+      // before, they would find the old value and wait again.
       futex_table_wake_all(word);
+      const long r = libc::syscall(SYS_futex, a1, a2, a3, a4, a5, a6);
       futex_table_wake_all(reinterpret_cast<const void*>(a5));
-      break;
+      return r;
+    }
     case FUTEX_REQUEUE:
     case FUTEX_CMP_REQUEUE:
       futex_table_wake_all(word);

@@ -82,8 +82,11 @@ futex_wait_result futex_table_wait(carrier* c, const std::atomic<uint32_t>* word
   if (wakers == futex_wakers::may_bypass_bobbin) {
     // The same fiber back on the same word after a re-check waits twice as
     // long before the next (futex_table.h).
+    // A wait begun long after the last re-check ended (the caller took the
+    // lock and went on) is a new one: it starts again at kRecheckFirst.
     std::chrono::milliseconds pause = kRecheckFirst;
-    if (self->futex_recheck_word == word) {
+    const uint64_t now_ms = c->clock_ms();
+    if (self->futex_recheck_word == word && now_ms - self->futex_recheck_ended_ms <= self->futex_recheck_ms) {
       pause = std::min(std::chrono::milliseconds(self->futex_recheck_ms) * 2, kRecheckMax);
     }
     self->futex_recheck_word = word;
@@ -119,7 +122,12 @@ futex_wait_result futex_table_wait(carrier* c, const std::atomic<uint32_t>* word
     return futex_wait_result::woken;
   }
   // Timed out: the caller's deadline, or a re-check before it.
-  return rechecking && !d.expired() ? futex_wait_result::woken : futex_wait_result::timed_out;
+  if (rechecking && !d.expired()) {
+    self->futex_recheck_ended_ms = current_carrier()->clock_ms();  // it may have resumed on another carrier
+    return futex_wait_result::woken;
+  }
+  self->futex_recheck_word = nullptr;
+  return futex_wait_result::timed_out;
 }
 
 int futex_table_wake(const void* word, int n, futex_scope scope, uint32_t bitset) {

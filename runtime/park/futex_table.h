@@ -23,8 +23,16 @@
 // shared futex, a raw `syscall` instruction. A wait that may be ended that
 // way says so (futex_wakers::may_bypass_bobbin), and re-checks on a timer:
 // 1 ms after it parks, then at doubling intervals up to kRecheckMax while
-// the same fiber keeps waiting on the same word. A re-check is a spurious
-// wake (futex_wait_result::woken); callers re-read the word, as after any.
+// the same fiber keeps waiting on the same word (a wait begun more than an
+// interval after the last re-check starts again at 1 ms). A re-check is a
+// spurious wake (futex_wait_result::woken); callers re-read the word, as
+// after any.
+//
+// Not yet as on the futex ring: a fiber woken here to resume on its home
+// carrier (futex_resume::parking_carrier) while that carrier becomes
+// blocked keeps the wake until the carrier runs again; the ring passes such
+// a wake on to another waiter (futex_ring::pass_on_wakes_stuck_on). The
+// wake prefers, when it chooses, waiters whose carrier is not blocked.
 //
 // The check that the word still holds the expected value and the entry's
 // insertion happen under the bucket's lock, after the bucket's count of

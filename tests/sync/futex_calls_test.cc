@@ -419,6 +419,31 @@ TEST(FutexCallsTest, SharedAndBitsetWaitsAreWokenByTheirOwnWakes) {
   EXPECT_EQ(pins.detected(), 0u) << pins.first();
 }
 
+// FUTEX_WAKE_OP: the kernel changes the second word and wakes its waiters
+// if the old value compares as asked. On epoll a fiber waits for that word
+// in bobbin's futex table, and must be woken after the change: woken
+// before, it would find the old value and wait again for good.
+TEST(FutexCallsTest, WakeOpWakesTheSecondWordsWaiterAfterChangingIt) {
+  auto rt = bobbin::runtime::start(bobbin::testing::carriers(1)).value();
+  std::atomic<uint32_t> first{0}, second{0};
+  auto waiter = rt->spawn([&] {
+    int waits = 0;
+    while (second.load() == 0) {
+      futex(&second, FUTEX_WAIT_PRIVATE, 0, nullptr);
+      waits++;
+    }
+    return waits;
+  });
+  for (int i = 0; i < 5000 && rt->stats().futex_parks < 1; i++) std::this_thread::sleep_for(1ms);
+  ASSERT_GE(rt->stats().futex_parks, 1u);
+  // *second = 1, and wake one waiter of `second` if it was 0.
+  const long woken = ::syscall(SYS_futex, &first, FUTEX_WAKE_OP_PRIVATE, 1, 1, &second,
+                               FUTEX_OP(FUTEX_OP_SET, 1, FUTEX_OP_CMP_EQ, 0));
+  EXPECT_GE(woken, 0);
+  EXPECT_EQ(waiter.join(), 1);
+  EXPECT_EQ(second.load(), 1u);
+}
+
 // A pinned fiber's futex wait blocks its carrier, and the pinning report
 // says so: the wait is not taken over.
 TEST(FutexCallsTest, APinnedFibersWaitBlocksItsCarrierAndIsReported) {
