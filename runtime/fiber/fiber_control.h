@@ -152,13 +152,6 @@ struct fiber_control {
   // an abandoned fiber so that nothing wakes it later (scheduler.cc).
   std::atomic<waiter*> parked_waiter{nullptr};
 
-  // A futex wait in the table that re-checks on a timer (runtime/park/
-  // futex_table.h): the word it last waited on and its last interval, so a
-  // wait that goes on backs off. Touched by this fiber only.
-  const void* futex_recheck_word = nullptr;
-  uint32_t futex_recheck_ms = 0;
-  uint64_t futex_recheck_ended_ms = 0;  // carrier::clock_ms() when the last re-check returned
-
   // Cancellation (runtime/fiber/cancel.h): the request, sticky once made,
   // and the wait it would have to interrupt, published while the fiber is
   // parked in a cancellable wait.
@@ -185,6 +178,14 @@ struct fiber_control {
   bool scope_ended = false;
   spin_lock scopes_lock;
   scope_state* owned_scopes = nullptr;
+
+  // A futex wait in the table that re-checks on a timer (runtime/park/
+  // futex_table.h): the word it last waited on and its last interval, so a
+  // wait that goes on backs off. Touched by this fiber only; at the end, off
+  // the cache lines of the fields the switch and park paths touch.
+  const void* futex_recheck_word = nullptr;
+  uint32_t futex_recheck_ms = 0;
+  uint64_t futex_recheck_ended_ms = 0;  // carrier::clock_ms() when the last re-check returned
 };
 
 // A control block with the fiber's body built beside it, in one allocation;

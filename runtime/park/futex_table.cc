@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <climits>
 #include <cstdint>
 
 #include "bobbin/internal/park.h"
@@ -46,9 +47,13 @@ constexpr uintptr_t kSharedScope = uintptr_t{1} << 32;
 uintptr_t key_bits(futex_scope scope, uint32_t bitset) {
   return uintptr_t{bitset} | (scope == futex_scope::shared ? kSharedScope : 0);
 }
+// A key that matches every wait on the word, whatever its scope and bitset
+// (futex_table_wake_all).
+constexpr uintptr_t kAnyWait = ~uintptr_t{0};
 bool matches(const waiter* w, const void* word, uintptr_t key) {
-  return w->payload == word && (w->aux & kSharedScope) == (key & kSharedScope) &&
-         (static_cast<uint32_t>(w->aux) & static_cast<uint32_t>(key)) != 0;
+  if (w->payload != word) return false;
+  return key == kAnyWait || ((w->aux & kSharedScope) == (key & kSharedScope) &&
+                             (static_cast<uint32_t>(w->aux) & static_cast<uint32_t>(key)) != 0);
 }
 
 // Read only of a waiter still waiting: one abandoned at a runtime's
@@ -67,7 +72,7 @@ bool nobody_waits(const bucket& b) {
   return b.waiting.load(std::memory_order_relaxed) == 0;
 }
 
-int wake_in(bucket& b, const void* word, int n, futex_scope scope, uint32_t bitset);
+int wake_in(bucket& b, const void* word, int n, uintptr_t key);
 
 }  // namespace
 
@@ -80,10 +85,9 @@ futex_wait_result futex_table_wait(carrier* c, const std::atomic<uint32_t>* word
   deadline until = d;
   bool rechecking = false;
   if (wakers == futex_wakers::may_bypass_bobbin) {
-    // The same fiber back on the same word after a re-check waits twice as
-    // long before the next (futex_table.h).
-    // A wait begun long after the last re-check ended (the caller took the
-    // lock and went on) is a new one: it starts again at kRecheckFirst.
+    // The same fiber back on the same word right after a re-check waits
+    // twice as long before the next (futex_table.h); a wait begun later
+    // (the caller took the lock and went on) starts again at kRecheckFirst.
     std::chrono::milliseconds pause = kRecheckFirst;
     const uint64_t now_ms = c->clock_ms();
     if (self->futex_recheck_word == word && now_ms - self->futex_recheck_ended_ms <= self->futex_recheck_ms) {
@@ -134,7 +138,7 @@ int futex_table_wake(const void* word, int n, futex_scope scope, uint32_t bitset
   if (n <= 0) return 0;
   bucket& b = bucket_of(word);
   if (nobody_waits(b)) return 0;
-  return wake_in(b, word, n, scope, bitset);
+  return wake_in(b, word, n, key_bits(scope, bitset));
 }
 
 int futex_table_wake_after_locked_rmw(const void* word, int n, futex_scope scope, uint32_t bitset) {
@@ -143,13 +147,18 @@ int futex_table_wake_after_locked_rmw(const void* word, int n, futex_scope scope
   // No fence: the caller's locked instruction on the word already ordered
   // its change before this load (futex_table.h).
   if (b.waiting.load(std::memory_order_relaxed) == 0) return 0;
-  return wake_in(b, word, n, scope, bitset);
+  return wake_in(b, word, n, key_bits(scope, bitset));
+}
+
+void futex_table_wake_all(const void* word) {
+  bucket& b = bucket_of(word);
+  if (nobody_waits(b)) return;
+  wake_in(b, word, INT_MAX, kAnyWait);
 }
 
 namespace {
 
-int wake_in(bucket& b, const void* word, int n, futex_scope scope, uint32_t bitset) {
-  const uintptr_t key = key_bits(scope, bitset);
+int wake_in(bucket& b, const void* word, int n, uintptr_t key) {
   // Claimed under the lock, woken after it (park.h). A few on the stack;
   // a broadcast to more wakes them a batch at a time.
   constexpr int kBatch = 32;
@@ -178,27 +187,5 @@ int wake_in(bucket& b, const void* word, int n, futex_scope scope, uint32_t bits
 }
 
 }  // namespace
-
-void futex_table_wake_all(const void* word) {
-  bucket& b = bucket_of(word);
-  if (nobody_waits(b)) return;
-  constexpr int kBatch = 32;
-  waiter* claimed[kBatch];
-  for (;;) {
-    int k = 0;
-    b.lock.lock();
-    for (waiter* w = b.list.front(); w != nullptr && k < kBatch;) {
-      waiter* next = w->next;
-      if (w->payload == word) {
-        b.list.remove(w);
-        if (w->claim()) claimed[k++] = w;
-      }
-      w = next;
-    }
-    b.lock.unlock();
-    for (int i = 0; i < k; i++) notify(claimed[i]);
-    if (k < kBatch) return;
-  }
-}
 
 }  // namespace bobbin::internal

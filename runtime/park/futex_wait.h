@@ -49,7 +49,6 @@
 #include <liburing.h>
 
 #include <atomic>
-#include <chrono>
 #include <cstdint>
 
 #include "absl/status/status.h"

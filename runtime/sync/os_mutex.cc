@@ -40,8 +40,6 @@
 // asked: the OS already time-slices them.
 #include "runtime/sync/os_mutex.h"
 
-#include <liburing.h>
-
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
@@ -51,7 +49,6 @@
 #include "runtime/fiber/context.h"  // BOBBIN_TSAN
 #include "runtime/fiber/fiber_control.h"
 #include "runtime/intercept/libc.h"
-#include "runtime/io/io_wait.h"
 #include "runtime/park/futex_wait.h"
 #include "runtime/sched/carrier.h"
 #include "runtime/sched/scheduler.h"
