@@ -161,11 +161,12 @@ int main(int argc, char** argv) {
   bobbin::runtime_stats s = (*rt)->stats();
   std::printf(
       "final: carriers=%u backend=%s accepted=%llu messages=%llu bytes=%llu errors=%llu rss_peak_kib=%ld "
-      "context_switches=%llu io_enter_calls=%llu io_submitted=%llu steals=%llu\n",
+      "context_switches=%llu io_enter_calls=%llu io_submitted=%llu io_registrations=%llu steals=%llu\n",
       s.carriers, bobbin::to_string(s.backend), static_cast<unsigned long long>(st.accepted.load()),
       static_cast<unsigned long long>(st.messages.load()), static_cast<unsigned long long>(st.bytes.load()),
       static_cast<unsigned long long>(st.errors.load()), examples::peak_rss_kib(),
       static_cast<unsigned long long>(s.context_switches), static_cast<unsigned long long>(s.io_enter_calls),
-      static_cast<unsigned long long>(s.io_submitted), static_cast<unsigned long long>(s.steals));
+      static_cast<unsigned long long>(s.io_submitted), static_cast<unsigned long long>(s.io_registrations),
+      static_cast<unsigned long long>(s.steals));
   return 0;
 }

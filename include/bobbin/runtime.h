@@ -157,6 +157,11 @@ struct runtime_stats {
   uint64_t backlog_wakeups = 0;    // of those, by the monitor: fibers queued behind one that ran on
   uint64_t io_submitted = 0;       // operations started (SQEs handed to the kernel, on io_uring)
   uint64_t io_enter_calls = 0;     // io_uring_enter system calls (epoll_pwait2 calls, on epoll)
+  // On epoll, epoll_ctl calls that registered, re-armed or removed an fd: a
+  // socket of a tcp_stream or tcp_listener is registered once per carrier
+  // it waits on, a user's fd under an intercepted call re-armed for each
+  // wait (README "Backends"). 0 on io_uring.
+  uint64_t io_registrations = 0;
   uint64_t stacks_mapped = 0;      // stacks ever mmap'd (the rest were reused)
   uint64_t stacks_unguarded = 0;   // stacks running without a guard page
   uint64_t pin_events = 0;         // pinning episodes detected

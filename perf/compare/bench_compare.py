@@ -22,6 +22,8 @@ for both sides (perf/compare/runners.py).
 Workloads (--quick keeps echo at 1,000 connections and the micro rows):
   echo at 100, 1,000 and 10,000 connections under echo_load and go_echoload:
       msg/s, server CPU µs per message, p99 µs
+  the same on bobbin's epoll backend (BOBBIN_BACKEND=epoll) at 100 and
+      1,000 connections (--quick: 1,000)
   examples/http_server under wrk at 50 and 1,000 connections:
       req/s, server CPU µs per request, p99 ms
   micro: every bobbin_* benchmark of perf/micro (switch, park, channel,
@@ -106,6 +108,10 @@ def workloads(quick):
     for conns in ([1000] if quick else [100, 1000, 10000]):
         for generator in ("echo_load", "go_echoload"):
             cells.append(("echo", {"connections": conns, "generator": generator}))
+    # bobbin on its epoll backend (BOBBIN_BACKEND=epoll), where io_uring is refused.
+    for conns in ([1000] if quick else [100, 1000]):
+        for generator in ("echo_load", "go_echoload"):
+            cells.append(("echo", {"connections": conns, "generator": generator, "backend": "epoll"}))
     if not quick:
         for conns in (50, 1000):
             cells.append(("http", {"connections": conns}))
@@ -116,7 +122,8 @@ def workloads(quick):
 
 def cell_name(kind, p):
     if kind == "echo":
-        return f"echo, {p['connections']:,} conns, {p['generator']}"
+        on = ", on epoll" if p.get("backend") == "epoll" else ""
+        return f"echo{on}, {p['connections']:,} conns, {p['generator']}"
     if kind == "http":
         return f"http_server, {p['connections']:,} conns, wrk"
     return f"micro: {p['bench']}"
@@ -157,7 +164,9 @@ class Bench:
             if gen is None:
                 return {"missing": "no Go"}
             exe = self.yardstick if side == "yardstick" else os.path.join(self.build_dirs[side], target)
-            return runners.run_echo(exe, gen, p["connections"], self.seconds, self.ports.next())
+            # The yardstick (the raw io_uring loop) runs as it is everywhere.
+            env = (f"BOBBIN_BACKEND={p['backend']}",) if "backend" in p and side != "yardstick" else ()
+            return runners.run_echo(exe, gen, p["connections"], self.seconds, self.ports.next(), env)
         exe = os.path.join(self.build_dirs[side], target)
         if kind == "http":
             return runners.run_http(exe, p["connections"], self.seconds, self.ports.next(), self.root)

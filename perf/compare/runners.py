@@ -35,10 +35,10 @@ class Ports:
                     continue
 
 
-def run_echo(exe, generator, conns, seconds, port):
+def run_echo(exe, generator, conns, seconds, port, env=()):
     """{"msg/s", "server CPU µs/msg", "p99 µs"} for one echo server on 1
-    carrier, after a 1 s warm-up."""
-    r = echo_cell.run(exe, generator, 1, conns, port, SERVER_CPU, CLIENT_CPU, seconds, 1)
+    carrier, after a 1 s warm-up. `env`: NAME=VALUE settings for the server."""
+    r = echo_cell.run(exe, generator, 1, conns, port, SERVER_CPU, CLIENT_CPU, seconds, 1, env=env)
     if "failed" in r or r.get("errors", 0) or r.get("connect_errors", 0):
         return {"failed": r.get("failed") or f"{r.get('errors', 0)} errors, "
                                               f"{r.get('connect_errors', 0)} connect errors"}

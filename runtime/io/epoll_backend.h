@@ -13,9 +13,10 @@
 //     recvmsg, sendmsg, accept, connect, read, write, readv, writev,
 //     poll_add): tried at once without blocking (MSG_DONTWAIT, or O_NONBLOCK
 //     set for the attempt on a blocking fd); on EAGAIN (EINPROGRESS for a
-//     connect) it waits for readiness through an EPOLLONESHOT registration
-//     of its fd on this carrier's epoll instance, and is tried again when
-//     the fd is ready (Go's netpoller and the JDK's do the same);
+//     connect) it waits for readiness through a registration of its fd on
+//     this carrier's epoll instance, and is tried again when the fd is ready
+//     (Go's netpoller and the JDK's do the same). How the fd is registered
+//     depends on who closes it (see "Registrations" below);
 //   - on regular files and block devices (read, write, readv, writev,
 //     fsync), openat and openat2, and on any fd epoll refuses: a blocking
 //     system call on one of this backend's worker threads (what io_uring's
@@ -31,6 +32,26 @@
 //     interrupted (-EALREADY), as io_uring cannot interrupt a regular-file
 //     read either;
 //   - anything else completes with -EINVAL.
+// Registrations. epoll keys a registration by the open file and the fd
+// number, and drops it when the file's last fd closes; a number closed and
+// reused behind this side's back would leave it watching nothing (a hang)
+// or a file that lives on through a dup (stray events).
+//   - An fd a bobbin object owns (tcp_stream, tcp_listener: io_object marks
+//     its operations with owned_by(), a key unique to the object) is
+//     registered once on each carrier it waits on, edge-triggered, and
+//     stays registered while waits come and go: a wait on it costs no
+//     epoll_ctl, as in Go's netpoller, Asio and the JDK. That is safe
+//     because the object closes the fd itself, and a new owner of the
+//     number has a new key: the key is in each registration's event data,
+//     events under a key this side has replaced are ignored, and a new key
+//     registers afresh. Every wait tries the operation before it waits, so
+//     an edge that came before the wait is never needed. A carrier woken
+//     by such an fd 4 times with no wait for it between (its fiber moved to
+//     another carrier) takes it off its set, so that a busy fd does not
+//     keep waking every carrier it ever waited on.
+//   - Any other fd (a libc call interposed on a user's fd, which bobbin
+//     cannot see closed): EPOLLONESHOT, armed by an epoll_ctl for each wait,
+//     which finds a closed and reused number afresh (ENOENT, then ADD).
 // The system calls are raw (bobbin's own interceptors must not see them).
 // Used by its owner's thread only, except that workers hand results back
 // under jobs_mu_.
@@ -116,8 +137,20 @@ class epoll_backend {
     return n;
   }
 
+  // Marks `sqe` (prepared for a socket operation) as one on an fd the
+  // object `key` owns and closes itself (see "Registrations"). `key`: from
+  // new_owner_key(). Uses a field that no operation this backend takes
+  // reads (liburing's prep functions zero it); only for the epoll backend:
+  // io_uring would refuse it.
+  static void owned_by(io_uring_sqe* sqe, uint32_t key) { sqe->addr3 = key; }
+  // A key for a new owning object: unique until 2^32 objects later, never
+  // 0 (not owned) or all ones (the wake-up eventfd's).
+  static uint32_t new_owner_key();
+
   // For tests and stats.
   size_t operations_waiting() const { return ops_by_user_data_.size(); }
+  // epoll_ctl calls made to register, re-arm or remove fds. Any thread.
+  uint64_t registrations() const { return registrations_.load(std::memory_order_relaxed); }
 
  private:
   struct timer;
@@ -128,6 +161,7 @@ class epoll_backend {
     uint64_t user_data = 0;
     int fd = -1;
     uint32_t events = 0;  // what it waits for while in fd_wait
+    uint32_t owner = 0;   // owned_by()'s key, 0 if the fd is not owned
     // Written by a worker (queued -> running) under jobs_mu_; whether a job
     // can still be taken back is decided under it too (take_back_job).
     std::atomic<place> at{place::fd_wait};
@@ -144,8 +178,15 @@ class epoll_backend {
   };
   struct fd_entry {
     std::vector<op*> waiting;
-    uint32_t armed = 0;       // events armed and not yet reported (EPOLLONESHOT)
+    // Events armed: for EPOLLONESHOT, until reported; edge-triggered, for
+    // as long as the registration lasts.
+    uint32_t armed = 0;
+    uint32_t owner = 0;       // the registration's key (0: one-shot)
     bool registered = false;  // on the epoll set as far as this side knows
+    // Edge-triggered: reports that woke this carrier with nobody waiting,
+    // since the last wait began (kIdleWakeupsBeforeRemoval, and the
+    // registration is removed).
+    uint8_t idle_events = 0;
   };
 
   void start(const io_uring_sqe& sqe, const io_uring_sqe* link);
@@ -155,8 +196,11 @@ class epoll_backend {
   void wait_for_fd(op* o);
   // The operation's deadline, from the LINK_TIMEOUT that followed it (none: null).
   void arm_deadline(op* o, const io_uring_sqe* link);
-  void arm_fd(int fd, fd_entry& e);
-  void fd_ready(int fd, uint32_t events);
+  // Registers or re-arms `fd` for what its waiting operations want, under
+  // `owner` (0: one-shot).
+  void arm_fd(int fd, fd_entry& e, uint32_t owner);
+  // `idle_carrier`: reported by a wait that could sleep (nothing to run).
+  void fd_ready(int fd, uint32_t owner, uint32_t events, bool idle_carrier);
   void run_on_worker(op* o);
   void worker_main();
   void take_finished_jobs();
@@ -184,6 +228,7 @@ class epoll_backend {
   int wake_fd_ = -1;
   bool pwait2_ = true;  // epoll_pwait2 works here (else epoll_pwait, ms)
   std::vector<epoll_event> events_;
+  std::atomic<uint64_t> registrations_{0};  // written by the owner only (bump)
   absl::flat_hash_map<int, fd_entry> fds_;
   size_t fd_waits_ = 0;  // operations in fd_wait
   std::unordered_multimap<uint64_t, op*> ops_by_user_data_;

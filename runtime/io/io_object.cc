@@ -7,11 +7,15 @@
 #include <cerrno>
 #include <vector>
 
+#include "runtime/io/epoll_backend.h"
 #include "runtime/io/io_wait.h"
 #include "runtime/sched/carrier.h"
 #include "runtime/sched/scheduler.h"
 
 namespace bobbin::internal {
+
+io_object::io_object(int fd, bool is_socket)
+    : fd_(fd), is_socket_(is_socket), epoll_owner_key_(is_socket ? epoll_backend::new_owner_key() : 0) {}
 
 bool io_object::closed() const {
   lock_.lock();
@@ -57,7 +61,14 @@ int io_object::run_on_fiber(carrier* c, void (*prep)(void*, io_uring_sqe*), void
                             deadline d) {
   const int index = static_cast<int>(c->index());
   if (int err = begin(index, c->rt())) return err;
-  int res = await_sqe(c, [&](io_uring_sqe* sqe) { prep(prep_ctx, sqe); }, reason, d);
+  const bool mark_owned = epoll_owner_key_ != 0 && c->io().on_epoll();
+  int res = await_sqe(
+      c,
+      [&](io_uring_sqe* sqe) {
+        prep(prep_ctx, sqe);
+        if (mark_owned) epoll_backend::owned_by(sqe, epoll_owner_key_);
+      },
+      reason, d);
   // Read before end(): once nothing is in flight, close() may return and the
   // owner delete this object.
   const bool was_closed = closed();

@@ -36,7 +36,7 @@ class runtime_impl;
 
 class io_object {
  public:
-  io_object(int fd, bool is_socket) : fd_(fd), is_socket_(is_socket) {}
+  io_object(int fd, bool is_socket);
   io_object(const io_object&) = delete;
   io_object& operator=(const io_object&) = delete;
 
@@ -88,6 +88,10 @@ class io_object {
 
   int fd_;
   const bool is_socket_;
+  // On the epoll backend, this object's socket operations carry this key,
+  // so that its fd is registered once per carrier, edge-triggered
+  // (epoll_backend.h, "Registrations"): the object closes the fd itself.
+  const uint32_t epoll_owner_key_;
   mutable spin_lock lock_;
   bool closed_ = false;
   bool fd_released_ = false;

@@ -130,6 +130,8 @@ class reactor {
   // Counters, written by the owning thread only (bump); read anywhere.
   std::atomic<uint64_t> enters{0};     // io_uring_enter calls
   std::atomic<uint64_t> submitted{0};  // SQEs handed to the kernel
+  // epoll_ctl calls (the epoll backend; 0 on io_uring). Any thread.
+  uint64_t fd_registrations() const { return epoll_ ? epoll_->registrations() : 0; }
 
   unsigned setup_flags() const { return epoll_ ? 0 : ring_.setup_flags(); }
 

@@ -44,6 +44,8 @@ constexpr uint32_t kPollInterval = 61;
 // of the queue (ready_from_timer), 6.9-8.2 ms against 15-23 ms (4 rounds).
 // The same calls a second in all.
 constexpr uint32_t kPollAfterUs = 500;
+// The fewest switches poll_io judges fibers_run_long_ by.
+constexpr uint32_t kSwitchesToJudge = 4;
 // How many fibers in a row may come from the runnext slot. Fibers that wake
 // each other (a channel ping-pong) refill it forever, and it is looked at
 // first, so without a bound the run queue behind it never ran: a fiber
@@ -207,7 +209,7 @@ void carrier::thread_main() {
   install_overflow_handler();
   install_capture_handler();
   set_current_carrier(this);
-  read_clock_us();
+  us_at_last_poll_ = read_clock_us();
   stack_cache_.reserve(stack_pool::kCarrierCacheSize);
   reaped_for_backlog_.reserve(2 * rt_->options().ring_entries);  // a full CQ
   started_.store(1, std::memory_order_release);
@@ -649,13 +651,23 @@ void carrier::sleep_until_woken() {
 
 void carrier::poll_io(bool wait) {
   io_.submit_and_collect(wait);
-  const uint32_t last_us = clock_us_;
   read_clock_us();  // once per loop turn, after any sleep: enough to age the run queue
   // Whether switches since the last reap averaged over 8 us (poll_overdue).
-  // A stretch without a switch (the carrier slept) says nothing.
-  if (const uint32_t switches = tick_ - tick_at_last_poll_; switches != 0) {
-    fibers_run_long_ = static_cast<uint64_t>(clock_us_ - last_us) * kPollInterval > uint64_t{kPollAfterUs} * switches;
+  // A stretch without a switch (the carrier slept) says nothing, and starts
+  // the next one. Nor does a stretch of a few: a fiber that ran for a
+  // microsecond and parked, its operation submitted at once, says nothing
+  // of the fibers queued behind it; judged alone, it made a carrier whose
+  // fibers ran 200 us each poll only every 61st switch, and a sleeper whose
+  // timer had fired waited 50 of their turns (scheduler_test,
+  // AFiberWhoseSleepEndedRunsBeforeTheQueue, on epoll).
+  const uint32_t switches = tick_ - tick_at_last_poll_;
+  if (switches == 0) {
+    us_at_last_poll_ = clock_us_;
+  } else if (switches >= kSwitchesToJudge) {
+    fibers_run_long_ =
+        static_cast<uint64_t>(clock_us_ - us_at_last_poll_) * kPollInterval > uint64_t{kPollAfterUs} * switches;
     tick_at_last_poll_ = tick_;
+    us_at_last_poll_ = clock_us_;
   }
   // Fibers whose I/O completed join the run queue in completion order. If
   // fibers already wait in this carrier's backlog, the new ones go behind

@@ -294,7 +294,8 @@ class carrier {
   // while fibers_run_long_ (carrier.cc).
   bool poll_overdue() const;
   bool fibers_run_long_ = false;  // set by poll_io: poll_overdue reads the clock
-  uint32_t tick_at_last_poll_ = 0;
+  uint32_t tick_at_last_poll_ = 0;  // where the stretch poll_io judges began
+  uint32_t us_at_last_poll_ = 0;    // and when (clock_us_ then)
   // wants_help(): when it last read this thread's CPU clock, and the value.
   uint32_t overdue_check_us_ = 0;
   int64_t overdue_check_cpu_ns_ = 0;

@@ -541,6 +541,7 @@ runtime_stats runtime_impl::stats() const {
     s.steals += c->steals.load(std::memory_order_relaxed);
     s.io_submitted += c->io().submitted.load(std::memory_order_relaxed);
     s.io_enter_calls += c->io().enters.load(std::memory_order_relaxed);
+    s.io_registrations += c->io().fd_registrations();
     s.intercepted_parks += c->intercepted_parks.load(std::memory_order_relaxed);
   }
   s.carrier_wakeups = wakeups.load(std::memory_order_relaxed);

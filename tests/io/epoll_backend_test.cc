@@ -63,6 +63,23 @@ struct backend_under_test {
 
 using socket_pair = bobbin::testing::unix_socket_pair;
 
+// A recv on `fd`, marked as owned by `owner` (0: not owned) as io_object
+// marks its sockets' operations.
+void prep_recv(backend_under_test& t, uint64_t user_data, int fd, char* buf, size_t len, uint32_t owner) {
+  io_uring_sqe* s = t.sqe(user_data);
+  io_uring_prep_recv(s, fd, buf, len, 0);
+  if (owner != 0) epoll_backend::owned_by(s, owner);
+}
+
+// Sleeps in the backend's epoll wait for `ms`: what a carrier's loop does
+// between its fibers' waits, and where epoll reports events nobody waits for.
+void idle_turn(backend_under_test& t, int ms) {
+  static __kernel_timespec ts;
+  ts = {0, ms * 1000000LL};
+  io_uring_prep_timeout(t.sqe(0), &ts, 0, 0);
+  t.collect(true);
+}
+
 __kernel_timespec after_ms(int ms) { return {ms / 1000, (ms % 1000) * 1000000LL}; }
 
 TEST(EpollBackendTest, ARecvWithDataCompletesAtOnceAndOneWithoutWaitsForIt) {
@@ -193,6 +210,114 @@ TEST(EpollBackendTest, AClosedAndReusedFdNumberIsWatchedAfresh) {
   t.collect(false);
   ASSERT_EQ(::write(peer, "new", 3), 3);
   EXPECT_EQ(t.wait_for(3), 3);
+}
+
+TEST(EpollBackendTest, AnOwnedSocketIsRegisteredOnceAndAnotherIsArmedForEachWait) {
+  for (const bool owned : {true, false}) {
+    SCOPED_TRACE(owned ? "owned" : "not owned");
+    backend_under_test t;
+    socket_pair s;
+    const uint32_t owner = owned ? epoll_backend::new_owner_key() : 0;
+    char buf[8];
+    for (int i = 0; i < 20; i++) {
+      prep_recv(t, 10 + i, s.a, buf, sizeof buf, owner);
+      t.collect(false);
+      EXPECT_EQ(t.results.count(10 + i), 0u) << "nothing to read: it waits";
+      ASSERT_EQ(::write(s.b, "x", 1), 1);
+      EXPECT_EQ(t.wait_for(10 + i), 1);
+    }
+    if (owned) {
+      EXPECT_EQ(t.b.registrations(), 1u) << "edge-triggered, registered by the first wait";
+    } else {
+      EXPECT_GE(t.b.registrations(), 20u) << "one-shot, armed by each wait";
+    }
+  }
+}
+
+TEST(EpollBackendTest, AnOwnedFdsNumberReusedWhileItsOldFileLivesOnIsWatchedAfresh) {
+  backend_under_test t;
+  socket_pair old_pair;
+  char buf[8];
+  prep_recv(t, 1, old_pair.a, buf, sizeof buf, epoll_backend::new_owner_key());
+  t.collect(false);
+  ASSERT_EQ(::write(old_pair.b, "a", 1), 1);
+  EXPECT_EQ(t.wait_for(1), 1);
+  // The owner closes its fd while a dup elsewhere keeps the file, and so
+  // its edge-triggered registration, alive; a new file gets the number.
+  const int number = old_pair.a;
+  const int keeps_old_file = ::dup(number);
+  ASSERT_GE(keeps_old_file, 0);
+  ::close(number);
+  old_pair.a = -1;
+  socket_pair fresh;
+  ASSERT_EQ(::dup2(fresh.a, number), number);
+  prep_recv(t, 2, number, buf, sizeof buf, epoll_backend::new_owner_key());
+  t.collect(false);
+  EXPECT_EQ(t.results.count(2), 0u) << "nothing to read: it waits";
+  ASSERT_EQ(::write(old_pair.b, "old", 3), 3);  // reported by the old file's registration
+  t.collect(false);
+  EXPECT_EQ(t.results.count(2), 0u) << "the old file's data is not this fd's";
+  ASSERT_EQ(::write(fresh.b, "new", 3), 3);
+  EXPECT_EQ(t.wait_for(2), 3) << "the new owner's wait registered the new file";
+  EXPECT_EQ(std::string(buf, 3), "new");
+  ::close(number);
+  ::close(keeps_old_file);
+}
+
+TEST(EpollBackendTest, AnOwnedFdThatWakesTheCarrierForNobodyIsDroppedAndTheNextWaitRegistersItAgain) {
+  backend_under_test t;
+  socket_pair s, other;
+  const uint32_t owner = epoll_backend::new_owner_key();
+  // A wait on another socket for the whole test, so that every collect
+  // asks epoll, as a carrier with fibers waiting does.
+  char other_buf[8];
+  prep_recv(t, 99, other.a, other_buf, sizeof other_buf, epoll_backend::new_owner_key());
+  t.collect(false);
+  char buf[128];
+  prep_recv(t, 1, s.a, buf, sizeof buf, owner);
+  t.collect(false);
+  ASSERT_EQ(::write(s.b, "a", 1), 1);
+  EXPECT_EQ(t.wait_for(1), 1);
+  EXPECT_EQ(t.b.registrations(), 2u);
+  // Each write is an edge. Collected by a busy carrier (a wait that does
+  // not sleep), it costs nothing and is not counted: a saturated socket is
+  // read without waiting.
+  for (int i = 0; i < 20; i++) {
+    ASSERT_EQ(::write(s.b, "b", 1), 1);
+    t.collect(false);
+  }
+  EXPECT_EQ(t.b.registrations(), 2u);
+  // Reported by a wait that could sleep, nobody here waiting: its fiber is
+  // elsewhere.
+  for (int i = 0; i < 3; i++) {
+    ASSERT_EQ(::write(s.b, "b", 1), 1);
+    idle_turn(t, 1);
+  }
+  EXPECT_EQ(t.b.registrations(), 2u) << "woken 3 times for nobody: kept";
+  ASSERT_EQ(::write(s.b, "c", 1), 1);
+  idle_turn(t, 1);
+  EXPECT_EQ(t.b.registrations(), 3u) << "the 4th: removed (EPOLL_CTL_DEL)";
+  ASSERT_EQ(::write(s.b, "d", 1), 1);
+  idle_turn(t, 1);
+  EXPECT_EQ(t.b.registrations(), 3u);
+  prep_recv(t, 2, s.a, buf, sizeof buf, owner);
+  EXPECT_EQ(t.wait_for(2), 25) << "tried before waiting: what came meanwhile is read";
+  EXPECT_EQ(std::string(buf + 22, 3), "bcd");
+  // A poll on the fd: it checks, waits (registered again), and after an
+  // edge checks again.
+  io_uring_sqe* poll = t.sqe(3);
+  io_uring_prep_poll_add(poll, s.a, POLLIN);
+  epoll_backend::owned_by(poll, owner);
+  t.collect(false);
+  EXPECT_EQ(t.results.count(3), 0u);
+  EXPECT_EQ(t.b.registrations(), 4u);
+  ASSERT_EQ(::write(s.b, "e", 1), 1);
+  EXPECT_EQ(t.wait_for(3) & POLLIN, POLLIN);
+  prep_recv(t, 4, s.a, buf, sizeof buf, owner);
+  EXPECT_EQ(t.wait_for(4), 1);
+  EXPECT_EQ(t.b.registrations(), 4u);
+  ASSERT_EQ(::write(other.b, "z", 1), 1);
+  EXPECT_EQ(t.wait_for(99), 1);
 }
 
 TEST(EpollBackendTest, ConnectAndAcceptOnBlockingSocketsLeaveThemBlocking) {

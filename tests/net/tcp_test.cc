@@ -159,6 +159,48 @@ TEST(TcpTest, EchoRoundTripsWithThousandConcurrentConnections) {
   });
 }
 
+// On epoll, a tcp_stream's socket is registered once per carrier, not armed
+// again for every wait (epoll_backend.h, "Registrations"): 10 connections
+// ping-pong 300 times on one carrier, thousands of parked reads, and the
+// epoll_ctl calls number a few per socket. On io_uring there are none.
+TEST(TcpTest, OnEpollASocketIsRegisteredOncePerCarrierNotForEachWait) {
+  auto rt = bobbin::runtime::start(bobbin::testing::carriers(1)).value();
+  constexpr int kConns = 10;
+  constexpr int kRounds = 300;
+  std::atomic<int> ok{0};
+  rt->spawn([&] {
+     auto listener = tcp_listener::bind(socket_address::loopback(0)).value();
+     auto server = spawn_echo_server(listener, kConns, bobbin::deadline::never());
+     bobbin::latch done(kConns);
+     for (int c = 0; c < kConns; c++) {
+       bobbin::spawn([&] {
+         auto s = tcp_stream::connect(listener.local_address()).value();
+         char back[8];
+         int good = 0;
+         for (int r = 0; r < kRounds; r++) {
+           if (!s.write_all("ping") || !s.read_exact(std::span(back, 4)) || std::string_view(back, 4) != "ping") break;
+           good++;
+         }
+         if (good == kRounds) ok++;
+         done.count_down();
+       }).detach();
+     }
+     done.wait();
+     EXPECT_EQ(server.join(), kConns);
+   }).join();
+  EXPECT_EQ(ok.load(), kConns);
+  const bobbin::runtime_stats s = rt->stats();
+  if (s.backend == bobbin::io_backend::epoll) {
+    // 21 sockets (the listener, both ends of 10 connections); a socket that
+    // woke the idle carrier 4 times while nobody waited on it is removed and
+    // registered again by its next wait.
+    EXPECT_LE(s.io_registrations, 4u * (2 * kConns + 1)) << "for " << 2 * kConns * kRounds << " reads";
+    EXPECT_GE(s.io_registrations, 2u * kConns);
+  } else {
+    EXPECT_EQ(s.io_registrations, 0u);
+  }
+}
+
 // Connections the kernel already holds are accepted without parking, so a
 // burst is not accepted one turn of a busy run queue at a time: 200 fibers
 // keep the only carrier's queue full while a thread connects 50 clients at

@@ -102,7 +102,8 @@ class OptionParsing(unittest.TestCase):
 
     def test_quick_keeps_echo_at_1000_and_the_micro_benchmarks(self):
         quick = bench_compare.workloads(True)
-        self.assertEqual([p["connections"] for k, p in quick if k == "echo"], [1000, 1000])
+        self.assertEqual([p["connections"] for k, p in quick if k == "echo"], [1000, 1000, 1000, 1000])
+        self.assertEqual([p.get("backend") for k, p in quick if k == "echo"], [None, None, "epoll", "epoll"])
         self.assertFalse([c for c in quick if c[0] == "http"])
         self.assertEqual(len([c for c in quick if c[0] == "micro"]), 3)
         full = bench_compare.workloads(False)
