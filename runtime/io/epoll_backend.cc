@@ -229,6 +229,11 @@ epoll_backend::op* epoll_backend::new_op(const io_uring_sqe& sqe) {
   return o;
 }
 
+void epoll_backend::forget(int epfd, int fd) {
+  // ENOENT: this carrier never registered it, or dropped it (idle).
+  sys(SYS_epoll_ctl, epfd, EPOLL_CTL_DEL, fd, nullptr);
+}
+
 uint32_t epoll_backend::new_owner_key() {
   static std::atomic<uint32_t> next{1};
   for (;;) {

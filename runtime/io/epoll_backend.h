@@ -146,6 +146,15 @@ class epoll_backend {
   // A key for a new owning object: unique until 2^32 objects later, never
   // 0 (not owned) or all ones (the wake-up eventfd's).
   static uint32_t new_owner_key();
+  // The owner of `fd` is about to close it: takes it off the epoll set
+  // `epfd` (a carrier's, epoll_fd()), from any thread. Without this, a file
+  // that outlives the close (a dup, a fork, a socket passed to another
+  // process) would stay registered, edge-triggered, and wake the carrier
+  // for as long as it is used elsewhere. This side's record of the fd is
+  // left as it is: the number's next owner has another key, and registers
+  // afresh. Not counted in registrations() (another thread's call).
+  static void forget(int epfd, int fd);
+  int epoll_fd() const { return epfd_; }
 
   // For tests and stats.
   size_t operations_waiting() const { return ops_by_user_data_.size(); }

@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <vector>
 
@@ -24,13 +25,17 @@ bool io_object::closed() const {
   return c;
 }
 
-int io_object::begin(int carrier_index, runtime_impl* rt, bool even_if_closed) {
+int io_object::begin(int carrier_index, runtime_impl* rt, bool even_if_closed, bool registers_on_epoll) {
   lock_.lock();
   if (closed_ && !even_if_closed) {
     lock_.unlock();
     return -ECANCELED;
   }
   if (rt != nullptr) rt_ = rt;
+  if (registers_on_epoll &&
+      std::find(epoll_carriers_.begin(), epoll_carriers_.end(), carrier_index) == epoll_carriers_.end()) {
+    epoll_carriers_.push_back(carrier_index);
+  }
   for (auto& [idx, n] : inflight_) {
     if (idx == carrier_index) {
       n++;
@@ -60,8 +65,8 @@ void io_object::end(int carrier_index) {
 int io_object::run_on_fiber(carrier* c, void (*prep)(void*, io_uring_sqe*), void* prep_ctx, wait_reason reason,
                             deadline d) {
   const int index = static_cast<int>(c->index());
-  if (int err = begin(index, c->rt())) return err;
   const bool mark_owned = epoll_owner_key_ != 0 && c->io().on_epoll();
+  if (int err = begin(index, c->rt(), /*even_if_closed=*/false, mark_owned)) return err;
   int res = await_sqe(
       c,
       [&](io_uring_sqe* sqe) {
@@ -154,7 +159,18 @@ void io_object::close() {
   } else {
     lock_.unlock();
   }
-  if (!fd_released_ && fd_ >= 0) ::close(fd_);
+  if (!fd_released_ && fd_ >= 0) {
+    // Nothing is in flight: no carrier will register the fd again. (A
+    // runtime shutting down closes its epoll sets, which frees them.)
+    if (rt != nullptr && !rt->stopping()) {
+      for (int idx : epoll_carriers_) {
+        if (static_cast<size_t>(idx) < rt->carriers().size()) {
+          epoll_backend::forget(rt->carriers()[idx]->io().epoll_fd(), fd_);
+        }
+      }
+    }
+    ::close(fd_);
+  }
   fd_ = -1;
 }
 

@@ -77,7 +77,9 @@ class io_object {
  private:
   friend struct cancel_done;
   // -ECANCELED if closed (unless `even_if_closed`, for close's own cancels).
-  int begin(int carrier_index, runtime_impl* rt, bool even_if_closed = false);
+  // `registers_on_epoll`: the operation is marked owned on an epoll carrier
+  // (remembered in epoll_carriers_).
+  int begin(int carrier_index, runtime_impl* rt, bool even_if_closed = false, bool registers_on_epoll = false);
   void end(int carrier_index);
   int run_on_fiber(carrier* c, void (*prep)(void*, io_uring_sqe*), void* prep_ctx, wait_reason reason, deadline d);
   int run_on_thread(int (*sys)(void*), void* sys_ctx, deadline d, short events, wait_reason reason);
@@ -101,6 +103,9 @@ class io_object {
   // the fibers of one runtime).
   runtime_impl* rt_ = nullptr;
   waiter_list closers_;
+  // The carriers whose epoll sets this fd may be registered on, edge-
+  // triggered (epoll_owner_key_): close() takes it off each before closing.
+  absl::InlinedVector<int, 2> epoll_carriers_;
 };
 
 template <class Prep, class Sys>

@@ -78,6 +78,8 @@ class reactor {
   absl::Status init(unsigned entries, reap_fn reap, void* owner, io_worker_limits max_workers = {},
                     bool use_epoll = false);
   bool on_epoll() const { return epoll_ != nullptr; }
+  // The epoll backend's epoll instance (-1 on io_uring). Any thread.
+  int epoll_fd() const { return epoll_ ? epoll_->epoll_fd() : -1; }
 
   // --- preparing operations ---
   // A free SQE, submitting (and reaping, if the kernel asks) when the queue

@@ -35,8 +35,9 @@
 //   scheduler loop), so many fibers queue SQEs before the loop submits them
 //   all in one io_uring_enter: batching is what makes a 1 µs system call
 //   affordable. When the queue runs dry, every 61st switch, or, while fibers
-//   run long between waits (over 8 us a switch on average since the last
-//   reap), at the first switch after 500 us have passed since it last
+//   run long between waits (over 8 us a switch on average over the last
+//   stretch of 4 or more switches between reaps), at the first switch
+//   after 500 us have passed since it last
 //   reaped (a fired timer waited behind 61 TLS handshakes), the loop runs:
 //   it submits, reaps completions (each readies its fiber onto this
 //   carrier's queue; a fiber whose sleep ended goes ahead of it, as Go

@@ -2,6 +2,7 @@
 // deadlines, close() cancelling pending calls, peer resets, and the same
 // calls from plain threads. Everything binds to 127.0.0.1, port 0.
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/resource.h>
@@ -13,6 +14,7 @@
 #include <cstdio>
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -199,6 +201,53 @@ TEST(TcpTest, OnEpollASocketIsRegisteredOncePerCarrierNotForEachWait) {
   } else {
     EXPECT_EQ(s.io_registrations, 0u);
   }
+}
+
+// Registrations of fd number `fd` in this process's epoll sets: the fdinfo
+// of each epoll fd lists one "tfd:" line per registered fd.
+int epoll_registrations_of(int fd) {
+  int n = 0;
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (dir == nullptr) return -1;
+  while (dirent* e = ::readdir(dir)) {
+    char target[64] = {};
+    const std::string link = std::string("/proc/self/fd/") + e->d_name;
+    if (::readlink(link.c_str(), target, sizeof target - 1) <= 0) continue;
+    if (std::string_view(target) != "anon_inode:[eventpoll]") continue;
+    std::ifstream info(std::string("/proc/self/fdinfo/") + e->d_name);
+    for (std::string line; std::getline(info, line);) {
+      int tfd = -1;
+      if (std::sscanf(line.c_str(), "tfd: %d", &tfd) == 1 && tfd == fd) n++;
+    }
+  }
+  ::closedir(dir);
+  return n;
+}
+
+// A socket registered edge-triggered stays registered while its file lives,
+// and a dup (or a fork, or a socket passed to another process) keeps the
+// file alive after the tcp_stream closes its fd; so close() takes the fd off
+// every carrier's epoll set first (Go's netpollclose does the same), or the
+// file's events would go on waking the carrier.
+TEST(TcpTest, OnEpollAClosedStreamLeavesNoRegistrationBehindWhileADupKeepsItsSocket) {
+  auto rt = bobbin::runtime::start(bobbin::testing::carriers(1)).value();
+  int number = -1, registered_before_close = -1, dup_fd = -1;
+  rt->spawn([&] {
+     auto listener = tcp_listener::bind(socket_address::loopback(0)).value();
+     auto client = tcp_stream::connect(listener.local_address()).value();
+     auto server = listener.accept().value();
+     char c;
+     EXPECT_FALSE(client.read_some(std::span(&c, 1), bobbin::deadline(20ms))) << "waits, then times out";
+     number = client.native_handle();
+     registered_before_close = epoll_registrations_of(number);
+     dup_fd = ::dup(number);
+     client.close();
+   }).join();
+  ASSERT_GE(dup_fd, 0);
+  const bool on_epoll = rt->stats().backend == bobbin::io_backend::epoll;
+  EXPECT_EQ(registered_before_close, on_epoll ? 1 : 0);
+  EXPECT_EQ(epoll_registrations_of(number), 0) << "the socket lives on through a dup";
+  ::close(dup_fd);
 }
 
 // Connections the kernel already holds are accepted without parking, so a
