@@ -473,7 +473,7 @@ void epoll_backend::fd_ready(int fd, uint32_t owner, uint32_t events, bool idle_
     // registers it again.
     if (idle_carrier && ++e.idle_events >= kIdleWakeupsBeforeRemoval) {
       bump(registrations_);
-      sys(SYS_epoll_ctl, epfd_, EPOLL_CTL_DEL, fd, nullptr);
+      forget(epfd_, fd);
       e.registered = false;
       e.armed = 0;
       e.owner = 0;

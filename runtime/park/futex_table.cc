@@ -41,6 +41,35 @@ bucket& bucket_of(const void* word) {
 }
 static_assert(kBuckets == 1u << 8);
 
+// A table entry: the waiter, and its place among the bound wakes.
+struct table_waiter : waiter {
+  table_waiter* bound_next = nullptr;
+  table_waiter* bound_prev = nullptr;
+  // In its stripe's list of bound wakes. Set by the waker before it
+  // notifies; the release store of false by whoever unlinks it is the last
+  // access to the entry (its fiber may return and end its frame after it).
+  std::atomic<bool> listed{false};
+};
+
+// Bound wakes: fibers woken from the table that must resume on their home
+// carrier and have not run yet, in lists striped by that carrier's index,
+// so that the pinning monitor, when it marks a carrier blocked, finds the
+// wakes stuck on it and passes them on (futex_table_pass_on_wakes_stuck_on).
+struct alignas(64) bound_stripe {
+  spin_lock lock;
+  table_waiter* head = nullptr;
+};
+constexpr unsigned kBoundStripes = 16;
+bound_stripe g_bound[kBoundStripes];
+
+const carrier* home_of(const waiter* w) { return static_cast<const carrier*>(w->token.home); }
+bound_stripe& stripe_of(const carrier* home) { return g_bound[home->index() % kBoundStripes]; }
+
+void unlink_bound(bound_stripe& st, table_waiter* w) {
+  if (w->bound_prev != nullptr) w->bound_prev->bound_next = w->bound_next; else st.head = w->bound_next;
+  if (w->bound_next != nullptr) w->bound_next->bound_prev = w->bound_prev;
+}
+
 // What a waiter waits for, beyond the word (in waiter::payload): the scope
 // above the bitset, in waiter::aux.
 constexpr uintptr_t kSharedScope = uintptr_t{1} << 32;
@@ -73,6 +102,7 @@ bool nobody_waits(const bucket& b) {
 }
 
 int wake_in(bucket& b, const void* word, int n, uintptr_t key);
+void pass_on(const void* word, uintptr_t aux);
 
 }  // namespace
 
@@ -102,7 +132,7 @@ futex_wait_result futex_table_wait(carrier* c, const std::atomic<uint32_t>* word
     }
   }
 
-  waiter w;
+  table_waiter w;
   w.prepare();
   if (resume == futex_resume::parking_carrier) w.token.home = c;
   w.payload = const_cast<std::atomic<uint32_t>*>(word);
@@ -122,6 +152,16 @@ futex_wait_result futex_table_wait(carrier* c, const std::atomic<uint32_t>* word
   const wait_state s = park(w, b.lock, b.list, until, reason, /*cancellable=*/false);
   b.waiting.fetch_sub(1, std::memory_order_relaxed);
   if (s == wait_state::notified) {
+    if (w.listed.load(std::memory_order_acquire)) {
+      // Still among the bound wakes (the monitor did not pass it on).
+      bound_stripe& st = stripe_of(c);
+      st.lock.lock();
+      if (w.listed.load(std::memory_order_relaxed)) {
+        unlink_bound(st, &w);
+        w.listed.store(false, std::memory_order_relaxed);
+      }
+      st.lock.unlock();
+    }
     self->futex_recheck_word = nullptr;
     return futex_wait_result::woken;
   }
@@ -156,34 +196,114 @@ void futex_table_wake_all(const void* word) {
   wake_in(b, word, INT_MAX, kAnyWait);
 }
 
+void futex_table_pass_on_wakes_stuck_on(const carrier* c) {
+  bound_stripe& st = stripe_of(c);
+  for (;;) {
+    const void* word = nullptr;
+    uintptr_t aux = 0;
+    st.lock.lock();
+    for (table_waiter* w = st.head; w != nullptr; w = w->bound_next) {
+      if (home_of(w) != c) continue;
+      // Read before the unlink: once `listed` is false the fiber, back on
+      // its carrier, may return and end the entry's frame.
+      word = w->payload;
+      aux = w->aux;
+      unlink_bound(st, w);
+      w->listed.store(false, std::memory_order_release);
+      break;
+    }
+    st.lock.unlock();
+    if (word == nullptr) return;
+    pass_on(word, aux);
+  }
+}
+
 namespace {
 
 int wake_in(bucket& b, const void* word, int n, uintptr_t key) {
   // Claimed under the lock, woken after it (park.h). A few on the stack;
   // a broadcast to more wakes them a batch at a time.
   constexpr int kBatch = 32;
-  waiter* claimed[kBatch];
-  int woken = 0;
+  table_waiter* claimed[kBatch];
+  bool counts[kBatch];  // toward n: it can run now (else it is stuck)
+  int counted = 0;
+  int stuck = 0;
   for (;;) {
     int k = 0;
+    bool runnable_left = false;
     b.lock.lock();
-    // Two passes: fibers whose carrier can run them first.
-    for (int pass = 0; pass < 2 && k < kBatch && woken + k < n; pass++) {
-      for (waiter* w = b.list.front(); w != nullptr && k < kBatch && woken + k < n;) {
-        waiter* next = w->next;
-        if (matches(w, word, key) && (pass == 1 || !home_blocked(w))) {
-          b.list.remove(w);
-          if (w->claim()) claimed[k++] = w;  // else its deadline won: it leaves by itself
-        }
-        w = next;
+    // Fibers whose carrier can run them first; each counts toward n.
+    for (waiter* w = b.list.front(); w != nullptr && counted < n;) {
+      if (k == kBatch) {
+        runnable_left = true;
+        break;
       }
+      waiter* next = w->next;
+      if (matches(w, word, key) && !home_blocked(w)) {
+        b.list.remove(w);
+        if (w->claim()) {  // else its deadline won: it leaves by itself
+          counts[k] = true;
+          claimed[k++] = static_cast<table_waiter*>(w);
+          counted++;
+        }
+      }
+      w = next;
     }
-    const bool more = k == kBatch && woken + k < n;
+    // Then, for the wakes left, fibers bound to a blocked carrier: each
+    // keeps its wake (it is due one) but does not count, so the caller
+    // passes the wake on (to the kernel's waiters: futex_wake).
+    for (waiter* w = b.list.front(); !runnable_left && w != nullptr && k < kBatch && stuck < n - counted;) {
+      waiter* next = w->next;
+      if (matches(w, word, key)) {
+        b.list.remove(w);
+        if (w->claim()) {
+          counts[k] = false;
+          claimed[k++] = static_cast<table_waiter*>(w);
+          stuck++;
+        }
+      }
+      w = next;
+    }
+    const bool more = k == kBatch && counted < n;
     b.lock.unlock();
+    // A counted fiber bound to its carrier is listed among the bound wakes
+    // until it runs, unless that carrier was marked blocked meanwhile: then
+    // its wake is passed on here. Under the stripe's lock, so that a monitor
+    // marking the carrier blocked either finds it listed or is seen here.
+    uintptr_t to_pass_on[kBatch];  // the waits' scope and bitset
+    int passes = 0;
+    for (int i = 0; i < k; i++) {
+      table_waiter* w = claimed[i];
+      const carrier* home = home_of(w);
+      if (!counts[i] || home == nullptr) continue;
+      bound_stripe& st = stripe_of(home);
+      st.lock.lock();
+      if (home->blocked.load(std::memory_order_relaxed)) {
+        to_pass_on[passes++] = w->aux;
+      } else {
+        w->bound_prev = nullptr;
+        w->bound_next = st.head;
+        if (st.head != nullptr) st.head->bound_prev = w;
+        st.head = w;
+        w->listed.store(true, std::memory_order_relaxed);
+      }
+      st.lock.unlock();
+    }
     for (int i = 0; i < k; i++) notify(claimed[i]);
-    woken += k;
-    if (!more) return woken;
+    for (int i = 0; i < passes; i++) pass_on(word, to_pass_on[i]);
+    if (!more) return counted;
   }
+}
+
+void pass_on(const void* word, uintptr_t aux) {
+  const futex_scope scope = (aux & kSharedScope) != 0 ? futex_scope::shared : futex_scope::process_private;
+  const uint32_t bitset = static_cast<uint32_t>(aux);
+  auto* w = static_cast<const std::atomic<uint32_t>*>(word);
+  // To a waiter of the same kind (a reader-writer lock's reader or
+  // writer); when there is none, to any, which re-checks the word: a lock
+  // left free with only the other kind waiting must not wait for the
+  // blocked carrier either (as futex_ring::pass_on).
+  if (futex_wake(w, 1, scope, bitset) == 0 && bitset != ~0u) futex_wake(w, 1, scope);
 }
 
 }  // namespace

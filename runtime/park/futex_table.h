@@ -28,11 +28,19 @@
 // spurious wake (futex_wait_result::woken); callers re-read the word, as
 // after any.
 //
-// Not yet as on the futex ring: a fiber woken here to resume on its home
-// carrier (futex_resume::parking_carrier) while that carrier becomes
-// blocked keeps the wake until the carrier runs again; the ring passes such
-// a wake on to another waiter (futex_ring::pass_on_wakes_stuck_on). The
-// wake prefers, when it chooses, waiters whose carrier is not blocked.
+// Wakes stuck on a blocked carrier. A fiber woken here resumes on the
+// carrier it parked on (futex_resume::parking_carrier, the rule for OS
+// locks: runtime/intercept/fiber_calls.h says why). While the pinning
+// monitor has that carrier marked blocked it cannot run, so its wake must
+// not wait with it: a wake prefers waiters whose carrier is not blocked,
+// and one that can only reach such waiters gives each its wake without
+// counting it, so the rest of the count goes on to the kernel's waiters
+// (plain threads). A fiber woken before its carrier blocks stays among the
+// "bound wakes" until it runs; the monitor, marking the carrier blocked,
+// passes each such wake on to another waiter of the word
+// (futex_table_pass_on_wakes_stuck_on), as the futex ring does
+// (futex_ring::pass_on_wakes_stuck_on). The stuck fiber still has its
+// wake: it re-checks the word when its carrier runs again (a spurious wake).
 //
 // The check that the word still holds the expected value and the entry's
 // insertion happen under the bucket's lock, after the bucket's count of
@@ -67,9 +75,11 @@ futex_wait_result futex_table_wait(carrier* c, const std::atomic<uint32_t>* word
 
 // Wakes up to `n` fibers waiting in the table on `word` with the same
 // scope and a bitset sharing a bit with `bitset`, oldest first, preferring
-// those whose carrier is not blocked (a fiber bound to a blocked carrier
-// could not run to take what it was woken for); returns how many. Call
-// after changing the word. Costs a fence and a load when none waits there.
+// those whose carrier is not blocked; returns how many of the `n` wakes it
+// gave. A fiber bound to a blocked carrier that it wakes (only when no
+// other is waiting here) is not counted: the caller wakes as many more
+// elsewhere. Call after changing the word. Costs a fence and a load when
+// none waits there.
 int futex_table_wake(const void* word, int n, futex_scope scope, uint32_t bitset);
 
 // The same for a waker whose change of the word was a locked read-modify-
@@ -88,6 +98,12 @@ inline bool futex_table_used() noexcept { return g_futex_table_used.load(std::me
 // bitset (for the futex operations the table cannot mirror: requeues and
 // FUTEX_WAKE_OP).
 void futex_table_wake_all(const void* word);
+
+// For the pinning monitor, after it marks `c` blocked: each fiber woken
+// from the table that waits to resume on `c` has its wake passed on to
+// another waiter of its word (a fiber or thread that can run), one at a
+// time. Costs a spin lock and a scan of one stripe of the bound wakes.
+void futex_table_pass_on_wakes_stuck_on(const carrier* c);
 
 }  // namespace bobbin::internal
 

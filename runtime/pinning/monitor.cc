@@ -54,7 +54,9 @@
 // not reaped a completion for a whole interval gets it reaped here, so a
 // fiber woken from an OS lock while its carrier is stuck resumes elsewhere
 // (or has its wake passed on) within about two intervals
-// (runtime/park/futex_wait.h).
+// (runtime/park/futex_wait.h). Without a futex ring (epoll, older kernels)
+// the waits are in bobbin's futex table, whose bound wakes stuck on the
+// carrier are passed on the same way (runtime/park/futex_table.h).
 //
 // Backlog help: a carrier wakes an idle one when its run queue grows long
 // or old (carrier::wants_help), but it checks only between fibers, so a
@@ -84,6 +86,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "runtime/park/futex_table.h"
 #include "runtime/park/futex_wait.h"
 #include "runtime/fiber/fiber_control.h"
 #include "runtime/pinning/stack_capture.h"
@@ -228,6 +231,7 @@ void pin_monitor::sample(carrier* c, watch& w, std::chrono::steady_clock::time_p
       r->reap_for_stuck_carrier();  // it will not: wakes consumed meanwhile are passed on below
       r->pass_on_wakes_stuck_on(c);
     }
+    futex_table_pass_on_wakes_stuck_on(c);
     os_cond::pass_on_wakes_stuck_on(c);
     activate_spare(w);
   }

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -458,6 +459,138 @@ TEST(OsMutexStuckCarrierTest, AWakeIsPassedOnWhenTheCarrierBlocksAfterTheWake) {
   // 10 ms of computing, then the monitor's threshold (20 ms) and tick.
   EXPECT_LT(b_after_ms.load(), scaled(std::chrono::milliseconds(300)).count()) << "the wake stayed with A";
   RecordProperty("b_owned_after_ms", std::to_string(b_after_ms.load()));
+}
+
+// Two carriers. Fiber H holds a std::mutex on one; fiber A waits for it on
+// the other, then a plain thread B (behind A, in the kernel). A fiber A
+// started blocks A's carrier in a pinned read(2) for 1 s, either before H
+// releases the mutex (`when` = before_unlock) or 10 ms after (it computes
+// meanwhile). H's unlock is one wake, for the oldest waiter: A, which cannot
+// run. Returns how long after the unlock B and A owned the mutex.
+enum class carrier_blocks { before_unlock, after_unlock };
+struct owned_after {
+  double b_ms = -1;
+  double a_ms = -1;
+};
+owned_after thread_behind_a_stuck_fiber(carrier_blocks when) {
+  auto rt = bobbin::runtime::start(bobbin::testing::carriers(2)).value();
+  int p[2];
+  EXPECT_EQ(::pipe(p), 0);
+  std::mutex mu;
+  std::atomic<int> holder_carrier{-1};
+  std::atomic<bool> release{false};
+  clock_type::time_point unlocked_at{};
+  auto holder = rt->spawn([&] {
+    mu.lock();
+    holder_carrier = static_cast<int>(bobbin::this_fiber::carrier_index());
+    // Keeps its carrier busy (it takes no other fiber), so that A lands on
+    // the other one.
+    while (!release.load()) {
+    }
+    unlocked_at = clock_type::now();
+    mu.unlock();
+  });
+  while (holder_carrier.load() < 0) std::this_thread::sleep_for(1ms);
+
+  // A, on the carrier H is not on (a fiber that lands on H's returns at
+  // once and another is started), starts the blocker there before it
+  // waits: the blocker is the next to run on that carrier.
+  std::atomic<bool> a_waiting{false}, go{false}, computing{false};
+  std::atomic<int> blocker_misplaced{0};
+  std::optional<bobbin::fiber<ssize_t>> blocker;
+  std::optional<bobbin::fiber<double>> a;
+  for (int attempt = 0; attempt < 100 && !a; attempt++) {
+    std::atomic<bool> placed{false}, rejected{false};
+    auto candidate = rt->spawn([&]() -> double {
+      const unsigned here = bobbin::this_fiber::carrier_index();
+      if (static_cast<int>(here) == holder_carrier.load()) {
+        rejected = true;
+        return -1;
+      }
+      placed = true;
+      blocker.emplace(bobbin::spawn([&, here]() -> ssize_t {
+        if (bobbin::this_fiber::carrier_index() != here) blocker_misplaced++;
+        while (!go.load()) bobbin::this_fiber::sleep_for(1ms);  // parked: no pinning episode yet
+        computing = true;
+        if (when == carrier_blocks::after_unlock) {
+          const auto until = clock_type::now() + 10ms;
+          while (clock_type::now() < until) {
+          }
+        }
+        return bobbin::testing::pinned_read_byte(p[0]);
+      }));
+      a_waiting = true;
+      mu.lock();
+      const double after = ms_since(unlocked_at);
+      mu.unlock();
+      return after;
+    });
+    while (!placed.load() && !rejected.load()) std::this_thread::sleep_for(1ms);
+    if (placed.load()) {
+      a.emplace(std::move(candidate));
+    } else {
+      EXPECT_EQ(candidate.join(), -1);
+    }
+  }
+  if (!a.has_value()) {
+    ADD_FAILURE() << "no fiber landed on the carrier the holder is not on";
+    release = true;
+    holder.join();
+    return {};
+  }
+  while (!a_waiting.load()) std::this_thread::sleep_for(1ms);
+  std::this_thread::sleep_for(10ms);
+  std::atomic<bool> b_waiting{false};
+  std::atomic<double> b_after_ms{-1};
+  std::thread b([&] {
+    b_waiting = true;
+    std::lock_guard l(mu);
+    b_after_ms = ms_since(unlocked_at);
+  });
+  while (!b_waiting.load()) std::this_thread::sleep_for(1ms);
+  std::this_thread::sleep_for(20ms);
+  go = true;
+  while (!computing.load()) std::this_thread::sleep_for(100us);
+  // The monitor marks the carrier blocked within its threshold (20 ms) and a tick.
+  if (when == carrier_blocks::before_unlock) std::this_thread::sleep_for(100ms);
+  release = true;  // H's unlock wakes A
+  std::thread unblock([&] {
+    std::this_thread::sleep_for(1s);
+    ASSERT_EQ(::write(p[1], "x", 1), 1);
+  });
+  holder.join();
+  b.join();
+  const double a_after_ms = a->join();
+  unblock.join();
+  EXPECT_EQ(blocker->join(), 1);
+  ::close(p[0]);
+  ::close(p[1]);
+  EXPECT_EQ(blocker_misplaced.load(), 0) << "the blocker ran on another carrier than A's";
+  return {b_after_ms.load(), a_after_ms};
+}
+
+TEST(OsMutexStuckCarrierTest, AFibersUnlockPassesTheWakeOnToAThreadWhenTheWokenFibersCarrierBlocksAfterIt) {
+  // The wake reaches A while its carrier computes; once the pinning monitor
+  // marks the carrier blocked, A's wake is passed on to B, which owns the
+  // mutex long before A's carrier is back. (On the epoll backend A waits in
+  // bobbin's futex table, which keeps it among its bound wakes until it
+  // runs; on io_uring, on the futex ring.)
+  const owned_after t = thread_behind_a_stuck_fiber(carrier_blocks::after_unlock);
+  // 10 ms of computing, then the monitor's threshold (20 ms) and tick.
+  EXPECT_LT(t.b_ms, scaled(std::chrono::milliseconds(300)).count()) << "the wake stayed with A";
+  EXPECT_GE(t.a_ms, 900.0) << "A ran before its carrier came back";
+  RecordProperty("b_owned_after_ms", std::to_string(t.b_ms));
+  RecordProperty("a_owned_after_ms", std::to_string(t.a_ms));
+}
+
+TEST(OsMutexStuckCarrierTest, AFibersUnlockReachesAThreadWhenTheOnlyFiberWaitingIsOnABlockedCarrier) {
+  // A's carrier is already marked blocked when H unlocks: the wake A gets
+  // does not count (futex_table.h), so B is woken by the same unlock.
+  const owned_after t = thread_behind_a_stuck_fiber(carrier_blocks::before_unlock);
+  EXPECT_LT(t.b_ms, scaled(std::chrono::milliseconds(200)).count()) << "the wake stayed with A";
+  EXPECT_GE(t.a_ms, 800.0) << "A ran before its carrier came back";
+  RecordProperty("b_owned_after_ms", std::to_string(t.b_ms));
+  RecordProperty("a_owned_after_ms", std::to_string(t.a_ms));
 }
 
 TEST(OsMutexStuckCarrierTest, WithMigrationAStuckCarrierDoesNotHoldBackTheNextOwner) {
