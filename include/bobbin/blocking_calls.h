@@ -25,15 +25,21 @@
 // waiting for it parks; README "OS locks and waits"), and pthread_cond_init,
 // destroy, wait, timedwait, clockwait, signal and broadcast
 // (std::condition_variable: bobbin's own condition variable, for threads
-// too; a waiting fiber parks).
+// too; a waiting fiber parks), the pthread_rwlock calls (std::shared_mutex),
+// and futex waits made through glibc's syscall() (std::atomic::wait,
+// std::future, semaphores).
 // Not covered, so they still block the carrier and show in the pinning
 // report (bobbin/pinning.h): glibc-internal calls (stdio's reads, the
-// resolver's own sockets: hence getaddrinfo on the pool), raw syscall(2)s and
-// statically linked libraries, open/openat, flock, waitpid, splice,
-// sendfile, reader-writer locks, process-shared or robust mutexes,
-// process-shared condition variables and raw futex waits. close() is not rerouted:
-// io_uring operations hold their own reference to the file, as a thread
-// blocked in a system call does, so closing an fd has the kernel's meaning.
+// resolver's own sockets: hence getaddrinfo on the pool), system calls made
+// without glibc's wrappers and statically linked libraries, open/openat,
+// flock, waitpid, splice, sendfile, process-shared or robust mutexes and
+// process-shared condition variables.
+// close() keeps the kernel's meaning: an io_uring operation holds its own
+// reference to the file, as a thread blocked in a system call does, and
+// carries on. On the epoll backend (where io_uring is refused) a wait holds
+// no file, so close() of an fd that fibers wait on ends those waits with
+// EBADF (poll: POLLNVAL), as Go and the JDK end a blocked read on a closed
+// fd; a close() with no such wait costs two atomic operations.
 //
 // Semantics are the kernel's: a call first tries without blocking (the
 // plain call's cost); if it would block and the fd is O_NONBLOCK it returns

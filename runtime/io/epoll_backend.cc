@@ -18,6 +18,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "runtime/intercept/libc.h"
+#include "runtime/io/closed_fds.h"
 #include "runtime/util/counter.h"
 #include "runtime/util/check.h"
 
@@ -162,6 +163,7 @@ int run_streaming(const io_uring_sqe& sqe) {
 }  // namespace
 
 epoll_backend::~epoll_backend() {
+  if (epfd_ >= 0) closed_fds::remove_backend(this);
   {
     std::lock_guard<std::mutex> l(jobs_mu_);
     stopping_ = true;
@@ -172,6 +174,7 @@ epoll_backend::~epoll_backend() {
   for (auto& [o, res] : finished_) delete o;
   for (auto& [ud, o] : ops_by_user_data_) {
     const place at = o->at.load(std::memory_order_relaxed);
+    if (o->user_fd_wait) closed_fds::wait_ends(o->fd);
     if (at != place::job_queued && at != place::job_running) delete o;
   }
   for (auto& [when, t] : timers_) delete t;
@@ -197,6 +200,7 @@ absl::Status epoll_backend::init(unsigned entries, int wake_fd, unsigned max_wor
   if (long r = sys(SYS_epoll_ctl, epfd_, EPOLL_CTL_ADD, wake_fd_, &ev); r < 0) {
     return absl::UnavailableError(absl::StrCat("bobbin: epoll_ctl(eventfd): ", std::strerror(static_cast<int>(-r))));
   }
+  closed_fds::add_backend(this);
   return absl::OkStatus();
 }
 
@@ -405,7 +409,20 @@ void epoll_backend::wait_for_fd(op* o) {
   e.waiting.push_back(o);
   e.idle_events = 0;
   fd_waits_++;
+  if (o->owner == 0) {
+    // A user's fd, which another thread may close behind this wait (closed_fds.h).
+    o->user_fd_wait = true;
+    o->close_count = closed_fds::wait_begins(o->fd);
+  }
   arm_fd(o->fd, e, o->owner);
+}
+
+void epoll_backend::left_fd_wait(op* o) {
+  fd_waits_--;
+  if (o->user_fd_wait) {
+    closed_fds::wait_ends(o->fd);
+    o->user_fd_wait = false;
+  }
 }
 
 void epoll_backend::arm_fd(int fd, fd_entry& e, uint32_t owner) {
@@ -445,7 +462,7 @@ void epoll_backend::arm_fd(int fd, fd_entry& e, uint32_t owner) {
   waiting.swap(e.waiting);
   fds_.erase(fd);
   for (op* o : waiting) {
-    fd_waits_--;
+    left_fd_wait(o);
     o->at = place::timer_only;  // off the list already
     if (r != -EPERM) {
       finish(o, static_cast<int>(r));
@@ -502,7 +519,7 @@ void epoll_backend::fd_ready(int fd, uint32_t owner, uint32_t events, bool idle_
       still.push_back(o);
       continue;
     }
-    fd_waits_--;
+    left_fd_wait(o);
     o->at = place::timer_only;  // off the fd's list already
     finish(o, res);
   }
@@ -550,9 +567,11 @@ void epoll_backend::worker_main() {
 void epoll_backend::take_finished_jobs() {
   if (!jobs_finished_.load(std::memory_order_acquire)) return;
   std::vector<std::pair<op*, int>> done;
+  std::vector<std::pair<int, uint32_t>> closed;
   {
     std::lock_guard<std::mutex> l(jobs_mu_);
     done.swap(finished_);
+    closed.swap(closed_);
     jobs_finished_.store(false, std::memory_order_relaxed);
   }
   for (auto& [o, res] : done) {
@@ -560,6 +579,37 @@ void epoll_backend::take_finished_jobs() {
     // A deadline that fired while the job ran could not stop it; the
     // result stands, as io_uring's when its cancel comes too late.
     finish(o, res);
+  }
+  for (auto [fd, close_count] : closed) end_waits_on_closed_fd(fd, close_count);
+}
+
+void epoll_backend::note_closed(int fd, uint32_t close_count) {
+  {
+    std::lock_guard<std::mutex> l(jobs_mu_);
+    closed_.emplace_back(fd, close_count);
+    jobs_finished_.store(true, std::memory_order_release);
+  }
+  const uint64_t one = 1;
+  sys(SYS_write, wake_fd_, &one, sizeof one);
+}
+
+void epoll_backend::end_waits_on_closed_fd(int fd, uint32_t close_count) {
+  auto it = fds_.find(fd);
+  if (it == fds_.end()) return;
+  std::vector<op*> ended;
+  for (op* o : it->second.waiting) {
+    if (o->user_fd_wait && closed_fds::ended_by(o->close_count, close_count)) ended.push_back(o);
+  }
+  for (op* o : ended) {
+    // What the plain call answers for an fd that is not open.
+    finish(o, o->sqe.opcode == IORING_OP_POLL_ADD ? POLLNVAL : -EBADF);
+  }
+  it = fds_.find(fd);
+  if (it != fds_.end() && it->second.waiting.empty() && it->second.owner == 0) {
+    // The registration went with the file (or stays with a dup of it,
+    // one-shot and spent): the number's next wait registers afresh.
+    it->second.registered = false;
+    it->second.armed = 0;
   }
 }
 
@@ -585,7 +635,7 @@ void epoll_backend::detach(op* o) {
         // owned fd's next owner has another key, which registers afresh.
         if (w.empty() && it->second.owner == 0) it->second.armed = 0;
       }
-      fd_waits_--;
+      left_fd_wait(o);
       break;
     }
     default:

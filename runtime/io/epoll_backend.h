@@ -156,6 +156,12 @@ class epoll_backend {
   static void forget(int epfd, int fd);
   int epoll_fd() const { return epfd_; }
 
+  // closed_fds.h: `fd` was closed (the close() interceptor, any thread):
+  // the waits on it by intercepted calls that recorded a close count older
+  // than `close_count` end at this backend's next collect, with EBADF (a
+  // poll with POLLNVAL). Wakes the carrier.
+  void note_closed(int fd, uint32_t close_count);
+
   // For tests and stats.
   size_t operations_waiting() const { return ops_by_user_data_.size(); }
   // epoll_ctl calls made to register, re-arm or remove fds. Any thread.
@@ -176,6 +182,8 @@ class epoll_backend {
     std::atomic<place> at{place::fd_wait};
     fd_kind kind = fd_kind::socket;
     bool connecting = false;         // a connect that answered EINPROGRESS
+    bool user_fd_wait = false;       // in fd_wait on a user's fd, counted in closed_fds
+    uint32_t close_count = 0;        // closed_fds::wait_begins()'s, when user_fd_wait
     timer* deadline = nullptr;       // its link timeout, if any
     uint64_t link_user_data = 0;     // the link timeout's user_data
   };
@@ -203,6 +211,8 @@ class epoll_backend {
   // Tries `o` without blocking: its result, or -EAGAIN to wait.
   int attempt(op* o);
   void wait_for_fd(op* o);
+  // `o` is off its fd's waiting list (to finish, or to run as a job).
+  void left_fd_wait(op* o);
   // The operation's deadline, from the LINK_TIMEOUT that followed it (none: null).
   void arm_deadline(op* o, const io_uring_sqe* link);
   // Registers or re-arms `fd` for what its waiting operations want, under
@@ -212,7 +222,9 @@ class epoll_backend {
   void fd_ready(int fd, uint32_t owner, uint32_t events, bool idle_carrier);
   void run_on_worker(op* o);
   void worker_main();
+  // Takes what other threads handed over: finished jobs, closed fds.
   void take_finished_jobs();
+  void end_waits_on_closed_fd(int fd, uint32_t close_count);
   // Completes `o` with `res` (and its link timeout with `link_res`), from
   // wherever it waits, and frees it.
   void finish(op* o, int res, int link_res = -ECANCELED);
@@ -250,7 +262,8 @@ class epoll_backend {
   std::condition_variable jobs_cv_;
   std::deque<op*> jobs_;
   std::vector<std::pair<op*, int>> finished_;  // under jobs_mu_
-  std::atomic<bool> jobs_finished_{false};
+  std::vector<std::pair<int, uint32_t>> closed_;  // note_closed()'s, under jobs_mu_
+  std::atomic<bool> jobs_finished_{false};  // finished_ or closed_ not empty
   unsigned idle_workers_ = 0;                  // under jobs_mu_
   bool stopping_ = false;                      // under jobs_mu_
   std::vector<std::thread> workers_;

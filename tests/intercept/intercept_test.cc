@@ -15,6 +15,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -170,6 +171,147 @@ TEST(InterceptTest, BlockingPipeReadParksUntilAnotherFiberWrites) {
     return 0;
   }), 0u);
   ::close(p[0]);
+  ::close(p[1]);
+}
+
+// A fiber parked in read(2) on a pipe whose read end another thread
+// closes. On io_uring the read holds the file, as a blocked thread's read
+// does, and still gets what is written after the close. On epoll the
+// registration goes with the file, so the close ends the read with EBADF
+// (runtime/io/closed_fds.h) instead of leaving it parked for ever; a read
+// of the file the number is given to next is not ended by it.
+// A pipe whose read end has a high number: a number freed by a close is
+// taken by the next open anywhere in the process (the pinning monitor reads
+// /proc files), and these tests must know what their number names.
+void high_numbered_pipe(int p[2]) {
+  ASSERT_EQ(::pipe(p), 0);
+  const int high = ::fcntl(p[0], F_DUPFD_CLOEXEC, 700);
+  ASSERT_GE(high, 700);
+  ::close(p[0]);
+  p[0] = high;
+}
+
+TEST(InterceptTest, AReadParkedOnAnFdAnotherThreadClosesEndsWithEbadfOnEpollAndCarriesOnOnIoUring) {
+  int p[2];
+  high_numbered_pipe(p);
+  auto rt = bobbin::runtime::start({.carriers = 2}).value();
+  const bool on_epoll = rt->stats().backend == bobbin::io_backend::epoll;
+  std::atomic<bool> reading{false};
+  auto reader = rt->spawn([&] {
+    reading = true;
+    char c;
+    const ssize_t n = ::read(p[0], &c, 1);
+    return std::make_pair(n, n < 0 ? errno : 0);
+  });
+  while (!reading) std::this_thread::sleep_for(1ms);
+  std::this_thread::sleep_for(50ms);  // parked by now
+  const int closed_fd = p[0];
+  const auto t = clock_type::now();
+  ASSERT_EQ(::close(p[0]), 0);
+  if (!on_epoll) {
+    std::this_thread::sleep_for(20ms);
+    ASSERT_EQ(::write(p[1], "x", 1), 1);  // the read end lives on in the read
+  }
+  const auto [n, err] = reader.join();
+  if (on_epoll) {
+    EXPECT_EQ(n, -1);
+    EXPECT_EQ(err, EBADF);
+    EXPECT_LT(ms_since(t), 1000.0);
+  } else {
+    EXPECT_EQ(n, 1);
+  }
+  EXPECT_GE(rt->stats().intercepted_parks, 1u);
+
+  // The number, reused: a read parked on the new pipe waits for its data.
+  int q[2];
+  ASSERT_EQ(::pipe(q), 0);
+  ASSERT_EQ(::dup2(q[0], closed_fd), closed_fd);
+  ::close(q[0]);
+  q[0] = closed_fd;
+  auto second = rt->spawn([&] {
+    char c = 0;
+    const ssize_t n2 = ::read(q[0], &c, 1);
+    return n2 == 1 ? c : '?';
+  });
+  std::this_thread::sleep_for(30ms);
+  ASSERT_EQ(::write(q[1], "y", 1), 1);
+  EXPECT_EQ(second.join(), 'y');
+  ::close(p[1]);
+  ::close(q[0]);
+  ::close(q[1]);
+}
+
+// Many at once, on two carriers: 200 fibers each parked in read(2) on its
+// own pipe, every read end closed by the test's thread. On epoll every read
+// ends with EBADF (each close reaches the carrier its wait is on); on
+// io_uring every read gets the byte written after the close.
+TEST(InterceptTest, ManyReadsParkedOnFdsAnotherThreadClosesAllEnd) {
+  constexpr int kPipes = 200;
+  std::vector<std::array<int, 2>> pipes(kPipes);
+  for (auto& p : pipes) {
+    ASSERT_EQ(::pipe(p.data()), 0);
+    const int high = ::fcntl(p[0], F_DUPFD_CLOEXEC, 1000);
+    ASSERT_GE(high, 1000);
+    ::close(p[0]);
+    p[0] = high;
+  }
+  auto rt = bobbin::runtime::start({.carriers = 2}).value();
+  const bool on_epoll = rt->stats().backend == bobbin::io_backend::epoll;
+  std::atomic<int> reading{0};
+  std::vector<bobbin::fiber<std::pair<ssize_t, int>>> readers;
+  for (auto& p : pipes) {
+    readers.push_back(rt->spawn([&reading, fd = p[0]] {
+      reading++;
+      char c;
+      const ssize_t n = ::read(fd, &c, 1);
+      return std::make_pair(n, n < 0 ? errno : 0);
+    }));
+  }
+  while (reading.load() != kPipes) std::this_thread::sleep_for(1ms);
+  std::this_thread::sleep_for(50ms);
+  for (auto& p : pipes) ASSERT_EQ(::close(p[0]), 0);
+  if (!on_epoll) {
+    for (auto& p : pipes) ASSERT_EQ(::write(p[1], "x", 1), 1);
+  }
+  int ended = 0, read_one = 0;
+  for (auto& r : readers) {
+    const auto [n, err] = r.join();
+    if (n == -1 && err == EBADF) ended++;
+    if (n == 1) read_one++;
+  }
+  EXPECT_EQ(on_epoll ? ended : read_one, kPipes);
+  for (auto& p : pipes) ::close(p[1]);
+}
+
+// The same for poll(2): on epoll the close ends the wait, and poll answers
+// as for any fd that is not open (POLLNVAL). On io_uring the wait holds the
+// file and ends when data is written after the close; poll's answer, read
+// again from the kernel with the fd closed, is POLLNVAL there too.
+TEST(InterceptTest, APollParkedOnAnFdAnotherThreadClosesSeesPollnvalOnEpoll) {
+  int p[2];
+  high_numbered_pipe(p);
+  auto rt = bobbin::runtime::start({.carriers = 1}).value();
+  const bool on_epoll = rt->stats().backend == bobbin::io_backend::epoll;
+  std::atomic<bool> polling{false};
+  const int fd = p[0];
+  auto poller = rt->spawn([&] {
+    polling = true;
+    pollfd f{fd, POLLIN, 0};
+    const int r = ::poll(&f, 1, 5000);
+    return std::make_pair(r, static_cast<int>(f.revents));
+  });
+  while (!polling) std::this_thread::sleep_for(1ms);
+  std::this_thread::sleep_for(50ms);
+  const auto t = clock_type::now();
+  ASSERT_EQ(::close(p[0]), 0);
+  if (!on_epoll) {
+    std::this_thread::sleep_for(20ms);
+    ASSERT_EQ(::write(p[1], "x", 1), 1);
+  }
+  const auto [r, revents] = poller.join();
+  EXPECT_EQ(r, 1);
+  EXPECT_LT(ms_since(t), 1000.0);
+  EXPECT_EQ(revents, POLLNVAL);
   ::close(p[1]);
 }
 
