@@ -2,8 +2,11 @@
 // says why and which).
 #include "runtime/io/closed_fds.h"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <mutex>
+#include <new>
 #include <vector>
 
 #include "runtime/io/epoll_backend.h"
@@ -55,7 +58,18 @@ void after_close(int fd, uint32_t close_count) {
   for (epoll_backend* b : *g_backends) b->note_closed(fd, close_count);
 }
 
+// A child of fork() has no carriers (only the thread that forked), and
+// the locks above may have been held by a thread that did not come along:
+// its close() calls (a child closing fds before exec) must not touch them.
+void forget_backends_in_child() {
+  g_epoll_in_use.store(false, std::memory_order_relaxed);
+  g_backends = nullptr;  // the parent's list, leaked in the child
+  new (&g_backends_mu) std::mutex;
+}
+
 void add_backend(epoll_backend* b) {
+  static std::once_flag at_fork;
+  std::call_once(at_fork, [] { pthread_atfork(nullptr, nullptr, forget_backends_in_child); });
   std::lock_guard<std::mutex> l(g_backends_mu);
   if (g_backends == nullptr) g_backends = new std::vector<epoll_backend*>;  // never freed: closes may come at exit
   g_backends->push_back(b);

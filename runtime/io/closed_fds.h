@@ -20,7 +20,11 @@
 // the close runs (another thread using the fd as it closes it: a race with
 // threads too) is not ended, because it may be on the file the number is
 // given to next; neither is one under a close that no interposer sees (a
-// raw system call, glibc's internal closes).
+// raw system call, glibc's internal closes as in fclose, close_range) or a
+// dup2/dup3 onto the fd. Not async-signal-safe, unlike close(2), while a
+// fiber waits on the closed number: the notice takes locks (a handler that
+// closes such an fd could interrupt their holder). A child of fork() stops
+// looking (pthread_atfork): it has no carriers.
 //
 // The bookkeeping, per fd number hashed into kSlots slots: how many such
 // waits are registered, and how many closes there were. A wait records the

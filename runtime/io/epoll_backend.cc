@@ -605,12 +605,17 @@ void epoll_backend::end_waits_on_closed_fd(int fd, uint32_t close_count) {
     finish(o, o->sqe.opcode == IORING_OP_POLL_ADD ? POLLNVAL : -EBADF);
   }
   it = fds_.find(fd);
-  if (it != fds_.end() && it->second.waiting.empty() && it->second.owner == 0) {
-    // The registration went with the file (or stays with a dup of it,
-    // one-shot and spent): the number's next wait registers afresh.
-    it->second.registered = false;
-    it->second.armed = 0;
-  }
+  if (it == fds_.end() || it->second.owner != 0) return;
+  // What this side believes armed was the closed file's registration, gone
+  // with it (or left with a dup of it: a report under this number then
+  // wakes a wait that re-checks: a read tries again, poll() asks the
+  // kernel, so the new file's state decides). Waits still here began after the
+  // close, on the file the number names now (a fiber here may have closed
+  // and reopened it before this ran): register that one.
+  fd_entry& e = it->second;
+  e.registered = false;
+  e.armed = 0;
+  if (!e.waiting.empty()) arm_fd(fd, e, 0);
 }
 
 bool epoll_backend::take_back_job(op* o) {

@@ -180,6 +180,13 @@ TEST(InterceptTest, BlockingPipeReadParksUntilAnotherFiberWrites) {
 // registration goes with the file, so the close ends the read with EBADF
 // (runtime/io/closed_fds.h) instead of leaving it parked for ever; a read
 // of the file the number is given to next is not ended by it.
+// Until `n` intercepted calls have parked, and a little more, so that
+// their operations are in the kernel (or on the epoll set) by then.
+void wait_for_parks(bobbin::runtime& rt, uint64_t n) {
+  while (rt.stats().intercepted_parks < n) std::this_thread::sleep_for(1ms);
+  std::this_thread::sleep_for(30ms);
+}
+
 // A pipe whose read end has a high number: a number freed by a close is
 // taken by the next open anywhere in the process (the pinning monitor reads
 // /proc files), and these tests must know what their number names.
@@ -196,15 +203,12 @@ TEST(InterceptTest, AReadParkedOnAnFdAnotherThreadClosesEndsWithEbadfOnEpollAndC
   high_numbered_pipe(p);
   auto rt = bobbin::runtime::start({.carriers = 2}).value();
   const bool on_epoll = rt->stats().backend == bobbin::io_backend::epoll;
-  std::atomic<bool> reading{false};
   auto reader = rt->spawn([&] {
-    reading = true;
     char c;
     const ssize_t n = ::read(p[0], &c, 1);
     return std::make_pair(n, n < 0 ? errno : 0);
   });
-  while (!reading) std::this_thread::sleep_for(1ms);
-  std::this_thread::sleep_for(50ms);  // parked by now
+  wait_for_parks(*rt, 1);
   const int closed_fd = p[0];
   const auto t = clock_type::now();
   ASSERT_EQ(::close(p[0]), 0);
@@ -241,6 +245,51 @@ TEST(InterceptTest, AReadParkedOnAnFdAnotherThreadClosesEndsWithEbadfOnEpollAndC
   ::close(q[1]);
 }
 
+// A fiber that closes the fd another fiber of its carrier waits on, and
+// at once gives the number to a new pipe and reads it: the first read ends
+// (EBADF on epoll), and the second waits on the new pipe and gets its data
+// (on epoll its wait is registered afresh, not taken for the closed file's
+// registration, which went with that file).
+TEST(InterceptTest, AFiberThatClosesAnFdAndReusesItsNumberAtOnceWaitsOnTheNewFile) {
+  int p[2];
+  high_numbered_pipe(p);
+  auto rt = bobbin::runtime::start({.carriers = 1}).value();
+  const bool on_epoll = rt->stats().backend == bobbin::io_backend::epoll;
+  const int fd = p[0];
+  auto first = rt->spawn([fd] {
+    char c;
+    const ssize_t n = ::read(fd, &c, 1);
+    return std::make_pair(n, n < 0 ? errno : 0);
+  });
+  wait_for_parks(*rt, 1);
+  int q[2];
+  ASSERT_EQ(::pipe(q), 0);
+  auto second = rt->spawn([&] {
+    EXPECT_EQ(::close(fd), 0);
+    EXPECT_EQ(::dup2(q[0], fd), fd);
+    char c = 0;
+    const ssize_t n = ::read(fd, &c, 1);
+    return n == 1 ? c : '?';
+  });
+  wait_for_parks(*rt, 2);
+  if (!on_epoll) {
+    ASSERT_EQ(::write(p[1], "x", 1), 1);  // the first read holds the old pipe
+  }
+  ASSERT_EQ(::write(q[1], "z", 1), 1);
+  EXPECT_EQ(second.join(), 'z');
+  const auto [n, err] = first.join();
+  if (on_epoll) {
+    EXPECT_EQ(n, -1);
+    EXPECT_EQ(err, EBADF);
+  } else {
+    EXPECT_EQ(n, 1);
+  }
+  ::close(fd);
+  ::close(p[1]);
+  ::close(q[0]);
+  ::close(q[1]);
+}
+
 // Many at once, on two carriers: 200 fibers each parked in read(2) on its
 // own pipe, every read end closed by the test's thread. On epoll every read
 // ends with EBADF (each close reaches the carrier its wait is on); on
@@ -257,18 +306,15 @@ TEST(InterceptTest, ManyReadsParkedOnFdsAnotherThreadClosesAllEnd) {
   }
   auto rt = bobbin::runtime::start({.carriers = 2}).value();
   const bool on_epoll = rt->stats().backend == bobbin::io_backend::epoll;
-  std::atomic<int> reading{0};
   std::vector<bobbin::fiber<std::pair<ssize_t, int>>> readers;
   for (auto& p : pipes) {
-    readers.push_back(rt->spawn([&reading, fd = p[0]] {
-      reading++;
+    readers.push_back(rt->spawn([fd = p[0]] {
       char c;
       const ssize_t n = ::read(fd, &c, 1);
       return std::make_pair(n, n < 0 ? errno : 0);
     }));
   }
-  while (reading.load() != kPipes) std::this_thread::sleep_for(1ms);
-  std::this_thread::sleep_for(50ms);
+  wait_for_parks(*rt, kPipes);
   for (auto& p : pipes) ASSERT_EQ(::close(p[0]), 0);
   if (!on_epoll) {
     for (auto& p : pipes) ASSERT_EQ(::write(p[1], "x", 1), 1);
@@ -292,16 +338,13 @@ TEST(InterceptTest, APollParkedOnAnFdAnotherThreadClosesSeesPollnvalOnEpoll) {
   high_numbered_pipe(p);
   auto rt = bobbin::runtime::start({.carriers = 1}).value();
   const bool on_epoll = rt->stats().backend == bobbin::io_backend::epoll;
-  std::atomic<bool> polling{false};
   const int fd = p[0];
   auto poller = rt->spawn([&] {
-    polling = true;
     pollfd f{fd, POLLIN, 0};
     const int r = ::poll(&f, 1, 5000);
     return std::make_pair(r, static_cast<int>(f.revents));
   });
-  while (!polling) std::this_thread::sleep_for(1ms);
-  std::this_thread::sleep_for(50ms);
+  wait_for_parks(*rt, 1);
   const auto t = clock_type::now();
   ASSERT_EQ(::close(p[0]), 0);
   if (!on_epoll) {
