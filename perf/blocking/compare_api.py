@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.dirname(here))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(here)), "tests", "clients"))
 import results_md  # noqa: E402
 import wrk  # noqa: E402  (perf/wrk.py)
+import ab  # noqa: E402  (perf/ab.py)
 import servers  # noqa: E402
 
 ap = argparse.ArgumentParser()
@@ -84,15 +85,8 @@ def run_wrk(port, script):
 
 
 def run_ab(port):
-    n = max(args.connections * 20, 20000)
-    out = subprocess.run(["ab", "-q", "-k", "-c", str(args.connections), "-n", str(n), "-s", "30",
-                          f"http://127.0.0.1:{port}/users/42"], capture_output=True, text=True,
-                         timeout=300).stdout
-    rps = float(re.search(r"Requests per second:\s+([\d.]+)", out).group(1))
-    p99 = float(re.search(r"\s99%\s+(\d+)", out).group(1))
-    failed = int(re.search(r"Failed requests:\s+(\d+)", out).group(1))
-    non2xx = re.search(r"Non-2xx responses:\s+(\d+)", out)
-    return {"rps": rps, "p99_ms": p99, "errors": failed + (int(non2xx.group(1)) if non2xx else 0)}
+    r = ab.run(f"http://127.0.0.1:{port}/users/42", args.connections, requests=max(args.connections * 20, 20000))
+    return {"rps": r["rps"], "p99_ms": r["p99_ms"], "errors": r["errors"]}
 
 
 def measure():

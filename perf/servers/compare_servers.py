@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """The example servers against the real thing, measured side by side in one
 run: examples/redis_server vs redis-server (no persistence) under
-redis-benchmark, and examples/http_server vs nginx under wrk, at 50 and
-1,000 connections.
+redis-benchmark, and examples/http_server (on io_uring, and on epoll as where
+io_uring is refused) vs nginx under wrk, cross-checked with ApacheBench (ab,
+perf/ab.py), at 50 and 1,000 connections.
 
 Pinning (2-core machine): single-threaded servers (bobbin on 1 carrier,
 redis-server, nginx with 1 worker) run on CPU 0 and the load generator on
@@ -27,6 +28,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import results_md  # noqa: E402  (perf/results_md.py)
 import wrk  # noqa: E402  (perf/wrk.py)
+import ab  # noqa: E402  (perf/ab.py)
 from procs import cpu_seconds, server  # noqa: E402  (perf/procs.py)
 import tempfile
 
@@ -87,7 +89,7 @@ http {{
 
 
 def main():
-    for tool in ["redis-server", "redis-benchmark", "wrk", "nginx", "taskset"]:
+    for tool in ["redis-server", "redis-benchmark", "wrk", "ab", "nginx", "taskset"]:
         if shutil.which(tool) is None:
             sys.exit(f"compare_servers: {tool} not found (scripts/bootstrap --bench installs it)")
     redis_exe = os.path.join(args.build, "examples/redis_server")
@@ -114,6 +116,7 @@ def main():
     redis_res = {}  # (name, conns, pipeline, test) -> [(rps, p50)]
     redis_cpu = {}  # (name, conns, pipeline) -> [server CPU microseconds per request]
     http_res = {}   # (name, conns) -> [(rps, p50, errors, cpu us per request)]
+    ab_res = {}     # (name, conns) -> [ab's result dict] (the cross-check)
     pipelines = [1, 16]
     for rnd in range(args.rounds):
         for conns in conns_list:
@@ -133,6 +136,9 @@ def main():
                     rps, p50, errors = run_wrk(HTTP_PORT, conns, args.seconds, client)
                     cpu = (cpu_seconds(s.proc.pid) - c0) * 1e6 / max(1.0, rps * args.seconds)
                     http_res.setdefault((name, conns), []).append((rps, p50, errors, cpu))
+                    ab_res.setdefault((name, conns), []).append(
+                        ab.run(f"http://127.0.0.1:{HTTP_PORT}/", conns, seconds=args.seconds, cpus=client,
+                               timeout=args.seconds + 120))
                 print(f"round {rnd + 1} http c={conns} {name} done", file=sys.stderr, flush=True)
     shutil.rmtree(tmp, ignore_errors=True)
 
@@ -160,6 +166,20 @@ def main():
                 ratio = f"{g / ref:.2f}x" if ref else "n/a"
                 lines.append(f"| {name} | {conns} | {st:,.0f} | {g:,.0f} | {p:.3f} | {cpu:.2f} | {ratio} |")
         lines.append("")
+
+    def http_rps(name, conns):
+        rows = http_res.get((name, conns), [])
+        return med([r[0] for r in rows]) if rows else 0
+
+    # Each bobbin row's peer: nginx with as many threads (1 worker for the
+    # epoll row, which waits on epoll as nginx does).
+    def peer_of(i):
+        return http_servers[2 + (i % 2)][0] if i < 2 else http_servers[2][0] if i == 4 else None
+
+    def ab_rps(name, conns):
+        rows = ab_res.get((name, conns), [])
+        return med([r["rps"] for r in rows]) if rows else 0
+
     lines.append(f"### HTTP/1.1: `wrk -t 1 -c C -d {args.seconds}s http://127.0.0.1/` (keep-alive, 18-byte body)\n")
     lines.append("| server | C | req/s | p50 ms | errors | server CPU µs/req | vs nginx (same threads) |")
     lines.append("|---|---:|---:|---:|---|---:|---:|")
@@ -169,7 +189,7 @@ def main():
             rps = med([r[0] for r in rows]) if rows else 0
             p50 = med([r[1] for r in rows]) if rows else 0
             errs = "yes" if any(r[2] for r in rows) else "none"
-            peer = http_servers[2 + (i % 2)][0] if i < 2 else http_servers[2][0] if i == 4 else None
+            peer = peer_of(i)
             ratio = ""
             if peer:
                 prow = http_res.get((peer, conns), [])
@@ -179,16 +199,41 @@ def main():
             lines.append(f"| {name} | {conns} | {rps:,.0f} | {p50:.3f} | {errs} | {cpu:.2f} | {ratio} |")
     lines.append("")
 
+    # The cross-check: each bobbin row's ratio to its peer under ab beside
+    # the same under wrk, from the same rounds (the server stays up between
+    # the two generators).
+    lines.append(f"### HTTP/1.1 cross-checked with ApacheBench: `ab -k -c C -t {args.seconds}` "
+                 "(HTTP/1.0 keep-alive), same rounds\n")
+    lines.append("Ratio = bobbin ÷ nginx with as many threads (1 worker for the epoll row), req/s medians under "
+                 "each generator. Rows where the two generators' ratios differ by more than 10% are marked.\n")
+    lines.append("| server | C | ab req/s | ab p50 ms | ab errors | vs nginx (ab) | vs nginx (wrk) | generators agree |")
+    lines.append("|---|---:|---:|---:|---|---:|---:|---|")
+    for conns in conns_list:
+        for i, (name, *_) in enumerate(http_servers):
+            rows = ab_res.get((name, conns), [])
+            rps = ab_rps(name, conns)
+            p50s = [r["p50_ms"] for r in rows if r["p50_ms"] is not None]
+            p50 = f"{med(p50s):.0f}" if p50s else "n/a"
+            errs = "yes" if any(r["errors"] for r in rows) else "none"
+            peer = peer_of(i)
+            ab_ratio = wrk_ratio = agree = ""
+            if peer:
+                pa, pw = ab_rps(peer, conns), http_rps(peer, conns)
+                ra = rps / pa if pa else 0
+                rw = http_rps(name, conns) / pw if pw else 0
+                ab_ratio, wrk_ratio = f"{ra:.2f}x", f"{rw:.2f}x"
+                if ra and rw:
+                    gap = abs(ra - rw) / min(ra, rw)
+                    agree = "yes" if gap <= 0.10 else f"**differ** by {gap * 100:.0f}%"
+            lines.append(f"| {name} | {conns} | {rps:,.0f} | {p50} | {errs} | {ab_ratio} | {wrk_ratio} | {agree} |")
+    lines.append("")
+
     # Issue 10's targets for the example servers, each with its verdict: the
     # Redis example on 1 carrier against redis-server with pipelining, and
     # http_server on 2 carriers against itself on 1 (nginx's 2 workers
     # against its 1, from the same run, for context: on this 2-core machine
     # the load generator shares the cores a 2-thread server uses).
-    def http_rps(name, conns):
-        rows = http_res.get((name, conns), [])
-        return med([r[0] for r in rows]) if rows else 0
-
-    lines.append("### Targets of issue 10 for the example servers\n")
+    lines.append("### Targets for the example servers (issues 10 and 36)\n")
     lines.append("| check | C | ratio | target | verdict | context |")
     lines.append("|---|---:|---:|---:|---|---|")
     bobbin_get = med([r for r, _ in redis_res.get((redis_servers[0][0], 50, 16, "GET"), [(0, 0)])])
@@ -203,6 +248,15 @@ def main():
         context = f"nginx 2 workers vs 1: {n2 / n1:.2f}x" if n1 else ""
         lines.append(f"| http_server, 2 carriers vs 1 (wrk) | {conns} | {ratio:.2f}x | ≥ 1.0x | "
                      f"{results_md.verdict(ratio, 1.0)} | {context} |")
+    # Issue 36: bobbin on epoll against nginx's one worker (epoll too), under both generators.
+    for conns in conns_list:
+        for gen, rps_of in (("wrk", http_rps), ("ab", ab_rps)):
+            e, n1 = rps_of(http_servers[4][0], conns), rps_of(http_servers[2][0], conns)
+            ratio = e / n1 if n1 else 0
+            io = rps_of(http_servers[0][0], conns)
+            context = f"bobbin on epoll vs on io_uring: {e / io:.2f}x" if io else ""
+            lines.append(f"| http_server on epoll (1 carrier) vs nginx 1 worker ({gen}) | {conns} | {ratio:.2f}x | "
+                         f"≥ 1.0x | {results_md.verdict(ratio, 1.0)} | {context} |")
     lines.append("")
     section = "\n".join(lines)
 
