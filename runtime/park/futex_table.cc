@@ -296,14 +296,9 @@ int wake_in(bucket& b, const void* word, int n, uintptr_t key) {
 }
 
 void pass_on(const void* word, uintptr_t aux) {
-  const futex_scope scope = (aux & kSharedScope) != 0 ? futex_scope::shared : futex_scope::process_private;
-  const uint32_t bitset = static_cast<uint32_t>(aux);
-  auto* w = static_cast<const std::atomic<uint32_t>*>(word);
-  // To a waiter of the same kind (a reader-writer lock's reader or
-  // writer); when there is none, to any, which re-checks the word: a lock
-  // left free with only the other kind waiting must not wait for the
-  // blocked carrier either (as futex_ring::pass_on).
-  if (futex_wake(w, 1, scope, bitset) == 0 && bitset != ~0u) futex_wake(w, 1, scope);
+  pass_wake_on(static_cast<const std::atomic<uint32_t>*>(word),
+               (aux & kSharedScope) != 0 ? futex_scope::shared : futex_scope::process_private,
+               static_cast<uint32_t>(aux));
 }
 
 }  // namespace

@@ -334,11 +334,11 @@ void futex_ring::untrack_woken(futex_ring_wait* w) {
 void futex_ring::pass_on(futex_ring_wait* w) {
   if (w->passed_on) return;
   w->passed_on = true;
-  // To a waiter of the same kind (a bitset wait: a reader-writer lock's
-  // writer or reader); when there is none, to any waiter, which re-checks
-  // the word: a lock left free with only the other kind waiting must not
-  // wait for this stuck carrier either.
-  if (futex_wake(w->word, 1, w->scope, w->bitset) == 0 && w->bitset != ~0u) futex_wake(w->word, 1, w->scope);
+  pass_wake_on(w->word, w->scope, w->bitset);
+}
+
+void pass_wake_on(const std::atomic<uint32_t>* word, futex_scope scope, uint32_t bitset) {
+  if (futex_wake(word, 1, scope, bitset) == 0 && bitset != ~0u) futex_wake(word, 1, scope);
 }
 
 void futex_ring::pass_on_wakes_stuck_on(const carrier* c) {

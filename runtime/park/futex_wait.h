@@ -120,6 +120,14 @@ long futex_syscall(const void* word, int op, uint32_t val, const void* timeout, 
 // waits there next.
 int futex_wake(const std::atomic<uint32_t>* word, int n, futex_scope scope, uint32_t bitset = ~0u);
 
+// Passes on a wake that a fiber bound to a blocked carrier got but cannot
+// use (the futex ring's and the futex table's stuck wakes): wakes one
+// waiter of the same kind (`bitset`: a reader-writer lock's reader or
+// writer), or, when there is none, any waiter, which re-checks the word: a
+// lock left free with only the other kind waiting must not wait for the
+// blocked carrier either.
+void pass_wake_on(const std::atomic<uint32_t>* word, futex_scope scope, uint32_t bitset);
+
 // A carrier's futex ring: created by its carrier on the first wait of one of
 // its fibers, closed after the carriers have stopped (a fiber still parked
 // then is abandoned with the rest). Submitted to by that carrier only;

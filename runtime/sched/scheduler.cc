@@ -36,9 +36,9 @@
 //   all in one io_uring_enter: batching is what makes a 1 µs system call
 //   affordable. When the queue runs dry, every 61st switch, or, while fibers
 //   run long between waits (over 8 us a switch on average over the last
-//   stretch of 4 or more switches between reaps), at the first switch
-//   after 500 us have passed since it last
-//   reaped (a fired timer waited behind 61 TLS handshakes), the loop runs:
+//   stretch of 4 or more switches between reaps), at the first switch after
+//   500 us have passed since it last reaped (a fired timer waited behind 61
+//   TLS handshakes), the loop runs:
 //   it submits, reaps completions (each readies its fiber onto this
 //   carrier's queue; a fiber whose sleep ended goes ahead of it, as Go
 //   readies one whose timer fired into runnext), looks at the global queue,

@@ -187,6 +187,13 @@ void wait_for_parks(bobbin::runtime& rt, uint64_t n) {
   std::this_thread::sleep_for(30ms);
 }
 
+// read(2) of one byte from `fd`: its return value and errno.
+std::pair<ssize_t, int> read_one_byte(int fd) {
+  char c;
+  const ssize_t n = ::read(fd, &c, 1);
+  return {n, n < 0 ? errno : 0};
+}
+
 // A pipe whose read end has a high number: a number freed by a close is
 // taken by the next open anywhere in the process (the pinning monitor reads
 // /proc files), and these tests must know what their number names.
@@ -203,11 +210,7 @@ TEST(InterceptTest, AReadParkedOnAnFdAnotherThreadClosesEndsWithEbadfOnEpollAndC
   high_numbered_pipe(p);
   auto rt = bobbin::runtime::start({.carriers = 2}).value();
   const bool on_epoll = rt->stats().backend == bobbin::io_backend::epoll;
-  auto reader = rt->spawn([&] {
-    char c;
-    const ssize_t n = ::read(p[0], &c, 1);
-    return std::make_pair(n, n < 0 ? errno : 0);
-  });
+  auto reader = rt->spawn([fd = p[0]] { return read_one_byte(fd); });
   wait_for_parks(*rt, 1);
   const int closed_fd = p[0];
   const auto t = clock_type::now();
@@ -256,11 +259,7 @@ TEST(InterceptTest, AFiberThatClosesAnFdAndReusesItsNumberAtOnceWaitsOnTheNewFil
   auto rt = bobbin::runtime::start({.carriers = 1}).value();
   const bool on_epoll = rt->stats().backend == bobbin::io_backend::epoll;
   const int fd = p[0];
-  auto first = rt->spawn([fd] {
-    char c;
-    const ssize_t n = ::read(fd, &c, 1);
-    return std::make_pair(n, n < 0 ? errno : 0);
-  });
+  auto first = rt->spawn([fd] { return read_one_byte(fd); });
   wait_for_parks(*rt, 1);
   int q[2];
   ASSERT_EQ(::pipe(q), 0);
@@ -308,11 +307,7 @@ TEST(InterceptTest, ManyReadsParkedOnFdsAnotherThreadClosesAllEnd) {
   const bool on_epoll = rt->stats().backend == bobbin::io_backend::epoll;
   std::vector<bobbin::fiber<std::pair<ssize_t, int>>> readers;
   for (auto& p : pipes) {
-    readers.push_back(rt->spawn([fd = p[0]] {
-      char c;
-      const ssize_t n = ::read(fd, &c, 1);
-      return std::make_pair(n, n < 0 ? errno : 0);
-    }));
+    readers.push_back(rt->spawn([fd = p[0]] { return read_one_byte(fd); }));
   }
   wait_for_parks(*rt, kPipes);
   for (auto& p : pipes) ASSERT_EQ(::close(p[0]), 0);
