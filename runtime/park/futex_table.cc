@@ -12,6 +12,7 @@
 #include "bobbin/internal/park.h"
 #include "bobbin/internal/spin_lock.h"
 #include "runtime/fiber/fiber_control.h"
+#include "runtime/park/park_timer.h"
 #include "runtime/sched/carrier.h"
 #include "runtime/sched/scheduler.h"
 
@@ -34,11 +35,12 @@ struct alignas(64) bucket {
 constexpr unsigned kBuckets = 256;
 bucket g_buckets[kBuckets];
 
-bucket& bucket_of(const void* word) {
+unsigned index_of(const void* word) {
   // Words are 4-byte aligned; mix the higher bits in (Fibonacci hashing).
   const auto a = reinterpret_cast<uintptr_t>(word) >> 2;
-  return g_buckets[(a * 0x9E3779B97F4A7C15ull) >> (64 - 8)];
+  return static_cast<unsigned>((a * 0x9E3779B97F4A7C15ull) >> (64 - 8));
 }
+bucket& bucket_of(const void* word) { return g_buckets[index_of(word)]; }
 static_assert(kBuckets == 1u << 8);
 
 // A table entry: the waiter, and its place among the bound wakes.
@@ -132,6 +134,14 @@ futex_wait_result futex_table_wait(carrier* c, const std::atomic<uint32_t>* word
     }
   }
 
+  // The timer is made before the bucket's lock is taken (park_timer.h),
+  // after a first look at the word, which spares the allocation when the
+  // lock was let go meanwhile; the look under the lock below decides.
+  if (word->load(std::memory_order_relaxed) != expected) {
+    self->futex_recheck_word = nullptr;
+    return futex_wait_result::value_changed;
+  }
+  park_timer timer(until);
   table_waiter w;
   w.prepare();
   if (resume == futex_resume::parking_carrier) w.token.home = c;
@@ -149,7 +159,7 @@ futex_wait_result futex_table_wait(carrier* c, const std::atomic<uint32_t>* word
   }
   b.list.push_back(&w);
   c->rt()->futex_table_parks.fetch_add(1, std::memory_order_relaxed);
-  const wait_state s = park(w, b.lock, b.list, until, reason, /*cancellable=*/false);
+  const wait_state s = park(w, b.lock, b.list, until, reason, /*cancellable=*/false, timer);
   b.waiting.fetch_sub(1, std::memory_order_relaxed);
   if (s == wait_state::notified) {
     if (w.listed.load(std::memory_order_acquire)) {
@@ -217,6 +227,8 @@ void futex_table_pass_on_wakes_stuck_on(const carrier* c) {
     pass_on(word, aux);
   }
 }
+
+unsigned futex_table_bucket_index(const void* word) { return index_of(word); }
 
 namespace {
 

@@ -105,6 +105,10 @@ void futex_table_wake_all(const void* word);
 // time. Costs a spin lock and a scan of one stripe of the bound wakes.
 void futex_table_pass_on_wakes_stuck_on(const carrier* c);
 
+// Which of the table's buckets (and spin locks) `word`'s waits share; for
+// tests.
+unsigned futex_table_bucket_index(const void* word);
+
 }  // namespace bobbin::internal
 
 #endif  // BOBBIN_RUNTIME_PARK_FUTEX_TABLE_H_

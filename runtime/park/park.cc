@@ -19,9 +19,11 @@
 #include <linux/time_types.h>
 #include <sched.h>
 
+#include "bobbin/pinning.h"
 #include "runtime/fiber/cancel.h"
 #include "runtime/fiber/fiber_control.h"
 #include "runtime/inspect/deadlock_watch.h"
+#include "runtime/park/park_timer.h"
 #include "runtime/park/thread_parker.h"
 #include "runtime/sched/carrier.h"
 #include "runtime/sched/scheduler.h"
@@ -36,6 +38,8 @@ namespace {
 // before it yields its core (a few microseconds: what a notifier's futex
 // wake takes when it is not preempted).
 constexpr int kClaimedSpins = 200;
+
+}  // namespace
 
 struct timed_wait_timer {
   completion on_fire{&fired};
@@ -70,22 +74,50 @@ struct timed_wait_timer {
   }
 };
 
+namespace {
+
+// Lets go of a timer whose wait ended otherwise: if it has not fired, its
+// ring removes the timeout; if it is firing, waits until it is done with
+// the waiter (which is about to leave scope).
+void release_unfired(timed_wait_timer* timer) {
+  if (!timer->claimed.exchange(true, std::memory_order_acq_rel)) {
+    // The timeout is still armed: have its ring remove it.
+    timer->owner->post(
+        {remote_request::remove_timeout, -1, reinterpret_cast<uint64_t>(&timer->on_fire), &timer->on_removed});
+    timer->unref();  // our reference; the two completions hold theirs
+    return;
+  }
+  while (!timer->done.load(std::memory_order_acquire)) __builtin_ia32_pause();
+  timer->unref();  // ours
+  timer->unref();  // no removal will be posted
+}
+
+// `made`: the timer, made by the caller before it took `lock`
+// (park_timer.h), or null to make one here when `d` is not never.
 wait_state park_fiber(carrier* c, fiber_control* self, waiter& w, spin_lock& lock, deadline d, wait_reason reason,
-                      bool cancellable) {
+                      bool cancellable, timed_wait_timer* made) {
   // Published before the timer is armed, so that nothing but this fiber
   // (which holds `lock`, as every notifier must) can touch `w` if a
   // cancellation came first.
   if (cancellable && !publish_cancel_hook(self, {cancel_hook::wait_list, &w, &lock, nullptr, nullptr})) {
     w.state.store(wait_state::canceled, std::memory_order_relaxed);
+    delete made;
     return wait_state::canceled;  // with `lock` held, as after a timeout
   }
   timed_wait_timer* timer = nullptr;
   if (!d.is_never()) {
-    timer = new timed_wait_timer;
+    // With `lock` held: an allocation, or an arm that submits a full queue,
+    // that waits on an OS lock blocks the carrier (pinned) rather than
+    // parking this fiber, which would leave every other taker of `lock`
+    // spinning until it ran again.
+    pinned_scope no_unmount("arming a bobbin wait's deadline");
+    timer = made != nullptr ? made : new timed_wait_timer;
     timer->w = &w;
     timer->owner = c;
     timer->when = monotonic_timespec(d);
     c->io().arm_timer(timer->when, &timer->on_fire);
+  } else {
+    delete made;
   }
   self->reason.store(reason, std::memory_order_relaxed);
   self->parked_at_ms.store(c->clock_ms() | (d.is_never() ? 0 : kParkedWithDeadline), std::memory_order_relaxed);
@@ -102,17 +134,8 @@ wait_state park_fiber(carrier* c, fiber_control* self, waiter& w, spin_lock& loc
   wait_state result = w.state.load(std::memory_order_acquire);
   if (timer != nullptr) {
     if (result == wait_state::notified || result == wait_state::canceled) {
-      if (!timer->claimed.exchange(true, std::memory_order_acq_rel)) {
-        // The timeout is still armed in the kernel: have its ring remove it.
-        timer->owner->post({remote_request::remove_timeout, -1, reinterpret_cast<uint64_t>(&timer->on_fire),
-                            &timer->on_removed});
-        timer->unref();  // our reference; the two completions hold theirs
-        timer = nullptr;
-      } else {
-        while (!timer->done.load(std::memory_order_acquire)) __builtin_ia32_pause();
-      }
-    }
-    if (timer != nullptr) {
+      release_unfired(timer);
+    } else {
       timer->unref();  // ours
       timer->unref();  // no removal will be posted
     }
@@ -139,12 +162,29 @@ void waiter::prepare() noexcept {
   state.store(wait_state::waiting, std::memory_order_relaxed);
 }
 
+park_timer::park_timer(deadline d) {
+  if (d.is_never()) return;
+  // Pinned: an allocator whose lock is contended must not make this wait
+  // on that lock park in the table too, which would make a timer again.
+  pinned_scope no_unmount("making a bobbin wait's deadline timer");
+  timer_ = new timed_wait_timer;
+}
+park_timer::~park_timer() { delete timer_; }
+
 wait_state park(waiter& w, spin_lock& lock, waiter_list& list, deadline d, wait_reason reason, bool cancellable) {
+  park_timer none;
+  return park(w, lock, list, d, reason, cancellable, none);
+}
+
+wait_state park(waiter& w, spin_lock& lock, waiter_list& list, deadline d, wait_reason reason, bool cancellable,
+                park_timer& made) {
   if (w.token.is_fiber) {
     carrier* c = current_carrier();
     auto* self = static_cast<fiber_control*>(w.token.target);
     BOBBIN_CHECK(c != nullptr && c->current() == self, "bobbin: waiter prepared on another fiber");
-    wait_state s = park_fiber(c, self, w, lock, d, reason, cancellable);
+    timed_wait_timer* timer = made.timer_;
+    made.timer_ = nullptr;
+    wait_state s = park_fiber(c, self, w, lock, d, reason, cancellable, timer);
     if (s == wait_state::timed_out || s == wait_state::canceled) {  // the lock is held again
       list.remove(&w);
       lock.unlock();
