@@ -172,10 +172,13 @@ epoll_backend::~epoll_backend() {
   for (std::thread& t : workers_) t.join();
   for (op* o : jobs_) delete o;
   for (auto& [o, res] : finished_) delete o;
-  for (auto& [ud, o] : ops_by_user_data_) {
-    const place at = o->at.load(std::memory_order_relaxed);
-    if (o->user_fd_wait) closed_fds::wait_ends(o->fd);
-    if (at != place::job_queued && at != place::job_running) delete o;
+  for (auto& [ud, newest] : ops_by_user_data_) {
+    for (op *o = newest, *next; o != nullptr; o = next) {
+      next = o->same_user_data;
+      const place at = o->at.load(std::memory_order_relaxed);
+      if (o->user_fd_wait) closed_fds::wait_ends(o->fd);
+      if (at != place::job_queued && at != place::job_running) delete o;
+    }
   }
   for (auto& [when, t] : timers_) delete t;
   if (epfd_ >= 0) sys(SYS_close, epfd_);
@@ -300,7 +303,7 @@ void epoll_backend::start(const io_uring_sqe& sqe, const io_uring_sqe* link) {
       o->kind = fd_kind::other_pollable;
     }
   }
-  ops_by_user_data_.emplace(o->user_data, o);
+  index_op(o);
   if (o->kind == fd_kind::blocking_file) {
     arm_deadline(o, link);
     run_on_worker(o);
@@ -458,7 +461,7 @@ void epoll_backend::arm_fd(int fd, fd_entry& e, uint32_t owner) {
   // operation runs as a blocking job, which reports any error itself.
   e.registered = false;
   e.armed = 0;
-  std::vector<op*> waiting;
+  op_list waiting;
   waiting.swap(e.waiting);
   fds_.erase(fd);
   for (op* o : waiting) {
@@ -500,9 +503,9 @@ void epoll_backend::fd_ready(int fd, uint32_t owner, uint32_t events, bool idle_
   }
   // Try each operation the events could have unblocked; those still told
   // EAGAIN wait again. Taken out first: finish() edits the list.
-  std::vector<op*> waiting;
+  op_list waiting;
   waiting.swap(it->second.waiting);
-  std::vector<op*> still;
+  op_list still;
   for (op* o : waiting) {
     const bool maybe = (o->events & events) != 0 || (events & (EPOLLERR | EPOLLHUP)) != 0;
     int res = -EAGAIN;
@@ -659,15 +662,29 @@ void epoll_backend::finish(op* o, int res, int link_res) {
   } else if (o->link_user_data != 0) {
     post(o->link_user_data, link_res);
   }
-  auto range = ops_by_user_data_.equal_range(o->user_data);
-  for (auto it = range.first; it != range.second; ++it) {
-    if (it->second == o) {
-      ops_by_user_data_.erase(it);
-      break;
-    }
-  }
+  unindex_op(o);
   post(o->user_data, res);
   delete o;
+}
+
+void epoll_backend::index_op(op* o) {
+  auto [it, first] = ops_by_user_data_.try_emplace(o->user_data, o);
+  if (!first) {
+    o->same_user_data = it->second;
+    it->second = o;
+  }
+  ops_++;
+}
+
+void epoll_backend::unindex_op(op* o) {
+  auto it = ops_by_user_data_.find(o->user_data);
+  if (it == ops_by_user_data_.end()) return;
+  op** link = &it->second;
+  while (*link != nullptr && *link != o) link = &(*link)->same_user_data;
+  if (*link == nullptr) return;
+  *link = o->same_user_data;
+  if (it->second == nullptr) ops_by_user_data_.erase(it);
+  ops_--;
 }
 
 void epoll_backend::add_timer(timer* t) { t->at = timers_.emplace(t->when_ns, t); }
@@ -723,12 +740,13 @@ int epoll_backend::cancel_matching(uint64_t user_data, int fd, bool by_fd, bool 
   std::vector<op*> victims;
   bool running = false;
   if (by_fd) {
-    for (auto& [ud, o] : ops_by_user_data_) {
-      if (o->fd == fd) victims.push_back(o);
+    for (auto& [ud, newest] : ops_by_user_data_) {
+      for (op* o = newest; o != nullptr; o = o->same_user_data) {
+        if (o->fd == fd) victims.push_back(o);
+      }
     }
-  } else {
-    auto range = ops_by_user_data_.equal_range(user_data);
-    for (auto it = range.first; it != range.second; ++it) victims.push_back(it->second);
+  } else if (auto it = ops_by_user_data_.find(user_data); it != ops_by_user_data_.end()) {
+    for (op* o = it->second; o != nullptr; o = o->same_user_data) victims.push_back(o);
   }
   int cancelled = 0;
   for (op* o : victims) {

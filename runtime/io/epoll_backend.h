@@ -72,6 +72,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
 
 namespace bobbin::internal {
@@ -163,7 +164,10 @@ class epoll_backend {
   void note_closed(int fd, uint32_t close_count);
 
   // For tests and stats.
-  size_t operations_waiting() const { return ops_by_user_data_.size(); }
+  size_t operations_waiting() const { return ops_; }
+  // Operations waiting for an fd's readiness. While there are none, a
+  // collect() that may not sleep makes no epoll wait.
+  size_t fd_waits() const { return fd_waits_; }
   // epoll_ctl calls made to register, re-arm or remove fds. Any thread.
   uint64_t registrations() const { return registrations_.load(std::memory_order_relaxed); }
 
@@ -177,16 +181,21 @@ class epoll_backend {
     int fd = -1;
     uint32_t events = 0;  // what it waits for while in fd_wait
     uint32_t owner = 0;   // owned_by()'s key, 0 if the fd is not owned
-    // Written by a worker (queued -> running) under jobs_mu_; whether a job
-    // can still be taken back is decided under it too (take_back_job).
-    std::atomic<place> at{place::fd_wait};
+    // Where it waits: timer_only (on no list; at most its deadline's timer
+    // refers to it) until wait_for_fd() or run_on_worker(). Written by a
+    // worker (queued -> running) under jobs_mu_; whether a job can still be
+    // taken back is decided under it too (take_back_job).
+    std::atomic<place> at{place::timer_only};
     fd_kind kind = fd_kind::socket;
     bool connecting = false;         // a connect that answered EINPROGRESS
     bool user_fd_wait = false;       // in fd_wait on a user's fd, counted in closed_fds
     uint32_t close_count = 0;        // closed_fds::wait_begins()'s, when user_fd_wait
     timer* deadline = nullptr;       // its link timeout, if any
     uint64_t link_user_data = 0;     // the link timeout's user_data
+    op* same_user_data = nullptr;    // the next older one indexed under its user_data
   };
+  // One waiter is the common case (a read or a write per fd): inline.
+  using op_list = absl::InlinedVector<op*, 1>;
   struct timer {
     int64_t when_ns = 0;
     uint64_t user_data = 0;  // a TIMEOUT's; unused for a link timeout
@@ -194,7 +203,7 @@ class epoll_backend {
     std::multimap<int64_t, timer*>::iterator at;
   };
   struct fd_entry {
-    std::vector<op*> waiting;
+    op_list waiting;
     // Events armed: for EPOLLONESHOT, until reported; edge-triggered, for
     // as long as the registration lasts.
     uint32_t armed = 0;
@@ -232,6 +241,9 @@ class epoll_backend {
   // A queued job off the queue, so that it never runs: false if a worker
   // has taken it (it runs to the end; its result comes through finished_).
   bool take_back_job(op* o);
+  // ops_by_user_data_'s upkeep.
+  void index_op(op* o);
+  void unindex_op(op* o);
   void add_timer(timer* t);
   void fire_due_timers();
   int cancel_matching(uint64_t user_data, int fd, bool by_fd, bool all);
@@ -252,7 +264,12 @@ class epoll_backend {
   std::atomic<uint64_t> registrations_{0};  // written by the owner only (bump)
   absl::flat_hash_map<int, fd_entry> fds_;
   size_t fd_waits_ = 0;  // operations in fd_wait
-  std::unordered_multimap<uint64_t, op*> ops_by_user_data_;
+  // Every operation, by user_data: the newest of each user_data here, older
+  // ones with the same user_data (a poll() of several fds shares one)
+  // chained through op::same_user_data. Flat, and no allocation per
+  // operation (a node-based multimap cost one, and a cache miss, per send).
+  absl::flat_hash_map<uint64_t, op*> ops_by_user_data_;
+  size_t ops_ = 0;
   std::multimap<int64_t, timer*> timers_;
   std::unordered_multimap<uint64_t, timer*> timeouts_by_user_data_;
 

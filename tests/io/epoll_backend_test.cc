@@ -106,6 +106,32 @@ TEST(EpollBackendTest, ARecvWithDataCompletesAtOnceAndOneWithoutWaitsForIt) {
   EXPECT_EQ(t.b.operations_waiting(), 0u);
 }
 
+// Before: an operation that completed at once was taken for one leaving an
+// fd wait, and the count of fd waits went below zero (a size_t: it
+// wrapped), so that every collect() that could not sleep made an epoll
+// wait system call for nothing.
+TEST(EpollBackendTest, OperationsThatCompleteAtOnceLeaveNoFdWaitCounted) {
+  backend_under_test t;
+  socket_pair s;
+  char buf[8];
+  for (uint64_t i = 1; i <= 3; i++) {
+    ASSERT_EQ(::write(s.b, "abc", 3), 3);
+    io_uring_prep_recv(t.sqe(i), s.a, buf, sizeof buf, 0);
+    t.collect(false);
+    EXPECT_EQ(t.results[i], 3);
+    io_uring_prep_send(t.sqe(10 + i), s.a, "x", 1, 0);
+    t.collect(false);
+    EXPECT_EQ(t.results[10 + i], 1);
+  }
+  EXPECT_EQ(t.b.fd_waits(), 0u);
+  io_uring_prep_recv(t.sqe(20), s.a, buf, sizeof buf, 0);
+  t.collect(false);
+  EXPECT_EQ(t.b.fd_waits(), 1u) << "nothing to read: it waits";
+  ASSERT_EQ(::write(s.b, "abc", 3), 3);
+  EXPECT_EQ(t.wait_for(20), 3);
+  EXPECT_EQ(t.b.fd_waits(), 0u);
+}
+
 TEST(EpollBackendTest, AReaderAndAWriterWaitOnOneSocketTogether) {
   backend_under_test t;
   socket_pair s;
