@@ -92,10 +92,29 @@ void release_unfired(timed_wait_timer* timer) {
   timer->unref();  // no removal will be posted
 }
 
+// Arms `d` for `w` on `c` with `made` (or a timer made here: null). Out of
+// line, so that the untimed park does not carry its cleanup.
+__attribute__((noinline)) timed_wait_timer* arm_timer(carrier* c, waiter& w, deadline d, timed_wait_timer* made) {
+  // With the caller's lock held: an allocation, or an arm that submits a
+  // full queue, that waits on an OS lock blocks the carrier (pinned) rather
+  // than parking this fiber, which would leave every other taker of the
+  // lock spinning until it ran again.
+  pinned_scope no_unmount("arming a bobbin wait's deadline");
+  timed_wait_timer* timer = made != nullptr ? made : new timed_wait_timer;
+  timer->w = &w;
+  timer->owner = c;
+  timer->when = monotonic_timespec(d);
+  c->io().arm_timer(timer->when, &timer->on_fire);
+  return timer;
+}
+
 // `made`: the timer, made by the caller before it took `lock`
 // (park_timer.h), or null to make one here when `d` is not never.
-wait_state park_fiber(carrier* c, fiber_control* self, waiter& w, spin_lock& lock, deadline d, wait_reason reason,
-                      bool cancellable, timed_wait_timer* made) {
+// Inlined into each park(): out of line, its call and the spills around
+// the switch cost the condition-variable ping-pong 10% (perf/micro/park_bench).
+__attribute__((always_inline)) inline wait_state park_fiber(carrier* c, fiber_control* self, waiter& w,
+                                                            spin_lock& lock, deadline d, wait_reason reason,
+                                                            bool cancellable, timed_wait_timer* made) {
   // Published before the timer is armed, so that nothing but this fiber
   // (which holds `lock`, as every notifier must) can touch `w` if a
   // cancellation came first.
@@ -105,20 +124,7 @@ wait_state park_fiber(carrier* c, fiber_control* self, waiter& w, spin_lock& loc
     return wait_state::canceled;  // with `lock` held, as after a timeout
   }
   timed_wait_timer* timer = nullptr;
-  if (!d.is_never()) {
-    // With `lock` held: an allocation, or an arm that submits a full queue,
-    // that waits on an OS lock blocks the carrier (pinned) rather than
-    // parking this fiber, which would leave every other taker of `lock`
-    // spinning until it ran again.
-    pinned_scope no_unmount("arming a bobbin wait's deadline");
-    timer = made != nullptr ? made : new timed_wait_timer;
-    timer->w = &w;
-    timer->owner = c;
-    timer->when = monotonic_timespec(d);
-    c->io().arm_timer(timer->when, &timer->on_fire);
-  } else {
-    delete made;
-  }
+  if (!d.is_never()) timer = arm_timer(c, w, d, made);
   self->reason.store(reason, std::memory_order_relaxed);
   self->parked_at_ms.store(c->clock_ms() | (d.is_never() ? 0 : kParkedWithDeadline), std::memory_order_relaxed);
   self->parked_waiter.store(&w, std::memory_order_relaxed);
@@ -171,26 +177,44 @@ park_timer::park_timer(deadline d) {
 }
 park_timer::~park_timer() { delete timer_; }
 
+namespace {
+
+// park() for a fiber: `made` is the timer park_timer made, or null.
+__attribute__((always_inline)) inline wait_state park_on_fiber(waiter& w, spin_lock& lock, waiter_list& list, deadline d, wait_reason reason,
+                                bool cancellable, timed_wait_timer* made) {
+  carrier* c = current_carrier();
+  auto* self = static_cast<fiber_control*>(w.token.target);
+  BOBBIN_CHECK(c != nullptr && c->current() == self, "bobbin: waiter prepared on another fiber");
+  wait_state s = park_fiber(c, self, w, lock, d, reason, cancellable, made);
+  if (s == wait_state::timed_out || s == wait_state::canceled) {  // the lock is held again
+    list.remove(&w);
+    lock.unlock();
+  }
+  return s;
+}
+
+wait_state park_thread(waiter& w, spin_lock& lock, waiter_list& list, deadline d, wait_reason reason);
+
+}  // namespace
+
 wait_state park(waiter& w, spin_lock& lock, waiter_list& list, deadline d, wait_reason reason, bool cancellable) {
-  park_timer none;
-  return park(w, lock, list, d, reason, cancellable, none);
+  if (w.token.is_fiber) return park_on_fiber(w, lock, list, d, reason, cancellable, nullptr);
+  return park_thread(w, lock, list, d, reason);
 }
 
 wait_state park(waiter& w, spin_lock& lock, waiter_list& list, deadline d, wait_reason reason, bool cancellable,
                 park_timer& made) {
-  if (w.token.is_fiber) {
-    carrier* c = current_carrier();
-    auto* self = static_cast<fiber_control*>(w.token.target);
-    BOBBIN_CHECK(c != nullptr && c->current() == self, "bobbin: waiter prepared on another fiber");
-    timed_wait_timer* timer = made.timer_;
-    made.timer_ = nullptr;
-    wait_state s = park_fiber(c, self, w, lock, d, reason, cancellable, timer);
-    if (s == wait_state::timed_out || s == wait_state::canceled) {  // the lock is held again
-      list.remove(&w);
-      lock.unlock();
-    }
-    return s;
-  }
+  timed_wait_timer* timer = made.timer_;
+  made.timer_ = nullptr;
+  if (w.token.is_fiber && !d.is_never()) return park_on_fiber(w, lock, list, d, reason, cancellable, timer);
+  delete timer;  // a plain thread's wait, or an untimed one, needs none
+  if (w.token.is_fiber) return park_on_fiber(w, lock, list, d, reason, cancellable, nullptr);
+  return park_thread(w, lock, list, d, reason);
+}
+
+namespace {
+
+wait_state park_thread(waiter& w, spin_lock& lock, waiter_list& list, deadline d, wait_reason reason) {
   // A plain thread (or a pinned fiber): release the lock, then sleep on this
   // thread's parker.
   lock.unlock();
@@ -241,6 +265,8 @@ wait_state park(waiter& w, spin_lock& lock, waiter_list& list, deadline d, wait_
     parker->park(d);
   }
 }
+
+}  // namespace
 
 void wake(wake_token t) noexcept {
   if (t.is_fiber) {
