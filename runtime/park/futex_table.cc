@@ -141,7 +141,7 @@ futex_wait_result futex_table_wait(carrier* c, const std::atomic<uint32_t>* word
     self->futex_recheck_word = nullptr;
     return futex_wait_result::value_changed;
   }
-  park_timer timer(until);
+  park_timer timer(c, until);
   table_waiter w;
   w.prepare();
   if (resume == futex_resume::parking_carrier) w.token.home = c;

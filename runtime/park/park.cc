@@ -109,22 +109,25 @@ __attribute__((noinline)) timed_wait_timer* arm_timer(carrier* c, waiter& w, dea
 }
 
 // `made`: the timer, made by the caller before it took `lock`
-// (park_timer.h), or null to make one here when `d` is not never.
+// (park_timer.h), or null to make one here when `d` is not never; set to
+// null when armed (else the caller frees it, after `lock` is let go).
 // Inlined into each park(): out of line, its call and the spills around
 // the switch cost the condition-variable ping-pong 10% (perf/micro/park_bench).
 __attribute__((always_inline)) inline wait_state park_fiber(carrier* c, fiber_control* self, waiter& w,
                                                             spin_lock& lock, deadline d, wait_reason reason,
-                                                            bool cancellable, timed_wait_timer* made) {
+                                                            bool cancellable, timed_wait_timer*& made) {
   // Published before the timer is armed, so that nothing but this fiber
   // (which holds `lock`, as every notifier must) can touch `w` if a
   // cancellation came first.
   if (cancellable && !publish_cancel_hook(self, {cancel_hook::wait_list, &w, &lock, nullptr, nullptr})) {
     w.state.store(wait_state::canceled, std::memory_order_relaxed);
-    delete made;
     return wait_state::canceled;  // with `lock` held, as after a timeout
   }
   timed_wait_timer* timer = nullptr;
-  if (!d.is_never()) timer = arm_timer(c, w, d, made);
+  if (!d.is_never()) {
+    timer = arm_timer(c, w, d, made);
+    made = nullptr;
+  }
   self->reason.store(reason, std::memory_order_relaxed);
   self->parked_at_ms.store(c->clock_ms() | (d.is_never() ? 0 : kParkedWithDeadline), std::memory_order_relaxed);
   self->parked_waiter.store(&w, std::memory_order_relaxed);
@@ -168,12 +171,15 @@ void waiter::prepare() noexcept {
   state.store(wait_state::waiting, std::memory_order_relaxed);
 }
 
-park_timer::park_timer(deadline d) {
+park_timer::park_timer(carrier* c, deadline d) {
   if (d.is_never()) return;
   // Pinned: an allocator whose lock is contended must not make this wait
   // on that lock park in the table too, which would make a timer again.
   pinned_scope no_unmount("making a bobbin wait's deadline timer");
   timer_ = new timed_wait_timer;
+  // Room for the timeout's SQE, so that arming it under the caller's lock
+  // cannot submit a full queue (whose operations allocate).
+  c->io().reserve_sqes(1);
 }
 park_timer::~park_timer() { delete timer_; }
 
@@ -190,6 +196,7 @@ __attribute__((always_inline)) inline wait_state park_on_fiber(waiter& w, spin_l
     list.remove(&w);
     lock.unlock();
   }
+  delete made;  // not armed (cancelled first): freed with no lock held
   return s;
 }
 
@@ -206,10 +213,11 @@ wait_state park(waiter& w, spin_lock& lock, waiter_list& list, deadline d, wait_
                 park_timer& made) {
   timed_wait_timer* timer = made.timer_;
   made.timer_ = nullptr;
-  if (w.token.is_fiber && !d.is_never()) return park_on_fiber(w, lock, list, d, reason, cancellable, timer);
-  delete timer;  // a plain thread's wait, or an untimed one, needs none
-  if (w.token.is_fiber) return park_on_fiber(w, lock, list, d, reason, cancellable, nullptr);
-  return park_thread(w, lock, list, d, reason);
+  // Either way an unused timer is freed with `lock` let go.
+  if (w.token.is_fiber) return park_on_fiber(w, lock, list, d, reason, cancellable, timer);
+  const wait_state s = park_thread(w, lock, list, d, reason);
+  delete timer;  // a plain thread's wait needs none
+  return s;
 }
 
 namespace {

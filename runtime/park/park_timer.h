@@ -7,7 +7,8 @@
 // park.cc). The futex table's bucket locks are different: an allocator's
 // own lock waits in that table and its unlock wakes there, so an
 // allocation made holding a bucket's lock can wait for a lock whose holder
-// spins on that same bucket lock (or takes it again itself). The table
+// spins on that same bucket lock (or takes it again itself). So can a full
+// submission queue's submit, which the timeout's arm may trigger. The table
 // makes the timer first, as the kernel's futex_wait sets up its timer
 // before it takes the hash bucket's lock. Both are made pinned: a wait on
 // an allocator's lock inside blocks the carrier, as a thread's would,
@@ -20,14 +21,19 @@
 
 namespace bobbin::internal {
 
+class carrier;
 struct timed_wait_timer;
 
-// Owns a timer made for a park with deadline `d` (none for never), until
-// park() takes it; frees it if no park did. Costs an allocation.
+// Owns a timer made for a park with deadline `d` (none for never) on the
+// calling fiber's carrier `c`, until park() takes it; frees it if no park
+// did. Also makes room for the timeout's SQE on `c`'s queue, so that the
+// arm under the lock cannot submit a full queue (whose operations
+// allocate). Between this and park() the fiber must not switch. Costs an
+// allocation.
 class park_timer {
  public:
   park_timer() = default;
-  explicit park_timer(deadline d);
+  park_timer(carrier* c, deadline d);
   ~park_timer();
   park_timer(const park_timer&) = delete;
   park_timer& operator=(const park_timer&) = delete;

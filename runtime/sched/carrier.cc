@@ -431,11 +431,16 @@ void complete_switch(ctx::transfer_t t) noexcept {
       f->state.store(fiber_state::runnable, std::memory_order_relaxed);
       current_carrier()->push_local(f, false);
       break;
-    case switch_action::requeue_shared:
+    case switch_action::requeue_shared: {
+      // Read first: once on the global queue `f` may run on another
+      // carrier, end, and be freed by its joiner (ThreadSanitizer caught
+      // the read of f->rt after the push in fiber_keys_test).
+      runtime_impl* rt = f->rt;
       f->state.store(fiber_state::runnable, std::memory_order_relaxed);
-      f->rt->push_global(f);
-      f->rt->wake_idle_carrier();
+      rt->push_global(f);
+      rt->wake_idle_carrier();
       break;
+    }
     case switch_action::requeue_bound:
       current_carrier()->push_bound(f);
       break;
