@@ -43,8 +43,12 @@ TEST(DestroyedPrimitiveTest, AChannelWakesItsWaitersWithClosedAndNamesThem) {
   auto ch = std::make_unique<bobbin::channel<std::string>>(0);
   std::atomic<int> closed{0};
   testing::internal::CaptureStderr();
+  // The fibers use the objects through pointers of their own: this thread
+  // resets the unique_ptrs, and a fiber's read of one, made before it
+  // parked, has no order with that write that ThreadSanitizer can see
+  // (wait_until_parked reads a dump).
   auto receiver = rt->spawn(
-      [&] {
+      [&, ch = ch.get()] {
         std::string v;
         if (ch->receive(v) == bobbin::channel_status::closed) closed++;
       },
@@ -52,7 +56,7 @@ TEST(DestroyedPrimitiveTest, AChannelWakesItsWaitersWithClosedAndNamesThem) {
   wait_until_parked(*rt, 1, "channel receive");
   auto ch2 = std::make_unique<bobbin::channel<std::string>>(0);
   auto sender = rt->spawn(
-      [&] {
+      [&, ch2 = ch2.get()] {
         std::string v = "kept";
         if (ch2->send(std::move(v)) == bobbin::channel_status::closed && v == "kept") closed++;
       },
@@ -79,7 +83,7 @@ TEST(DestroyedPrimitiveTest, AConditionVariableWakesItsWaitersSpuriously) {
   std::atomic<bool> woke{false};
   testing::internal::CaptureStderr();
   auto waiter = rt->spawn(
-      [&] {
+      [&, cv = cv.get()] {  // not the unique_ptr this thread resets (see the channel test)
         std::unique_lock lock(mu);
         cv->wait(lock);
         woke = true;
@@ -104,7 +108,7 @@ TEST(DestroyedPrimitiveTest, AMutexStrandsItsWaitersEvenPastTheirDeadline) {
   std::atomic<bool> resumed{false};
   testing::internal::CaptureStderr();
   auto stranded = rt->spawn(
-      [&] {
+      [&, mu = mu.get()] {  // not the unique_ptr this thread resets (see the channel test)
         (void)mu->try_lock_for(300ms);
         resumed = true;
       },
@@ -133,9 +137,10 @@ TEST(DestroyedPrimitiveTest, SemaphoreLatchAndWaitGroupStrandTheirWaiters) {
   wg->add(1);
   std::atomic<int> resumed{0};
   testing::internal::CaptureStderr();
-  rt->spawn([&] { (void)sem->try_acquire_for(200ms), resumed++; }, {.name = "sem-waiter"}).detach();
-  rt->spawn([&] { lat->wait(), resumed++; }, {.name = "latch-waiter"}).detach();
-  rt->spawn([&] { (void)wg->wait_for(200ms), resumed++; }, {.name = "wg-waiter"}).detach();
+  // Not the unique_ptrs this thread resets (see the channel test).
+  rt->spawn([&, sem = sem.get()] { (void)sem->try_acquire_for(200ms), resumed++; }, {.name = "sem-waiter"}).detach();
+  rt->spawn([&, lat = lat.get()] { lat->wait(), resumed++; }, {.name = "latch-waiter"}).detach();
+  rt->spawn([&, wg = wg.get()] { (void)wg->wait_for(200ms), resumed++; }, {.name = "wg-waiter"}).detach();
   wait_until_parked(*rt, 1, "semaphore acquire");
   wait_until_parked(*rt, 1, "latch wait");
   wait_until_parked(*rt, 1, "wait group wait");
