@@ -112,7 +112,8 @@ __attribute__((noinline)) timed_wait_timer* arm_timer(carrier* c, waiter& w, dea
 // (park_timer.h), or null to make one here when `d` is not never; set to
 // null when armed (else the caller frees it, after `lock` is let go).
 // Inlined into each park(): out of line, its call and the spills around
-// the switch cost the condition-variable ping-pong 10% (perf/micro/park_bench).
+// the switch cost bobbin_condvar_ping_pong 15-21% (perf/RESULTS.md,
+// the comparison against dd03734).
 __attribute__((always_inline)) inline wait_state park_fiber(carrier* c, fiber_control* self, waiter& w,
                                                             spin_lock& lock, deadline d, wait_reason reason,
                                                             bool cancellable, timed_wait_timer*& made) {
@@ -186,8 +187,9 @@ park_timer::~park_timer() { delete timer_; }
 namespace {
 
 // park() for a fiber: `made` is the timer park_timer made, or null.
-__attribute__((always_inline)) inline wait_state park_on_fiber(waiter& w, spin_lock& lock, waiter_list& list, deadline d, wait_reason reason,
-                                bool cancellable, timed_wait_timer* made) {
+__attribute__((always_inline)) inline wait_state park_on_fiber(waiter& w, spin_lock& lock, waiter_list& list,
+                                                               deadline d, wait_reason reason, bool cancellable,
+                                                               timed_wait_timer* made) {
   carrier* c = current_carrier();
   auto* self = static_cast<fiber_control*>(w.token.target);
   BOBBIN_CHECK(c != nullptr && c->current() == self, "bobbin: waiter prepared on another fiber");
